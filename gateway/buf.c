@@ -1,0 +1,169 @@
+/*
+ * Bounded byte buffers (see buf.h). Pure memory work, no I/O.
+ */
+#include "framebuffer/buf.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void fb_buf_init(struct fb_buf *b, size_t max)
+{
+  memset(b, 0, sizeof *b);
+  b->max = max;
+}
+
+void fb_buf_init_fixed(struct fb_buf *b, char *mem, size_t cap)
+{
+  memset(b, 0, sizeof *b);
+  b->data = mem;
+  b->cap = cap;
+  b->max = cap ? cap - 1 : 0; /* room for the NUL of fb_buf_cstr */
+  b->fixed = true;
+}
+
+void fb_buf_free(struct fb_buf *b)
+{
+  if (!b->fixed) free(b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+void fb_buf_reset(struct fb_buf *b)
+{
+  b->len = 0;
+  b->truncated = false;
+}
+
+/* Makes room for `extra` more bytes plus a NUL. */
+static int reserve(struct fb_buf *b, size_t extra)
+{
+  if (extra > b->max - b->len) {
+    b->truncated = true;
+    return -ENOSPC;
+  }
+  size_t need = b->len + extra + 1;
+  if (need <= b->cap) return 0;
+  if (b->fixed) {
+    b->truncated = true;
+    return -ENOSPC;
+  }
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < need)
+    cap *= 2;
+  char *p = realloc(b->data, cap);
+  if (!p) {
+    b->truncated = true;
+    return -ENOMEM;
+  }
+  b->data = p;
+  b->cap = cap;
+  return 0;
+}
+
+int fb_buf_append(struct fb_buf *b, const void *p, size_t n)
+{
+  int rc = reserve(b, n);
+  if (rc) {
+    /* A fixed buffer keeps what fits: log lines are cut, not lost. */
+    if (b->fixed && b->cap > b->len + 1) {
+      size_t room = b->cap - b->len - 1;
+      memcpy(b->data + b->len, p, room);
+      b->len += room;
+    }
+    return rc;
+  }
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  return 0;
+}
+
+int fb_buf_puts(struct fb_buf *b, const char *s)
+{
+  return fb_buf_append(b, s, strlen(s));
+}
+
+int fb_buf_printf(struct fb_buf *b, const char *fmt, ...)
+{
+  char small[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(small, sizeof small, fmt, ap);
+  va_end(ap);
+  if (n < 0) return -EINVAL;
+  if ((size_t)n < sizeof small) return fb_buf_append(b, small, (size_t)n);
+
+  int rc = reserve(b, (size_t)n);
+  if (rc) return rc;
+  va_start(ap, fmt);
+  vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  b->len += (size_t)n;
+  return 0;
+}
+
+int fb_buf_u64(struct fb_buf *b, uint64_t v)
+{
+  char tmp[24];
+  char *p = tmp + sizeof tmp;
+  do {
+    *--p = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  return fb_buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
+}
+
+int fb_buf_json_string(struct fb_buf *b, const char *s, size_t n)
+{
+  static const char hex[] = "0123456789abcdef";
+  int rc = fb_buf_append(b, "\"", 1);
+  size_t run = 0; /* bytes copied verbatim in one go */
+  for (size_t i = 0; i < n && !rc; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') {
+      run++;
+      continue;
+    }
+    rc = fb_buf_append(b, s + i - run, run);
+    run = 0;
+    char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+    switch (c) {
+    case '"': rc = rc ? rc : fb_buf_append(b, "\\\"", 2); break;
+    case '\\': rc = rc ? rc : fb_buf_append(b, "\\\\", 2); break;
+    case '\n': rc = rc ? rc : fb_buf_append(b, "\\n", 2); break;
+    case '\r': rc = rc ? rc : fb_buf_append(b, "\\r", 2); break;
+    case '\t': rc = rc ? rc : fb_buf_append(b, "\\t", 2); break;
+    default: rc = rc ? rc : fb_buf_append(b, esc, sizeof esc); break;
+    }
+  }
+  if (!rc) rc = fb_buf_append(b, s + n - run, run);
+  if (!rc) rc = fb_buf_append(b, "\"", 1);
+  return rc;
+}
+
+int fb_buf_resp_bulk(struct fb_buf *b, const char *s, size_t n)
+{
+  int rc = fb_buf_append(b, "$", 1);
+  if (!rc) rc = fb_buf_u64(b, n);
+  if (!rc) rc = fb_buf_append(b, "\r\n", 2);
+  if (!rc) rc = fb_buf_append(b, s, n);
+  if (!rc) rc = fb_buf_append(b, "\r\n", 2);
+  return rc;
+}
+
+int fb_buf_resp_array(struct fb_buf *b, size_t n)
+{
+  int rc = fb_buf_append(b, "*", 1);
+  if (!rc) rc = fb_buf_u64(b, n);
+  if (!rc) rc = fb_buf_append(b, "\r\n", 2);
+  return rc;
+}
+
+const char *fb_buf_cstr(struct fb_buf *b)
+{
+  if (!b->data) return "";
+  b->data[b->len] = '\0'; /* reserve() always keeps room for it */
+  return b->data;
+}

@@ -1,0 +1,523 @@
+/*
+ * Settings from defaults, then environment, then flags (flags win).
+ * Runs on the main thread at start; the result is never changed afterwards.
+ */
+#include "framebuffer/config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#ifndef FB_VERSION
+#define FB_VERSION "2.0.0"
+#endif
+
+/* ---------------------------------------------------------------- names */
+
+static const char *const strategy_names[FB_STRATEGY_COUNT] = {"round_robin", "weighted_round_robin",
+                                                              "least_loaded", "consistent_hash"};
+
+const char *fb_strategy_name(enum fb_strategy s)
+{
+  return (unsigned)s < FB_STRATEGY_COUNT ? strategy_names[s] : "unknown";
+}
+
+int fb_strategy_parse(const char *s, enum fb_strategy *out)
+{
+  for (int i = 0; i < FB_STRATEGY_COUNT; i++)
+    if (!strcmp(s, strategy_names[i])) {
+      *out = (enum fb_strategy)i;
+      return 0;
+    }
+  return -EINVAL;
+}
+
+const char *fb_overload_policy_name(enum fb_overload_policy p)
+{
+  switch (p) {
+  case FB_OVERLOAD_DROP_OLDEST: return "drop_oldest";
+  case FB_OVERLOAD_REJECT: return "reject";
+  case FB_OVERLOAD_BLOCK: return "block";
+  }
+  return "unknown";
+}
+
+/* ------------------------------------------------------------- parsers */
+
+/* Each parser reads `v` into the field at `dst`; on failure it writes why
+ * into `why` and returns -EINVAL. */
+typedef int (*parse_fn)(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n);
+
+static int parse_i64(const char *v, int64_t min, int64_t max, int64_t *out, char *why, size_t n)
+{
+  char *end;
+  errno = 0;
+  long long x = strtoll(v, &end, 10);
+  if (errno || end == v || *end) {
+    snprintf(why, n, "'%s' is not a whole number", v);
+    return -EINVAL;
+  }
+  if (x < min || x > max) {
+    snprintf(why, n, "%lld is out of range %lld..%lld", x, (long long)min, (long long)max);
+    return -EINVAL;
+  }
+  *out = x;
+  return 0;
+}
+
+static int copy_str(const char *v, char *dst, size_t cap, char *why, size_t n)
+{
+  size_t len = strlen(v);
+  if (len >= cap) {
+    snprintf(why, n, "longer than %zu characters", cap - 1);
+    return -EINVAL;
+  }
+  memcpy(dst, v, len + 1);
+  return 0;
+}
+
+#define STR_PARSER(name, field)                                                                    \
+  static int name(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)            \
+  {                                                                                                \
+    (void)dst;                                                                                     \
+    return copy_str(v, cfg->field, sizeof cfg->field, why, n);                                     \
+  }
+
+STR_PARSER(p_nats_token, nats_token)
+STR_PARSER(p_nats_user, nats_user)
+STR_PARSER(p_nats_password, nats_password)
+STR_PARSER(p_nats_creds, nats_creds)
+STR_PARSER(p_nats_tls_ca, nats_tls_ca)
+STR_PARSER(p_api_token, api_token)
+STR_PARSER(p_redis_password, redis.password)
+
+static int p_name(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  if (!*v) {
+    snprintf(why, n, "must not be empty");
+    return -EINVAL;
+  }
+  for (const char *p = v; *p; p++)
+    if ((unsigned char)*p <= ' ') {
+      snprintf(why, n, "must not contain spaces or control characters");
+      return -EINVAL;
+    }
+  return copy_str(v, dst, FB_NAME_MAX, why, n);
+}
+
+static int p_bool(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  bool *b = dst;
+  if (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"))
+    *b = true;
+  else if (!strcmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") ||
+           !strcasecmp(v, "off") || !*v)
+    *b = false;
+  else {
+    snprintf(why, n, "'%s' is not a boolean (1/0, true/false)", v);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+static int p_ms(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  return parse_i64(v, 0, INT64_C(86400000) * 365, dst, why, n);
+}
+
+static int p_port_num(const char *v, int *out, char *why, size_t n)
+{
+  int64_t x;
+  if (parse_i64(v, 1, 65535, &x, why, n)) return -EINVAL;
+  *out = (int)x;
+  return 0;
+}
+
+static int p_redis_url(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  /* A password given separately (REDIS_PASSWORD) survives a URL without one. */
+  char saved[sizeof cfg->redis.password];
+  memcpy(saved, cfg->redis.password, sizeof saved);
+  if (fb_config_parse_redis_url(v, &cfg->redis, why, n)) return -EINVAL;
+  if (!cfg->redis.password[0]) memcpy(cfg->redis.password, saved, sizeof saved);
+  return 0;
+}
+
+static int p_redis_host(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  if (!*v) {
+    snprintf(why, n, "must not be empty");
+    return -EINVAL;
+  }
+  return copy_str(v, cfg->redis.host, sizeof cfg->redis.host, why, n);
+}
+
+static int p_redis_port(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  return p_port_num(v, &cfg->redis.port, why, n);
+}
+
+static int p_redis_db(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  int64_t x;
+  if (parse_i64(v, 0, 15, &x, why, n)) return -EINVAL;
+  cfg->redis.db = (int)x;
+  return 0;
+}
+
+static int p_nats_url(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  if (!strcasecmp(v, "none") || !*v) {
+    cfg->nats_enabled = false;
+    cfg->nats_url[0] = '\0';
+    return 0;
+  }
+  /* Every comma-separated server must be nats://, tls:// or host:port. */
+  char tmp[sizeof cfg->nats_url];
+  if (copy_str(v, tmp, sizeof tmp, why, n)) return -EINVAL;
+  char *save = NULL;
+  for (char *s = strtok_r(tmp, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
+    while (*s == ' ')
+      s++;
+    if (strncmp(s, "nats://", 7) && strncmp(s, "tls://", 6) && !strchr(s, ':')) {
+      snprintf(why, n, "'%s' is not a NATS server URL (nats://host:port)", s);
+      return -EINVAL;
+    }
+  }
+  cfg->nats_enabled = true;
+  return copy_str(v, cfg->nats_url, sizeof cfg->nats_url, why, n);
+}
+
+static int p_listen(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  const char *colon = strrchr(v, ':');
+  if (!colon) {
+    snprintf(why, n, "'%s' is not host:port", v);
+    return -EINVAL;
+  }
+  size_t hl = (size_t)(colon - v);
+  if (hl >= sizeof cfg->listen_host) {
+    snprintf(why, n, "host is too long");
+    return -EINVAL;
+  }
+  if (p_port_num(colon + 1, &cfg->listen_port, why, n)) return -EINVAL;
+  memcpy(cfg->listen_host, v, hl);
+  cfg->listen_host[hl] = '\0';
+  if (!hl) snprintf(cfg->listen_host, sizeof cfg->listen_host, "0.0.0.0");
+  return 0;
+}
+
+static int p_port(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  return p_port_num(v, &cfg->listen_port, why, n);
+}
+
+static int p_strategy(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  if (fb_strategy_parse(v, &cfg->strategy)) {
+    snprintf(why, n,
+             "'%s' is not one of round_robin, weighted_round_robin, least_loaded, consistent_hash",
+             v);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+static int p_overload(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  if (!strcmp(v, "drop_oldest"))
+    cfg->overload_policy = FB_OVERLOAD_DROP_OLDEST;
+  else if (!strcmp(v, "reject"))
+    cfg->overload_policy = FB_OVERLOAD_REJECT;
+  else if (!strcmp(v, "block"))
+    cfg->overload_policy = FB_OVERLOAD_BLOCK;
+  else {
+    snprintf(why, n, "'%s' is not one of drop_oldest, reject, block", v);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+static int p_max_deliveries(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  int64_t x;
+  if (parse_i64(v, 1, 1000, &x, why, n)) return -EINVAL;
+  cfg->max_deliveries = (int)x;
+  return 0;
+}
+
+static int p_batch(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  int64_t x;
+  if (parse_i64(v, 1, 10000, &x, why, n)) return -EINVAL;
+  cfg->batch_size = (int)x;
+  return 0;
+}
+
+static int p_log_level(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  if (fb_log_level_parse(v, &cfg->log_level)) {
+    snprintf(why, n, "'%s' is not one of debug, info, warn, error", v);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+static int p_log_format(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  if (fb_log_format_parse(v, &cfg->log_format)) {
+    snprintf(why, n, "'%s' is not one of text, json", v);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+/* -------------------------------------------------------------- table */
+
+struct setting {
+  const char *env;  /* environment variable, or NULL */
+  const char *flag; /* long flag without dashes, or NULL */
+  const char *arg;  /* placeholder in --help */
+  const char *dflt; /* shown in --help */
+  parse_fn parse;
+  size_t offset; /* of the field passed as `dst` */
+  const char *help;
+};
+
+#define OFF(f) offsetof(struct fb_config, f)
+
+/* Order matters where settings overlap: later ones refine earlier ones
+ * (REDIS_HOST after REDIS_URL would be wrong, so the URL comes last). */
+static const struct setting settings[] = {
+    {"REDIS_HOST", NULL, NULL, NULL, p_redis_host, 0, NULL},
+    {"REDIS_PORT", NULL, NULL, NULL, p_redis_port, 0, NULL},
+    {"REDIS_DB", NULL, NULL, NULL, p_redis_db, 0, NULL},
+    {"REDIS_PASSWORD", NULL, NULL, NULL, p_redis_password, 0, NULL},
+    {"REDIS_URL", "redis-url", "URL", "redis://127.0.0.1:6379/0", p_redis_url, 0,
+     "Redis server (also REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_PASSWORD)"},
+    {"NATS_URL", "nats-url", "URLS", "nats://127.0.0.1:4222", p_nats_url, 0,
+     "comma-separated NATS servers; 'none' runs Redis-only"},
+    {"NATS_TOKEN", "nats-token", "TOKEN", "unset", p_nats_token, 0, "NATS auth token"},
+    {"NATS_USER", "nats-user", "USER", "unset", p_nats_user, 0, "NATS user"},
+    {"NATS_PASSWORD", "nats-password", "PASSWORD", "unset", p_nats_password, 0, "NATS password"},
+    {"NATS_CREDS", "nats-creds", "FILE", "unset", p_nats_creds, 0, "NATS credentials file"},
+    {"NATS_TLS_CA", "nats-tls-ca", "FILE", "unset", p_nats_tls_ca, 0, "CA bundle for NATS TLS"},
+    {"NATS_JETSTREAM", "nats-jetstream", "BOOL", "0", p_bool, OFF(nats_jetstream),
+     "publish remote frames through JetStream stream FRAMES"},
+    {"PORT", NULL, NULL, NULL, p_port, 0, NULL},
+    {"LISTEN", "listen", "HOST:PORT", "0.0.0.0:8002", p_listen, 0,
+     "HTTP + WebSocket listener (PORT alone sets the port)"},
+    {"INPUT_STREAM", "input-stream", "KEY", "frames:metadata", p_name, OFF(input_stream),
+     "Redis stream the cameras write to"},
+    {"CONSUMER_GROUP", "consumer-group", "NAME", "frame-buffer-group", p_name, OFF(consumer_group),
+     "consumer group on the input stream"},
+    {"CONSUMER_NAME", "consumer-name", "NAME", "host name", p_name, OFF(consumer_name),
+     "this replica's consumer name; keep it stable across restarts"},
+    {"ROUTING_STRATEGY", "strategy", "NAME", "least_loaded", p_strategy, 0,
+     "round_robin, weighted_round_robin, least_loaded, consistent_hash"},
+    {"OVERLOAD_POLICY", "overload-policy", "NAME", "drop_oldest", p_overload, 0,
+     "when every candidate is full: drop_oldest, reject, block"},
+    {"HEARTBEAT_TIMEOUT_MS", "heartbeat-timeout-ms", "MS", "90000", p_ms, OFF(heartbeat_timeout_ms),
+     "no heartbeat for this long: processor is dead"},
+    {"FRAME_MAX_AGE_MS", "frame-max-age-ms", "MS", "0 (off)", p_ms, OFF(frame_max_age_ms),
+     "older frames are dropped as expired"},
+    {"MAX_DELIVERIES", "max-deliveries", "N", "5", p_max_deliveries, 0,
+     "entries delivered more often go to the DLQ as poison"},
+    {"BATCH_SIZE", "batch-size", "N", "256", p_batch, 0, "entries read per XREADGROUP"},
+    {"CLAIM_IDLE_MS", "claim-idle-ms", "MS", "30000", p_ms, OFF(claim_idle_ms),
+     "claim entries another consumer left pending this long"},
+    {"API_TOKEN", "api-token", "TOKEN", "unset", p_api_token, 0,
+     "require 'Authorization: Bearer TOKEN' on requests that change state"},
+    {"LOG_LEVEL", "log-level", "LEVEL", "info", p_log_level, 0, "debug, info, warn, error"},
+    {"LOG_FORMAT", "log-format", "FORMAT", "text", p_log_format, 0, "text or json"},
+};
+
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+
+static void set_defaults(struct fb_config *cfg)
+{
+  memset(cfg, 0, sizeof *cfg);
+  snprintf(cfg->redis.host, sizeof cfg->redis.host, "127.0.0.1");
+  cfg->redis.port = 6379;
+  cfg->nats_enabled = true;
+  snprintf(cfg->nats_url, sizeof cfg->nats_url, "nats://127.0.0.1:4222");
+  snprintf(cfg->listen_host, sizeof cfg->listen_host, "0.0.0.0");
+  cfg->listen_port = 8002;
+  snprintf(cfg->input_stream, sizeof cfg->input_stream, "frames:metadata");
+  snprintf(cfg->consumer_group, sizeof cfg->consumer_group, "frame-buffer-group");
+  if (gethostname(cfg->consumer_name, sizeof cfg->consumer_name - 1) || !cfg->consumer_name[0])
+    snprintf(cfg->consumer_name, sizeof cfg->consumer_name, "frame-buffer");
+  cfg->strategy = FB_STRATEGY_LEAST_LOADED;
+  cfg->overload_policy = FB_OVERLOAD_DROP_OLDEST;
+  cfg->heartbeat_timeout_ms = 90000;
+  cfg->max_deliveries = 5;
+  cfg->batch_size = 256;
+  cfg->claim_idle_ms = 30000;
+  cfg->log_level = FB_LOG_INFO;
+  cfg->log_format = FB_LOG_TEXT;
+}
+
+static int apply(struct fb_config *cfg, const struct setting *s, const char *v, const char *origin,
+                 char *err, size_t errlen)
+{
+  char why[256] = "";
+  void *dst = s->offset ? (char *)cfg + s->offset : NULL;
+  if (s->parse(cfg, dst, v, why, sizeof why) == 0) return 0;
+  snprintf(err, errlen, "invalid setting %s: %s", origin, why);
+  return -EINVAL;
+}
+
+static void usage(FILE *out, const char *prog)
+{
+  fprintf(out,
+          "Usage: %s [options]\n\n"
+          "frame-buffer routes video frame metadata from a Redis stream to registered\n"
+          "processors (Redis streams or NATS subjects) and serves the processor API and\n"
+          "the live dashboard.\n\n"
+          "Every option is also an environment variable; options win.\n\n",
+          prog);
+  for (size_t i = 0; i < NSETTINGS; i++) {
+    const struct setting *s = &settings[i];
+    if (!s->flag) continue;
+    char left[64];
+    snprintf(left, sizeof left, "--%s %s", s->flag, s->arg);
+    fprintf(out, "  %-30s %s\n  %-30s [%s, default %s]\n", left, s->help, "", s->env, s->dflt);
+  }
+  fprintf(out, "\n  %-30s %s\n  %-30s %s\n", "-h, --help", "show this help and exit",
+          "-V, --version", "print the version and exit");
+  fprintf(out, "\nBad settings exit with status 2. Docs: README.md.\n");
+}
+
+int fb_config_load(struct fb_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+  set_defaults(cfg);
+
+  for (size_t i = 0; i < NSETTINGS; i++) {
+    const char *v = getenv(settings[i].env);
+    if (v && apply(cfg, &settings[i], v, settings[i].env, err, errlen)) return -EINVAL;
+  }
+
+  struct option opts[NSETTINGS + 3];
+  size_t no = 0;
+  for (size_t i = 0; i < NSETTINGS; i++)
+    if (settings[i].flag)
+      opts[no++] = (struct option){settings[i].flag, required_argument, NULL, (int)(256 + i)};
+  opts[no++] = (struct option){"help", no_argument, NULL, 'h'};
+  opts[no++] = (struct option){"version", no_argument, NULL, 'V'};
+  opts[no] = (struct option){NULL, 0, NULL, 0};
+
+  optind = 1;
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, ":hV", opts, NULL)) != -1) {
+    if (c == 'h') {
+      usage(stdout, argv[0]);
+      return FB_CONFIG_EXIT;
+    }
+    if (c == 'V') {
+      printf("frame-buffer %s\n", FB_VERSION);
+      return FB_CONFIG_EXIT;
+    }
+    if (c == '?' || c == ':') {
+      const char *bad = argv[optind - 1];
+      snprintf(err, errlen, "%s option %s (see --help)", c == ':' ? "missing value for" : "unknown",
+               bad ? bad : "?");
+      return -EINVAL;
+    }
+    const struct setting *s = &settings[c - 256];
+    char origin[80];
+    snprintf(origin, sizeof origin, "--%s", s->flag);
+    if (apply(cfg, s, optarg, origin, err, errlen)) return -EINVAL;
+  }
+  if (optind < argc) {
+    snprintf(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
+    return -EINVAL;
+  }
+  return FB_CONFIG_OK;
+}
+
+int fb_config_parse_redis_url(const char *url, struct fb_redis_endpoint *out, char *err,
+                              size_t errlen)
+{
+  if (strncmp(url, "redis://", 8)) {
+    snprintf(err, errlen, "'%s' must start with redis:// (TLS is not supported)", url);
+    return -EINVAL;
+  }
+  struct fb_redis_endpoint ep = {.port = 6379};
+  const char *p = url + 8;
+  const char *at = strrchr(p, '@');
+  if (at) {
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    const char *pw = colon ? colon + 1 : p;
+    size_t ul = colon ? (size_t)(colon - p) : 0;
+    size_t pl = (size_t)(at - pw);
+    if (ul >= sizeof ep.username || pl >= sizeof ep.password) {
+      snprintf(err, errlen, "credentials are too long");
+      return -EINVAL;
+    }
+    memcpy(ep.username, p, ul);
+    memcpy(ep.password, pw, pl);
+    p = at + 1;
+  }
+  const char *slash = strchr(p, '/');
+  const char *end = slash ? slash : p + strlen(p);
+  const char *colon = memchr(p, ':', (size_t)(end - p));
+  const char *hend = colon ? colon : end;
+  size_t hl = (size_t)(hend - p);
+  if (!hl || hl >= sizeof ep.host) {
+    snprintf(err, errlen, "'%s' has no host", url);
+    return -EINVAL;
+  }
+  memcpy(ep.host, p, hl);
+  if (colon) {
+    char port[16];
+    size_t pl = (size_t)(end - colon - 1);
+    if (!pl || pl >= sizeof port) {
+      snprintf(err, errlen, "'%s' has a bad port", url);
+      return -EINVAL;
+    }
+    memcpy(port, colon + 1, pl);
+    port[pl] = '\0';
+    char why[128];
+    if (p_port_num(port, &ep.port, why, sizeof why)) {
+      snprintf(err, errlen, "'%s': port %s", url, why);
+      return -EINVAL;
+    }
+  }
+  if (slash && slash[1]) {
+    int64_t db;
+    char why[128];
+    if (parse_i64(slash + 1, 0, 15, &db, why, sizeof why)) {
+      snprintf(err, errlen, "'%s': database %s", url, why);
+      return -EINVAL;
+    }
+    ep.db = (int)db;
+  }
+  *out = ep;
+  return 0;
+}
+
+void fb_config_log(const struct fb_config *cfg)
+{
+  fb_info("config", "redis=redis://%s%s:%d/%d input=%s group=%s consumer=%s",
+          cfg->redis.password[0] ? "***@" : "", cfg->redis.host, cfg->redis.port, cfg->redis.db,
+          cfg->input_stream, cfg->consumer_group, cfg->consumer_name);
+  fb_info("config", "nats=%s%s%s jetstream=%s listen=%s:%d",
+          cfg->nats_enabled ? cfg->nats_url : "none",
+          cfg->nats_token[0] || cfg->nats_password[0] ? " auth=***" : "",
+          cfg->nats_creds[0] ? " creds=set" : "", cfg->nats_jetstream ? "on" : "off",
+          cfg->listen_host, cfg->listen_port);
+  fb_info("config",
+          "strategy=%s overload=%s heartbeat_timeout_ms=%lld frame_max_age_ms=%lld "
+          "max_deliveries=%d batch=%d claim_idle_ms=%lld api_token=%s log=%s/%s",
+          fb_strategy_name(cfg->strategy), fb_overload_policy_name(cfg->overload_policy),
+          (long long)cfg->heartbeat_timeout_ms, (long long)cfg->frame_max_age_ms,
+          cfg->max_deliveries, cfg->batch_size, (long long)cfg->claim_idle_ms,
+          cfg->api_token[0] ? "set" : "unset", fb_log_level_name(cfg->log_level),
+          cfg->log_format == FB_LOG_JSON ? "json" : "text");
+}

@@ -1,0 +1,91 @@
+/*
+ * Settings: environment variables and command-line flags (flags win) turned
+ * into one immutable struct. All validation of settings happens here, once,
+ * at start. Built on the main thread before any other thread exists; read-only
+ * afterwards, so any thread may read it.
+ */
+#ifndef FRAMEBUFFER_CONFIG_H
+#define FRAMEBUFFER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "framebuffer/log.h"
+
+#define FB_NAME_MAX 256 /* stream, group and consumer names */
+
+enum fb_strategy {
+  FB_STRATEGY_ROUND_ROBIN,
+  FB_STRATEGY_WEIGHTED_ROUND_ROBIN,
+  FB_STRATEGY_LEAST_LOADED,
+  FB_STRATEGY_CONSISTENT_HASH,
+  FB_STRATEGY_COUNT
+};
+
+enum fb_overload_policy { FB_OVERLOAD_DROP_OLDEST, FB_OVERLOAD_REJECT, FB_OVERLOAD_BLOCK };
+
+struct fb_redis_endpoint {
+  char host[256];
+  int port;
+  int db;
+  char password[256];
+  char username[128];
+};
+
+struct fb_config {
+  struct fb_redis_endpoint redis;
+
+  bool nats_enabled;
+  char nats_url[1024];
+  char nats_token[256];
+  char nats_user[128];
+  char nats_password[256];
+  char nats_creds[512];
+  char nats_tls_ca[512];
+  bool nats_jetstream;
+
+  char listen_host[128];
+  int listen_port;
+
+  char input_stream[FB_NAME_MAX];
+  char consumer_group[FB_NAME_MAX];
+  char consumer_name[FB_NAME_MAX];
+
+  enum fb_strategy strategy;
+  enum fb_overload_policy overload_policy;
+  int64_t heartbeat_timeout_ms;
+  int64_t frame_max_age_ms;
+  int max_deliveries;
+  int batch_size;
+  int64_t claim_idle_ms;
+
+  char api_token[256];
+  enum fb_log_level log_level;
+  enum fb_log_format log_format;
+};
+
+enum fb_config_result {
+  FB_CONFIG_OK = 0,
+  FB_CONFIG_EXIT = 1, /* --help or --version was printed: exit 0 */
+};
+
+/*
+ * Fills `cfg` from defaults, then the environment `envp`-style getter, then
+ * argv. Returns FB_CONFIG_OK, FB_CONFIG_EXIT, or -EINVAL with one line in
+ * `err` naming the setting and why.
+ */
+int fb_config_load(struct fb_config *cfg, int argc, char **argv, char *err, size_t errlen);
+
+/* Parses redis://[[user]:password@]host[:port][/db]. Returns 0 or -EINVAL. */
+int fb_config_parse_redis_url(const char *url, struct fb_redis_endpoint *out, char *err,
+                              size_t errlen);
+
+/* Logs the settings in effect, secrets hidden. */
+void fb_config_log(const struct fb_config *cfg);
+
+const char *fb_strategy_name(enum fb_strategy s);
+int fb_strategy_parse(const char *s, enum fb_strategy *out);
+const char *fb_overload_policy_name(enum fb_overload_policy p);
+
+#endif
