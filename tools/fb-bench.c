@@ -1,0 +1,1172 @@
+/*
+ * fb-bench: measures the gateway. throughput: pre-load N frames, spawn the
+ * gateway, time until all N reach the processors' streams. latency: inject at
+ * a rate and time each frame from XADD to arrival. baseline: the same routing
+ * as a bare hand-written Redis loop, no gateway. Threads: the main thread does
+ * setup, injection and polling; in latency mode a reader thread (its own
+ * Redis connection) consumes the target streams. They share `struct lat_reader`.
+ * It DELETES keys (input stream, frames:dlq, the registry): use a Redis you own.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tk_frame.h"
+#include "tk_http.h"
+#include "toolkit.h"
+
+extern char **environ;
+
+#define BENCH_PREFIX      "bench-"
+#define BENCH_TARGET_GRP  "frame-processors"
+#define BENCH_REGISTRY    "processors:registry"
+#define BENCH_CAPS_PREFIX "processors:capabilities:"
+#define BENCH_DLQ         "frames:dlq"
+#define BENCH_MAX_PROCS   1024
+#define BENCH_POLL_US     5000
+
+static const char *const bench_caps[] = {"person", "vehicle", "face"};
+#define BENCH_NCAPS (sizeof bench_caps / sizeof bench_caps[0])
+
+enum bench_mode { MODE_THROUGHPUT, MODE_LATENCY, MODE_BASELINE };
+
+struct bench_config {
+  enum bench_mode mode;
+  const char *redis_url_str;
+  struct tk_redis_url redis;
+  const char *gateway; /* NULL: none (latency with a running gateway, baseline) */
+  const char *gateway_log;
+  int64_t frames;
+  int64_t processors;
+  const char *strategy;
+  const char *stream;
+  const char *group;
+  double timeout_s;
+  double rate;
+  double seconds;
+  double drain_s;
+  int64_t batch;
+  int64_t pipeline;
+  bool atomic;
+  bool keep;
+  struct tk_http_url api;
+  const char *api_str;
+  const char *token;
+};
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+  (void)sig;
+  interrupted = 1;
+}
+
+/* ================================================================= helpers */
+
+static void stream_name(char *out, size_t len, int64_t i)
+{
+  snprintf(out, len, "frames:ready:" BENCH_PREFIX "%lld", (long long)i);
+}
+
+/* Runs a command that must succeed; dies with the error otherwise. */
+static redisReply *must(redisContext *c, int argc, const char **argv)
+{
+  char err[512];
+  redisReply *r = tk_redis_cmd(c, err, sizeof err, argc, argv);
+  if (!r) tk_die(1, "Redis: %s", err);
+  return r;
+}
+
+static void must_drain(redisContext *c, size_t n, const char *what)
+{
+  char err[512];
+  if (tk_redis_drain(c, n, err, sizeof err) < 0) tk_die(1, "Redis, %s: %s", what, err);
+}
+
+static redisContext *connect_or_die(const struct bench_config *cfg, int timeout_ms)
+{
+  char err[512];
+  redisContext *c = tk_redis_connect(&cfg->redis, timeout_ms, err, sizeof err);
+  if (!c) tk_die(1, "%s", err);
+  return c;
+}
+
+/* Deletes every key matching `pattern` (SCAN + UNLINK). */
+static void delete_matching(redisContext *c, const char *pattern)
+{
+  char cursor[32] = "0";
+  do {
+    redisReply *r = must(c, 6, (const char *[]){"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"});
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) tk_die(1, "Redis: odd SCAN reply");
+    snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+    const redisReply *keys = r->element[1];
+    for (size_t i = 0; i < keys->elements; i++)
+      redisAppendCommand(c, "UNLINK %b", keys->element[i]->str, (size_t)keys->element[i]->len);
+    must_drain(c, keys->elements, "UNLINK");
+    freeReplyObject(r);
+  } while (strcmp(cursor, "0") != 0);
+}
+
+/* Removes what a previous run (or anyone else!) left: the input stream, the
+ * DLQ, the whole registry, every capability set and our target streams. */
+static void reset_keys(redisContext *c, const struct bench_config *cfg)
+{
+  redisReply *r = must(c, 4, (const char *[]){"UNLINK", cfg->stream, BENCH_DLQ, BENCH_REGISTRY});
+  freeReplyObject(r);
+  delete_matching(c, BENCH_CAPS_PREFIX "*");
+  delete_matching(c, "frames:ready:" BENCH_PREFIX "*");
+}
+
+/* Writes P registrations straight into the registry in the compat layout and
+ * creates each target stream with its group, as the gateway would at
+ * registration. heartbeat_interval_ms 0: not health-tracked, so no processor
+ * goes stale during a run. */
+static void register_direct(redisContext *c, const struct bench_config *cfg)
+{
+  char now[32];
+  tk_iso8601(now, sizeof now, tk_real_us());
+  long long max_queue = (long long)cfg->frames + 1000;
+  if (cfg->mode == MODE_LATENCY) max_queue = (long long)(cfg->rate * (cfg->seconds + 60)) + 100000;
+  size_t queued = 0;
+  for (int64_t i = 0; i < cfg->processors; i++) {
+    char id[64], stream[96], json[1024];
+    snprintf(id, sizeof id, BENCH_PREFIX "%lld", (long long)i);
+    stream_name(stream, sizeof stream, i);
+    snprintf(json, sizeof json,
+             "{\"id\":\"%s\",\"capabilities\":[\"person\",\"vehicle\",\"face\"],\"capacity\":8,"
+             "\"queue\":\"%s\",\"endpoint\":null,\"health_endpoint\":null,"
+             "\"metadata\":{\"queue_maxlen\":%lld,\"owner\":\"fb-bench\"},\"transport\":\"redis\","
+             "\"subject\":\"frames.ready.%s\",\"result_stream\":\"frames:results\",\"weight\":1,"
+             "\"max_queue\":%lld,\"heartbeat_interval_ms\":0,\"status\":\"healthy\","
+             "\"last_heartbeat\":\"%s\",\"registered_at\":\"%s\",\"frames_routed\":0,"
+             "\"queue_depth\":0}",
+             id, stream, max_queue, id, max_queue, now, now);
+    redisAppendCommand(c, "HSET %s %s %s", BENCH_REGISTRY, id, json);
+    queued++;
+    for (size_t k = 0; k < BENCH_NCAPS; k++) {
+      redisAppendCommand(c, "SADD " BENCH_CAPS_PREFIX "%s %s", bench_caps[k], id);
+      queued++;
+    }
+    redisAppendCommand(c, "XGROUP CREATE %s " BENCH_TARGET_GRP " $ MKSTREAM", stream);
+    queued++;
+  }
+  must_drain(c, queued, "registering processors");
+}
+
+/* Creates the input group at 0 so the gateway (which finds it existing)
+ * reads the pre-loaded frames rather than starting at "$". */
+static void create_input_group(redisContext *c, const struct bench_config *cfg)
+{
+  redisReply *r =
+      must(c, 6, (const char *[]){"XGROUP", "CREATE", cfg->stream, cfg->group, "0", "MKSTREAM"});
+  freeReplyObject(r);
+}
+
+/* The detection types the frames carry: all of them match every bench
+ * processor's capabilities. Lives for the whole run. */
+static struct tk_strlist frame_types;
+
+static void framegen_setup(struct tk_framegen *g, const struct bench_config *cfg)
+{
+  char err[256];
+  if (!frame_types.n &&
+      tk_strlist_parse(&frame_types, "person,vehicle,face", 8, err, sizeof err) < 0)
+    tk_die(1, "%s", err);
+  tk_framegen_init(g, cfg->stream, 16, frame_types.v, frame_types.n, 0, 0, 0);
+}
+
+static void preload(redisContext *c, const struct bench_config *cfg)
+{
+  struct tk_framegen gen;
+  static struct tk_frame frame;
+  framegen_setup(&gen, cfg);
+  int64_t t0 = tk_mono_us();
+  for (int64_t sent = 0; sent < cfg->frames && !interrupted;) {
+    int64_t burst = cfg->frames - sent < 1000 ? cfg->frames - sent : 1000;
+    int64_t ts = tk_real_us();
+    for (int64_t i = 0; i < burst; i++) {
+      tk_framegen_next(&gen, &frame, ts);
+      redisAppendCommandArgv(c, frame.argc, frame.argv, frame.argvlen);
+    }
+    must_drain(c, (size_t)burst, "pre-loading frames");
+    sent += burst;
+  }
+  tk_log("pre-loaded %lld frames into %s in %.2f s", (long long)cfg->frames, cfg->stream,
+         (double)(tk_mono_us() - t0) / 1e6);
+}
+
+/* Sum of XLEN over the target streams, and the DLQ length. */
+static int64_t targets_len(redisContext *c, const struct bench_config *cfg, int64_t *dlq,
+                           int64_t *min_one, int64_t *max_one)
+{
+  for (int64_t i = 0; i < cfg->processors; i++) {
+    char stream[96];
+    stream_name(stream, sizeof stream, i);
+    redisAppendCommand(c, "XLEN %s", stream);
+  }
+  redisAppendCommand(c, "XLEN %s", BENCH_DLQ);
+  int64_t sum = 0, lo = INT64_MAX, hi = 0;
+  for (int64_t i = 0; i <= cfg->processors; i++) {
+    void *v = NULL;
+    if (redisGetReply(c, &v) != REDIS_OK || !v) tk_die(1, "Redis: %s", c->errstr);
+    redisReply *r = v;
+    int64_t n = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+    if (i < cfg->processors) {
+      sum += n;
+      if (n < lo) lo = n;
+      if (n > hi) hi = n;
+    } else if (dlq) {
+      *dlq = n;
+    }
+    freeReplyObject(r);
+  }
+  if (min_one) *min_one = lo == INT64_MAX ? 0 : lo;
+  if (max_one) *max_one = hi;
+  return sum;
+}
+
+/* The input group's pending and lag (-1 when Redis does not know the lag). */
+static void input_group_state(redisContext *c, const struct bench_config *cfg, int64_t *pending,
+                              int64_t *lag)
+{
+  *pending = -1;
+  *lag = -1;
+  redisReply *r = redisCommand(c, "XINFO GROUPS %s", cfg->stream);
+  if (!r) tk_die(1, "Redis: %s", c->errstr);
+  if (r->type == REDIS_REPLY_ARRAY) {
+    for (size_t i = 0; i < r->elements; i++) {
+      const redisReply *name = tk_reply_field(r->element[i], "name");
+      if (!name || name->type != REDIS_REPLY_STRING || strcmp(name->str, cfg->group) != 0) continue;
+      const redisReply *p = tk_reply_field(r->element[i], "pending");
+      const redisReply *l = tk_reply_field(r->element[i], "lag");
+      if (p && p->type == REDIS_REPLY_INTEGER) *pending = p->integer;
+      if (l && l->type == REDIS_REPLY_INTEGER) *lag = l->integer;
+    }
+  }
+  freeReplyObject(r);
+}
+
+/* ========================================================= gateway process */
+
+struct gateway_proc {
+  pid_t pid;
+  int port;
+  bool exited;
+  int status; /* waitpid status once exited */
+};
+
+/* Asks the kernel for a free loopback port. */
+static int free_port(void)
+{
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) tk_die(1, "socket: %s", strerror(errno));
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t alen = sizeof a;
+  if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
+      getsockname(fd, (struct sockaddr *)&a, &alen) < 0)
+    tk_die(1, "finding a free port: %s", strerror(errno));
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+static bool env_is_ours(const char *kv)
+{
+  static const char *const ours[] = {
+      "REDIS_URL=",      "REDIS_HOST=",    "REDIS_PORT=",   "REDIS_DB=",
+      "REDIS_PASSWORD=", "NATS_URL=",      "PORT=",         "ROUTING_STRATEGY=",
+      "LOG_LEVEL=",      "CONSUMER_NAME=", "INPUT_STREAM=", "CONSUMER_GROUP="};
+  for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
+    if (strncmp(kv, ours[i], strlen(ours[i])) == 0) return true;
+  return false;
+}
+
+/* Starts the gateway with our settings in its environment. The environment is
+ * built before fork(), and exec failures come back over a CLOEXEC pipe, so the
+ * child only calls async-signal-safe functions. */
+static void spawn_gateway(struct gateway_proc *g, const struct bench_config *cfg)
+{
+  memset(g, 0, sizeof *g);
+  g->port = free_port();
+  size_t n = 0;
+  while (environ[n])
+    n++;
+  char **envp = calloc(n + 16, sizeof *envp);
+  char vars[10][512];
+  if (!envp) tk_die(1, "out of memory");
+  size_t e = 0;
+  for (size_t i = 0; i < n; i++)
+    if (!env_is_ours(environ[i])) envp[e++] = environ[i];
+  snprintf(vars[0], sizeof vars[0], "REDIS_URL=%s", cfg->redis_url_str);
+  snprintf(vars[1], sizeof vars[1], "NATS_URL=none");
+  snprintf(vars[2], sizeof vars[2], "PORT=%d", g->port);
+  snprintf(vars[3], sizeof vars[3], "ROUTING_STRATEGY=%s", cfg->strategy);
+  snprintf(vars[4], sizeof vars[4], "LOG_LEVEL=warn");
+  snprintf(vars[5], sizeof vars[5], "CONSUMER_NAME=bench");
+  snprintf(vars[6], sizeof vars[6], "INPUT_STREAM=%s", cfg->stream);
+  snprintf(vars[7], sizeof vars[7], "CONSUMER_GROUP=%s", cfg->group);
+  for (int i = 0; i < 8; i++)
+    envp[e++] = vars[i];
+  envp[e] = NULL;
+
+  int logfd = -1;
+  if (cfg->gateway_log) {
+    logfd = open(cfg->gateway_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (logfd < 0) tk_die(1, "--gateway-log %s: %s", cfg->gateway_log, strerror(errno));
+  }
+  int pfd[2];
+  if (pipe2(pfd, O_CLOEXEC) < 0) tk_die(1, "pipe: %s", strerror(errno));
+  char *const argv[] = {(char *)cfg->gateway, NULL};
+  pid_t pid = fork();
+  if (pid < 0) tk_die(1, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    if (logfd >= 0) {
+      dup2(logfd, STDOUT_FILENO);
+      dup2(logfd, STDERR_FILENO);
+    }
+    execve(cfg->gateway, argv, envp);
+    int err = errno;
+    ssize_t w = write(pfd[1], &err, sizeof err);
+    (void)w;
+    _exit(127);
+  }
+  close(pfd[1]);
+  if (logfd >= 0) close(logfd);
+  int child_err = 0;
+  ssize_t r;
+  do {
+    r = read(pfd[0], &child_err, sizeof child_err);
+  } while (r < 0 && errno == EINTR);
+  close(pfd[0]);
+  free(envp);
+  if (r == (ssize_t)sizeof child_err) {
+    waitpid(pid, NULL, 0);
+    tk_die(1, "cannot run the gateway %s: %s", cfg->gateway, strerror(child_err));
+  }
+  g->pid = pid;
+}
+
+/* Returns true (and records the status) once the gateway has exited. */
+static bool gateway_exited(struct gateway_proc *g)
+{
+  if (g->exited) return true;
+  int st;
+  if (waitpid(g->pid, &st, WNOHANG) == g->pid) {
+    g->exited = true;
+    g->status = st;
+  }
+  return g->exited;
+}
+
+static void describe_exit(int st, char *out, size_t len)
+{
+  if (WIFEXITED(st))
+    snprintf(out, len, "exit status %d", WEXITSTATUS(st));
+  else if (WIFSIGNALED(st))
+    snprintf(out, len, "signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+  else
+    snprintf(out, len, "status 0x%x", st);
+}
+
+/* Peak resident set size in kB (VmHWM), or -1. */
+static long peak_rss_kb(pid_t pid)
+{
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  long kb = -1;
+  while (fgets(line, sizeof line, f)) {
+    if (strncmp(line, "VmHWM:", 6) == 0) {
+      char *end = NULL;
+      long v = strtol(line + 6, &end, 10);
+      if (end != line + 6) kb = v;
+      break;
+    }
+  }
+  fclose(f);
+  return kb;
+}
+
+/* SIGTERM, then up to 10 s for a clean exit, then SIGKILL. */
+static void stop_gateway(struct gateway_proc *g)
+{
+  if (!g->pid || gateway_exited(g)) return;
+  int64_t t0 = tk_mono_us();
+  kill(g->pid, SIGTERM);
+  while (!gateway_exited(g) && tk_mono_us() - t0 < 10000000)
+    tk_sleep_us(5000);
+  char how[96];
+  if (!g->exited) {
+    tk_log("the gateway did not exit 10 s after SIGTERM; killing it");
+    kill(g->pid, SIGKILL);
+    waitpid(g->pid, &g->status, 0);
+    g->exited = true;
+    return;
+  }
+  describe_exit(g->status, how, sizeof how);
+  tk_log("gateway stopped after SIGTERM in %.2f s (%s)", (double)(tk_mono_us() - t0) / 1e6, how);
+}
+
+/* ============================================================== throughput */
+
+static int run_throughput(const struct bench_config *cfg)
+{
+  redisContext *c = connect_or_die(cfg, 10000);
+  reset_keys(c, cfg);
+  register_direct(c, cfg);
+  create_input_group(c, cfg);
+  preload(c, cfg);
+  if (interrupted) tk_die(130, "interrupted");
+
+  struct gateway_proc gw;
+  const int64_t t0 = tk_mono_us();
+  spawn_gateway(&gw, cfg);
+  tk_log("spawned %s (pid %d, port %d, strategy %s); waiting for %lld frames on %lld streams",
+         cfg->gateway, (int)gw.pid, gw.port, cfg->strategy, (long long)cfg->frames,
+         (long long)cfg->processors);
+
+  int64_t t_first = 0, t_routed = 0, t_acked = 0, sum = 0, dlq = 0, pending = -1, lag = -1;
+  int64_t next_report = t0 + 1000000;
+  const char *error = NULL;
+  for (;;) {
+    int64_t now = tk_mono_us();
+    sum = targets_len(c, cfg, &dlq, NULL, NULL);
+    input_group_state(c, cfg, &pending, &lag);
+    if (sum > 0 && !t_first) t_first = now;
+    if (sum + dlq >= cfg->frames && !t_routed) t_routed = now;
+    if (pending == 0 && lag == 0 && !t_acked) t_acked = now;
+    if (t_routed && (t_acked || now - t_routed > 2000000)) break;
+    if (gateway_exited(&gw)) {
+      error = "gateway exited";
+      break;
+    }
+    if (interrupted) {
+      error = "interrupted";
+      break;
+    }
+    if ((double)(now - t0) > cfg->timeout_s * 1e6) {
+      error = "timeout";
+      break;
+    }
+    if (now >= next_report) {
+      tk_log("%lld/%lld routed (dlq %lld, input pending %lld, lag %lld)", (long long)sum,
+             (long long)cfg->frames, (long long)dlq, (long long)pending, (long long)lag);
+      next_report += 1000000;
+    }
+    tk_sleep_us(BENCH_POLL_US);
+  }
+  long rss = gw.exited ? -1 : peak_rss_kb(gw.pid);
+  char how[96] = "";
+  if (gw.exited) describe_exit(gw.status, how, sizeof how);
+  stop_gateway(&gw);
+
+  int64_t lo = 0, hi = 0;
+  sum = targets_len(c, cfg, &dlq, &lo, &hi);
+  int status = 0;
+  if (error) {
+    if (strcmp(error, "gateway exited") == 0)
+      tk_log("the gateway exited (%s) after %.2f s with %lld of %lld frames routed", how,
+             (double)(tk_mono_us() - t0) / 1e6, (long long)sum, (long long)cfg->frames);
+    else
+      tk_log("%s after %.1f s: only %lld of %lld frames reached the %lld target streams (dlq %lld, "
+             "input pending %lld, lag %lld)",
+             error, (double)(tk_mono_us() - t0) / 1e6, (long long)sum, (long long)cfg->frames,
+             (long long)cfg->processors, (long long)dlq, (long long)pending, (long long)lag);
+    printf("RESULT {\"mode\":\"throughput\",\"error\":\"%s\",\"frames\":%lld,\"routed\":%lld,"
+           "\"dlq\":%lld}\n",
+           error, (long long)cfg->frames, (long long)sum, (long long)dlq);
+    status = 1;
+  } else {
+    double secs = (double)(t_routed - t0) / 1e6;
+    double startup = (double)(t_first - t0) / 1e6;
+    double steady = t_routed > t_first ? (double)(t_routed - t_first) / 1e6 : secs;
+    double fps = secs > 0 ? (double)cfg->frames / secs : 0;
+    double steady_fps = steady > 0 ? (double)cfg->frames / steady : 0;
+    printf("throughput: %lld frames to %lld processors (%s) in %.3f s from spawn: %.0f frames/s\n",
+           (long long)cfg->frames, (long long)cfg->processors, cfg->strategy, secs, fps);
+    printf("  first frame routed %.3f s after spawn; from then on %.0f frames/s\n", startup,
+           steady_fps);
+    if (t_acked)
+      printf("  input fully acked (pending 0, lag 0) %.3f s after spawn\n",
+             (double)(t_acked - t0) / 1e6);
+    else
+      printf("  input NOT fully acked 2 s after the last frame (pending %lld, lag %lld)\n",
+             (long long)pending, (long long)lag);
+    printf("  per processor: min %lld, max %lld frames; dlq %lld; gateway peak RSS %ld kB\n",
+           (long long)lo, (long long)hi, (long long)dlq, rss);
+    if (sum < cfg->frames) {
+      tk_log("%lld frames went to the DLQ instead of a processor", (long long)(cfg->frames - sum));
+      status = 1;
+    }
+    printf(
+        "RESULT {\"mode\":\"throughput\",\"strategy\":\"%s\",\"frames\":%lld,\"processors\":%lld,"
+        "\"seconds\":%.3f,\"frames_per_s\":%.0f,\"startup_s\":%.3f,\"steady_frames_per_s\":%.0f,"
+        "\"acked_s\":%.3f,\"dlq\":%lld,\"min_per_processor\":%lld,\"max_per_processor\":%lld,"
+        "\"rss_kb\":%ld}\n",
+        cfg->strategy, (long long)cfg->frames, (long long)cfg->processors, secs, fps, startup,
+        steady_fps, t_acked ? (double)(t_acked - t0) / 1e6 : -1.0, (long long)dlq, (long long)lo,
+        (long long)hi, rss);
+  }
+  if (!cfg->keep) reset_keys(c, cfg);
+  redisFree(c);
+  return status;
+}
+
+/* ================================================================ baseline */
+
+/* An argv under construction; `cap` is checked by the caller. */
+struct argvec {
+  const char **v;
+  size_t *len;
+  int n;
+};
+
+static void push(struct argvec *a, const char *s, size_t len)
+{
+  a->v[a->n] = s;
+  a->len[a->n] = len;
+  a->n++;
+}
+
+/* The gateway's job done by hand, as fast as plain Redis allows: pipelined
+ * XREADGROUP of `batch` entries, XADD of each to the next stream in turn
+ * (with the fields the gateway adds), one XACK per batch, and the next
+ * XREADGROUP in the same round trip. With --atomic each batch's XADDs and
+ * XACK are wrapped in MULTI/EXEC, like an atomic hand-off. */
+static int run_baseline(const struct bench_config *cfg)
+{
+  redisContext *c = connect_or_die(cfg, 10000);
+  reset_keys(c, cfg);
+  register_direct(c, cfg);
+  create_input_group(c, cfg);
+  preload(c, cfg);
+  if (interrupted) tk_die(130, "interrupted");
+
+  char count[24], maxq[24];
+  snprintf(count, sizeof count, "%lld", (long long)cfg->batch);
+  snprintf(maxq, sizeof maxq, "%lld", (long long)cfg->frames + 1000);
+  char(*streams)[96] = calloc((size_t)cfg->processors, sizeof *streams);
+  /* 6 words of command, at most 100 field pairs (checked below), 3 defaults */
+  const char **argv = calloc(256, sizeof *argv);
+  size_t *argvlen = calloc(256, sizeof *argvlen);
+  const char **ack = calloc((size_t)cfg->batch + 3, sizeof *ack);
+  if (!streams || !argv || !argvlen || !ack) tk_die(1, "out of memory");
+  for (int64_t i = 0; i < cfg->processors; i++)
+    stream_name(streams[i], sizeof streams[i], i);
+  const char *read_argv[] = {"XREADGROUP",     "GROUP",     cfg->group,
+                             "bench-baseline", "COUNT",     count,
+                             "STREAMS",        cfg->stream, ">"};
+
+  int64_t routed = 0, next_target = 0, round_trips = 0;
+  const int64_t t0 = tk_mono_us();
+  redisAppendCommandArgv(c, 9, read_argv, NULL);
+  size_t expect_before_read = 0; /* replies queued ahead of the XREADGROUP */
+  for (;;) {
+    char err[512];
+    if (tk_redis_drain(c, expect_before_read, err, sizeof err) < 0) tk_die(1, "Redis: %s", err);
+    void *v = NULL;
+    if (redisGetReply(c, &v) != REDIS_OK || !v) tk_die(1, "Redis: %s", c->errstr);
+    redisReply *r = v;
+    round_trips++;
+    if (r->type == REDIS_REPLY_ERROR) tk_die(1, "XREADGROUP: %s", r->str);
+    const redisReply *entries = NULL;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->elements >= 2)
+      entries = r->element[0]->element[1];
+    if (!entries || entries->elements == 0 || interrupted) {
+      freeReplyObject(r);
+      break;
+    }
+    expect_before_read = 0;
+    if (cfg->atomic) {
+      redisAppendCommand(c, "MULTI");
+      expect_before_read++;
+    }
+    ack[0] = "XACK";
+    ack[1] = cfg->stream;
+    ack[2] = cfg->group;
+    size_t nack = 0;
+    for (size_t i = 0; i < entries->elements; i++) {
+      const redisReply *e = entries->element[i];
+      const redisReply *fields = e->element[1];
+      ack[3 + nack++] = e->element[0]->str;
+      if (fields->type != REDIS_REPLY_ARRAY || fields->elements > 200) continue;
+      struct argvec a = {.v = argv, .len = argvlen};
+      const char *target = streams[next_target];
+      next_target = (next_target + 1) % cfg->processors;
+      push(&a, "XADD", 4);
+      push(&a, target, strlen(target));
+      push(&a, "MAXLEN", 6);
+      push(&a, "~", 1);
+      push(&a, maxq, strlen(maxq));
+      push(&a, "*", 1);
+      bool has_prio = false, has_path = false, has_backend = false;
+      for (size_t k = 0; k + 1 < fields->elements; k += 2) {
+        const redisReply *f = fields->element[k], *val = fields->element[k + 1];
+        if (strcmp(f->str, "priority") == 0) has_prio = true;
+        if (strcmp(f->str, "storage_path") == 0) has_path = true;
+        if (strcmp(f->str, "storage_backend") == 0) has_backend = true;
+        push(&a, f->str, (size_t)f->len);
+        push(&a, val->str, (size_t)val->len);
+      }
+      /* The defaults the gateway adds for processors (SPEC section 2). */
+      if (!has_prio) {
+        push(&a, "priority", 8);
+        push(&a, "0", 1);
+      }
+      if (!has_path) {
+        push(&a, "storage_path", 12);
+        push(&a, "", 0);
+      }
+      if (!has_backend) {
+        push(&a, "storage_backend", 15);
+        push(&a, "redis", 5);
+      }
+      redisAppendCommandArgv(c, a.n, a.v, a.len);
+      expect_before_read++;
+      routed++;
+    }
+    redisAppendCommandArgv(c, (int)(3 + nack), ack, NULL);
+    expect_before_read++;
+    if (cfg->atomic) {
+      redisAppendCommand(c, "EXEC");
+      expect_before_read++;
+    }
+    freeReplyObject(r); /* argv pointed into it; the commands are formatted already */
+    redisAppendCommandArgv(c, 9, read_argv, NULL);
+  }
+  const double secs = (double)(tk_mono_us() - t0) / 1e6;
+  int64_t dlq = 0, lo = 0, hi = 0;
+  int64_t sum = targets_len(c, cfg, &dlq, &lo, &hi);
+  const double fps = secs > 0 ? (double)routed / secs : 0;
+  printf("baseline: %lld frames to %lld streams in %.3f s: %.0f frames/s (batch %lld%s, %lld round "
+         "trips)\n",
+         (long long)routed, (long long)cfg->processors, secs, fps, (long long)cfg->batch,
+         cfg->atomic ? ", MULTI/EXEC" : "", (long long)round_trips);
+  printf("  per stream: min %lld, max %lld frames\n", (long long)lo, (long long)hi);
+  int status = 0;
+  if (sum != cfg->frames) {
+    tk_log("expected %lld frames in the target streams, found %lld", (long long)cfg->frames,
+           (long long)sum);
+    status = 1;
+  }
+  printf("RESULT {\"mode\":\"baseline\",\"frames\":%lld,\"processors\":%lld,\"batch\":%lld,"
+         "\"atomic\":%s,\"seconds\":%.3f,\"frames_per_s\":%.0f}\n",
+         (long long)routed, (long long)cfg->processors, (long long)cfg->batch,
+         cfg->atomic ? "true" : "false", secs, fps);
+  free(streams);
+  free(argv);
+  free(argvlen);
+  free(ack);
+  if (!cfg->keep) reset_keys(c, cfg);
+  redisFree(c);
+  return status;
+}
+
+/* ================================================================= latency */
+
+/* Shared between the main thread and the reader thread. The reader alone
+ * writes `samples` until `stop` is set and it is joined; the counters are
+ * atomics anyone may read. */
+struct lat_reader {
+  const struct bench_config *cfg;
+  atomic_llong measure_from_us; /* only frames injected at or after this count */
+  atomic_bool stop;
+  atomic_llong arrived;  /* every frame seen, warm-up included */
+  atomic_llong measured; /* frames that count */
+  uint32_t *samples;     /* latency in µs, one per measured frame */
+  size_t cap;
+  size_t n;
+  int64_t dropped; /* measured frames beyond `cap` */
+  char error[512]; /* why the reader gave up; read only after `failed` */
+  atomic_bool failed;
+};
+
+static void *reader_main(void *arg)
+{
+  struct lat_reader *lr = arg;
+  const struct bench_config *cfg = lr->cfg;
+  char err[400];
+  redisContext *c = tk_redis_connect(&cfg->redis, 10000, err, sizeof err);
+  if (!c) {
+    snprintf(lr->error, sizeof lr->error, "reader: %s", err);
+    atomic_store(&lr->failed, true);
+    return NULL;
+  }
+  size_t argc = 0, nargs = 9 + 2 * (size_t)cfg->processors;
+  const char **argv = calloc(nargs, sizeof *argv);
+  char(*streams)[96] = calloc((size_t)cfg->processors, sizeof *streams);
+  if (!argv || !streams) {
+    snprintf(lr->error, sizeof lr->error, "reader: out of memory");
+    atomic_store(&lr->failed, true);
+    goto out;
+  }
+  argv[argc++] = "XREADGROUP";
+  argv[argc++] = "GROUP";
+  argv[argc++] = BENCH_TARGET_GRP;
+  argv[argc++] = "bench-reader";
+  argv[argc++] = "COUNT";
+  argv[argc++] = "1000";
+  argv[argc++] = "BLOCK";
+  argv[argc++] = "100";
+  argv[argc++] = "NOACK";
+  argv[argc++] = "STREAMS";
+  for (int64_t i = 0; i < cfg->processors; i++) {
+    stream_name(streams[i], sizeof streams[i], i);
+    argv[argc++] = streams[i];
+  }
+  for (int64_t i = 0; i < cfg->processors; i++)
+    argv[argc++] = ">";
+
+  while (!atomic_load(&lr->stop)) {
+    redisReply *r = redisCommandArgv(c, (int)argc, argv, NULL);
+    int64_t now = tk_real_us();
+    if (!r) {
+      snprintf(lr->error, sizeof lr->error, "reader: %s", c->errstr);
+      atomic_store(&lr->failed, true);
+      break;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+      snprintf(lr->error, sizeof lr->error, "reader: XREADGROUP: %s", r->str);
+      atomic_store(&lr->failed, true);
+      freeReplyObject(r);
+      break;
+    }
+    for (size_t s = 0; r->type == REDIS_REPLY_ARRAY && s < r->elements; s++) {
+      const redisReply *st = r->element[s];
+      if (st->type != REDIS_REPLY_ARRAY || st->elements < 2) continue;
+      const redisReply *entries = st->element[1];
+      for (size_t i = 0; entries->type == REDIS_REPLY_ARRAY && i < entries->elements; i++) {
+        const redisReply *e = entries->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 2) continue;
+        const redisReply *ts = tk_reply_field(e->element[1], "inject_ts_us");
+        atomic_fetch_add(&lr->arrived, 1);
+        int64_t t;
+        if (!ts || ts->type != REDIS_REPLY_STRING || tk_parse_i64(ts->str, 0, INT64_MAX, &t) < 0)
+          continue;
+        if (t < atomic_load(&lr->measure_from_us)) continue;
+        int64_t d = now - t;
+        if (d < 0) d = 0;
+        if (d > UINT32_MAX) d = UINT32_MAX;
+        if (lr->n < lr->cap)
+          lr->samples[lr->n++] = (uint32_t)d;
+        else
+          lr->dropped++;
+        atomic_fetch_add(&lr->measured, 1);
+      }
+    }
+    freeReplyObject(r);
+  }
+out:
+  free(argv);
+  free(streams);
+  redisFree(c);
+  return NULL;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double pct_ms(const uint32_t *s, size_t n, double p)
+{
+  if (n == 0) return 0;
+  size_t idx = (size_t)(p * (double)n);
+  if (idx >= n) idx = n - 1;
+  return (double)s[idx] / 1000.0;
+}
+
+/* Registers the bench processors through the REST API of a running gateway;
+ * 409 (left from an earlier run) is fine. */
+static void register_via_api(const struct bench_config *cfg)
+{
+  long long max_queue = (long long)(cfg->rate * (cfg->seconds + 60)) + 100000;
+  for (int64_t i = 0; i < cfg->processors; i++) {
+    char body[512], err[512];
+    snprintf(body, sizeof body,
+             "{\"id\":\"" BENCH_PREFIX "%lld\",\"capabilities\":[\"person\",\"vehicle\",\"face\"],"
+             "\"capacity\":8,\"queue\":\"\",\"max_queue\":%lld,\"heartbeat_interval_ms\":0}",
+             (long long)i, max_queue);
+    struct tk_http_resp resp;
+    int rc = tk_http_request(&cfg->api, "POST", "/api/v1/processors/register", cfg->token, body,
+                             5000, &resp, err, sizeof err);
+    if (rc < 0) tk_die(1, "registering " BENCH_PREFIX "%lld: %s", (long long)i, err);
+    if (resp.status != 201 && resp.status != 409)
+      tk_die(1, "registering " BENCH_PREFIX "%lld: HTTP %d: %s", (long long)i, resp.status,
+             resp.body);
+    tk_http_resp_free(&resp);
+  }
+}
+
+static void unregister_via_api(const struct bench_config *cfg)
+{
+  for (int64_t i = 0; i < cfg->processors; i++) {
+    char path[128], err[512];
+    snprintf(path, sizeof path, "/api/v1/processors/" BENCH_PREFIX "%lld", (long long)i);
+    struct tk_http_resp resp;
+    if (tk_http_request(&cfg->api, "DELETE", path, cfg->token, NULL, 5000, &resp, err,
+                        sizeof err) == 0)
+      tk_http_resp_free(&resp);
+  }
+}
+
+static int run_latency(const struct bench_config *cfg)
+{
+  redisContext *c = connect_or_die(cfg, 10000);
+  struct gateway_proc gw = {0};
+  if (cfg->gateway) {
+    reset_keys(c, cfg);
+    register_direct(c, cfg);
+    create_input_group(c, cfg);
+    spawn_gateway(&gw, cfg);
+    tk_log("spawned %s (pid %d, port %d, strategy %s)", cfg->gateway, (int)gw.pid, gw.port,
+           cfg->strategy);
+  } else {
+    register_via_api(cfg);
+    tk_log("registered %lld bench processors at %s", (long long)cfg->processors, cfg->api_str);
+  }
+
+  struct lat_reader lr = {.cfg = cfg};
+  atomic_init(&lr.measure_from_us, INT64_MAX);
+  atomic_init(&lr.arrived, 0);
+  atomic_init(&lr.measured, 0);
+  atomic_init(&lr.stop, false);
+  atomic_init(&lr.failed, false);
+  lr.cap = (size_t)(cfg->rate * cfg->seconds * 1.2) + 10000;
+  if (lr.cap > 100000000) lr.cap = 100000000;
+  lr.samples = malloc(lr.cap * sizeof *lr.samples);
+  if (!lr.samples) tk_die(1, "out of memory for %zu samples", lr.cap);
+  pthread_t reader;
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &block, &old);
+  int prc = pthread_create(&reader, NULL, reader_main, &lr);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (prc != 0) tk_die(1, "cannot start the reader thread: %s", strerror(prc));
+
+  struct tk_framegen gen;
+  static struct tk_frame frame;
+  framegen_setup(&gen, cfg);
+  int status = 0;
+  const char *error = NULL;
+  char err[512];
+
+  /* Warm-up: one frame every 50 ms until one comes through, so start-up of
+   * the gateway (connects, registry load) is not counted as latency. */
+  int64_t w0 = tk_mono_us();
+  while (atomic_load(&lr.arrived) == 0) {
+    if (interrupted)
+      error = "interrupted";
+    else if (atomic_load(&lr.failed))
+      error = "reader";
+    else if (gw.pid && gateway_exited(&gw))
+      error = "gateway_exited";
+    else if (tk_mono_us() - w0 > 15000000)
+      error = "no_frame_through";
+    if (error) break;
+    tk_framegen_next(&gen, &frame, tk_real_us());
+    redisAppendCommandArgv(c, frame.argc, frame.argv, frame.argvlen);
+    must_drain(c, 1, "warm-up");
+    tk_sleep_us(50000);
+  }
+  if (!error)
+    tk_log("first frame through after %.2f s; injecting %.0f frames/s for %.1f s",
+           (double)(tk_mono_us() - w0) / 1e6, cfg->rate, cfg->seconds);
+  tk_sleep_us(200000); /* let warm-up stragglers arrive */
+
+  int64_t sent = 0;
+  const int64_t t0 = tk_mono_us();
+  const int64_t total = (int64_t)(cfg->rate * cfg->seconds);
+  atomic_store(&lr.measure_from_us, tk_real_us());
+  int64_t next_report = t0 + 1000000;
+  while (!error && sent < total) {
+    if (interrupted) {
+      error = "interrupted";
+      break;
+    }
+    int64_t now = tk_mono_us();
+    int64_t due = (int64_t)((double)(now - t0) * cfg->rate / 1e6) + 1 - sent;
+    if (due <= 0) {
+      int64_t wait = t0 + (int64_t)((double)sent * 1e6 / cfg->rate) - now;
+      tk_sleep_us(wait > 1000 ? 1000 : (wait < 50 ? 50 : wait));
+      continue;
+    }
+    if (due > cfg->pipeline) due = cfg->pipeline;
+    if (due > total - sent) due = total - sent;
+    for (int64_t i = 0; i < due; i++) {
+      tk_framegen_next(&gen, &frame, tk_real_us());
+      redisAppendCommandArgv(c, frame.argc, frame.argv, frame.argvlen);
+    }
+    if (tk_redis_drain(c, (size_t)due, err, sizeof err) < 0) tk_die(1, "XADD: %s", err);
+    sent += due;
+    if (now >= next_report) {
+      tk_log("injected %lld, arrived %lld", (long long)sent, (long long)atomic_load(&lr.measured));
+      next_report += 1000000;
+    }
+  }
+  const double inject_secs = (double)(tk_mono_us() - t0) / 1e6;
+  /* Drain: wait for the last frames. */
+  int64_t d0 = tk_mono_us();
+  while (!error && atomic_load(&lr.measured) < sent && !atomic_load(&lr.failed) && !interrupted &&
+         (double)(tk_mono_us() - d0) < cfg->drain_s * 1e6)
+    tk_sleep_us(5000);
+  atomic_store(&lr.stop, true);
+  pthread_join(reader, NULL);
+  if (!error && atomic_load(&lr.failed)) error = "reader";
+
+  long rss = -1;
+  if (gw.pid) {
+    rss = gw.exited ? -1 : peak_rss_kb(gw.pid);
+    stop_gateway(&gw);
+  } else if (!cfg->keep) {
+    unregister_via_api(cfg);
+  }
+
+  qsort(lr.samples, lr.n, sizeof *lr.samples, cmp_u32);
+  double sum_us = 0;
+  for (size_t i = 0; i < lr.n; i++)
+    sum_us += lr.samples[i];
+  double mean = lr.n ? sum_us / (double)lr.n / 1000.0 : 0;
+  double p50 = pct_ms(lr.samples, lr.n, 0.50), p90 = pct_ms(lr.samples, lr.n, 0.90);
+  double p99 = pct_ms(lr.samples, lr.n, 0.99), p999 = pct_ms(lr.samples, lr.n, 0.999);
+  double mx = lr.n ? (double)lr.samples[lr.n - 1] / 1000.0 : 0;
+  long long received = (long long)atomic_load(&lr.measured);
+  if (error) {
+    if (strcmp(error, "reader") == 0)
+      tk_log("latency run failed: %s", lr.error);
+    else if (strcmp(error, "no_frame_through") == 0)
+      tk_log("latency run failed: no warm-up frame reached frames:ready:" BENCH_PREFIX
+             "* within 15 s (is the gateway routing? look at frames:dlq)");
+    else
+      tk_log("latency run failed: %s", error);
+    status = 1;
+  } else if (received < sent) {
+    tk_log("%lld of %lld frames did not arrive within %.1f s (DLQ, other processors, or lost)",
+           (long long)sent - received, (long long)sent, cfg->drain_s);
+    status = 1;
+  }
+  printf("latency: %lld frames at %.0f frames/s over %.2f s, %lld arrived\n", (long long)sent,
+         inject_secs > 0 ? (double)sent / inject_secs : 0, inject_secs, received);
+  printf("  injection to arrival: p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f "
+         "ms, mean %.3f ms\n",
+         p50, p90, p99, p999, mx, mean);
+  if (rss >= 0) printf("  gateway peak RSS %ld kB\n", rss);
+  printf("RESULT {\"mode\":\"latency\",%s%s%s\"rate\":%.0f,\"seconds\":%.2f,\"injected\":%lld,"
+         "\"received\":%lld,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,"
+         "\"max_ms\":%.3f,\"mean_ms\":%.3f,\"rss_kb\":%ld}\n",
+         error ? "\"error\":\"" : "", error ? error : "", error ? "\"," : "", cfg->rate,
+         inject_secs, (long long)sent, received, p50, p90, p99, p999, mx, mean, rss);
+  free(lr.samples);
+  if (gw.pid && !cfg->keep) reset_keys(c, cfg);
+  redisFree(c);
+  return status;
+}
+
+/* ==================================================================== main */
+
+static void usage(FILE *to)
+{
+  fprintf(
+      to,
+      "Usage: fb-bench [--mode throughput|latency|baseline] [options]\n"
+      "Benchmarks the frame-buffer gateway against Redis.\n"
+      "\n"
+      "WARNING: it deletes keys: the input stream, frames:dlq, processors:registry,\n"
+      "processors:capabilities:* and frames:ready:bench-*. Only point it at a Redis you own.\n"
+      "\n"
+      "Modes:\n"
+      "  throughput  pre-load N frames, spawn --gateway, time until all N are in the P\n"
+      "              streams frames:ready:bench-<i> (the default)\n"
+      "  latency     inject at --rate for --seconds and time each frame from XADD to\n"
+      "              arrival; spawns --gateway if given, else uses the one at --api\n"
+      "  baseline    no gateway: a bare pipelined XREADGROUP + XADD + XACK loop doing\n"
+      "              the same routing, for comparison\n"
+      "\n"
+      "  --redis-url URL     Redis (env REDIS_URL, default " TK_DEFAULT_REDIS_URL ")\n"
+      "  --gateway PATH      the frame-buffer binary to spawn (throughput: required)\n"
+      "  --gateway-log FILE  the gateway's stdout/stderr (default: inherited)\n"
+      "  --frames N          frames (throughput, baseline; default 200000)\n"
+      "  --processors P      bench processors (default 8)\n"
+      "  --strategy S        ROUTING_STRATEGY for the spawned gateway (default round_robin)\n"
+      "  --stream NAME       input stream (default frames:metadata)\n"
+      "  --group NAME        input consumer group (default frame-buffer-group)\n"
+      "  --timeout S         give up after S seconds (default 120)\n"
+      "  --rate R            latency: frames/s (default 10000)\n"
+      "  --seconds S         latency: injection time (default 10)\n"
+      "  --drain S           latency: wait this long for the last frames (default 5)\n"
+      "  --pipeline K        latency: at most K XADDs per round trip (default 64)\n"
+      "  --api URL           latency without --gateway: its REST API (env FB_API,\n"
+      "                      default http://127.0.0.1:8002)\n"
+      "  --token T           bearer token for --api (env API_TOKEN)\n"
+      "  --batch B           baseline: XREADGROUP COUNT (default 256)\n"
+      "  --atomic            baseline: wrap each batch's XADDs + XACK in MULTI/EXEC\n"
+      "  --keep              leave the bench keys in Redis afterwards\n"
+      "  --help, --version\n"
+      "\n"
+      "The last line is machine-readable: RESULT {\"mode\":...,\"frames_per_s\":...} or\n"
+      "RESULT {\"mode\":\"latency\",\"p50_ms\":...,\"p99_ms\":...}. Exit 1 when a run fails.\n");
+}
+
+static void parse_flags(struct bench_config *cfg, int argc, char **argv)
+{
+  memset(cfg, 0, sizeof *cfg);
+  cfg->mode = MODE_THROUGHPUT;
+  cfg->redis_url_str = tk_env_or("REDIS_URL", TK_DEFAULT_REDIS_URL);
+  cfg->frames = 200000;
+  cfg->processors = 8;
+  cfg->strategy = "round_robin";
+  cfg->stream = "frames:metadata";
+  cfg->group = "frame-buffer-group";
+  cfg->timeout_s = 120;
+  cfg->rate = 10000;
+  cfg->seconds = 10;
+  cfg->drain_s = 5;
+  cfg->batch = 256;
+  cfg->pipeline = 64;
+  cfg->api_str = tk_env_or("FB_API", "http://127.0.0.1:8002");
+  cfg->token = tk_env_or("API_TOKEN", NULL);
+
+  enum {
+    O_MODE = 256,
+    O_REDIS,
+    O_GATEWAY,
+    O_GWLOG,
+    O_FRAMES,
+    O_PROCS,
+    O_STRATEGY,
+    O_STREAM,
+    O_GROUP,
+    O_TIMEOUT,
+    O_RATE,
+    O_SECONDS,
+    O_DRAIN,
+    O_PIPELINE,
+    O_API,
+    O_TOKEN,
+    O_BATCH,
+    O_ATOMIC,
+    O_KEEP,
+    O_HELP,
+    O_VERSION
+  };
+  static const struct option opts[] = {
+      {"mode", required_argument, NULL, O_MODE},
+      {"redis-url", required_argument, NULL, O_REDIS},
+      {"gateway", required_argument, NULL, O_GATEWAY},
+      {"gateway-log", required_argument, NULL, O_GWLOG},
+      {"frames", required_argument, NULL, O_FRAMES},
+      {"processors", required_argument, NULL, O_PROCS},
+      {"strategy", required_argument, NULL, O_STRATEGY},
+      {"stream", required_argument, NULL, O_STREAM},
+      {"group", required_argument, NULL, O_GROUP},
+      {"timeout", required_argument, NULL, O_TIMEOUT},
+      {"rate", required_argument, NULL, O_RATE},
+      {"seconds", required_argument, NULL, O_SECONDS},
+      {"drain", required_argument, NULL, O_DRAIN},
+      {"pipeline", required_argument, NULL, O_PIPELINE},
+      {"api", required_argument, NULL, O_API},
+      {"token", required_argument, NULL, O_TOKEN},
+      {"batch", required_argument, NULL, O_BATCH},
+      {"atomic", no_argument, NULL, O_ATOMIC},
+      {"keep", no_argument, NULL, O_KEEP},
+      {"help", no_argument, NULL, O_HELP},
+      {"version", no_argument, NULL, O_VERSION},
+      {NULL, 0, NULL, 0},
+  };
+  int c;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+    case O_MODE:
+      if (strcmp(optarg, "throughput") == 0)
+        cfg->mode = MODE_THROUGHPUT;
+      else if (strcmp(optarg, "latency") == 0)
+        cfg->mode = MODE_LATENCY;
+      else if (strcmp(optarg, "baseline") == 0)
+        cfg->mode = MODE_BASELINE;
+      else
+        tk_die(TK_EXIT_USAGE, "--mode: '%s' is not throughput, latency or baseline", optarg);
+      break;
+    case O_REDIS: cfg->redis_url_str = optarg; break;
+    case O_GATEWAY: cfg->gateway = optarg; break;
+    case O_GWLOG: cfg->gateway_log = optarg; break;
+    case O_FRAMES: cfg->frames = tk_flag_i64("--frames", optarg, 1, 1000000000); break;
+    case O_PROCS: cfg->processors = tk_flag_i64("--processors", optarg, 1, BENCH_MAX_PROCS); break;
+    case O_STRATEGY: cfg->strategy = optarg; break;
+    case O_STREAM: cfg->stream = optarg; break;
+    case O_GROUP: cfg->group = optarg; break;
+    case O_TIMEOUT: cfg->timeout_s = tk_flag_double("--timeout", optarg, 0.1, 86400); break;
+    case O_RATE: cfg->rate = tk_flag_double("--rate", optarg, 1, 1e7); break;
+    case O_SECONDS: cfg->seconds = tk_flag_double("--seconds", optarg, 0.1, 86400); break;
+    case O_DRAIN: cfg->drain_s = tk_flag_double("--drain", optarg, 0, 3600); break;
+    case O_PIPELINE: cfg->pipeline = tk_flag_i64("--pipeline", optarg, 1, 100000); break;
+    case O_API: cfg->api_str = optarg; break;
+    case O_TOKEN: cfg->token = optarg; break;
+    case O_BATCH: cfg->batch = tk_flag_i64("--batch", optarg, 1, 100000); break;
+    case O_ATOMIC: cfg->atomic = true; break;
+    case O_KEEP: cfg->keep = true; break;
+    case O_HELP: usage(stdout); exit(0);
+    case O_VERSION: printf("fb-bench " TK_VERSION "\n"); exit(0);
+    default: tk_die(TK_EXIT_USAGE, "try 'fb-bench --help'");
+    }
+  }
+  if (optind < argc) tk_die(TK_EXIT_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
+  char err[512];
+  if (tk_redis_url_parse(&cfg->redis, cfg->redis_url_str, err, sizeof err) < 0)
+    tk_die(TK_EXIT_USAGE, "--redis-url: %s", err);
+  static const char *const strategies[] = {"round_robin", "weighted_round_robin", "least_loaded",
+                                           "consistent_hash"};
+  bool known = false;
+  for (size_t i = 0; i < sizeof strategies / sizeof strategies[0]; i++)
+    known = known || strcmp(cfg->strategy, strategies[i]) == 0;
+  if (!known)
+    tk_die(TK_EXIT_USAGE,
+           "--strategy: '%s' is not round_robin, weighted_round_robin, least_loaded or "
+           "consistent_hash",
+           cfg->strategy);
+  if (!*cfg->stream || !*cfg->group)
+    tk_die(TK_EXIT_USAGE, "--stream and --group must not be empty");
+  if (cfg->mode == MODE_THROUGHPUT && !cfg->gateway)
+    tk_die(TK_EXIT_USAGE, "throughput mode needs --gateway PATH (the frame-buffer binary)");
+  if (cfg->gateway && access(cfg->gateway, X_OK) != 0)
+    tk_die(TK_EXIT_USAGE, "--gateway: %s is not an executable file: %s", cfg->gateway,
+           strerror(errno));
+  if (cfg->mode == MODE_BASELINE && cfg->gateway)
+    tk_die(TK_EXIT_USAGE, "baseline mode runs without a gateway; drop --gateway");
+  if (cfg->mode == MODE_LATENCY && !cfg->gateway &&
+      tk_http_url_parse(&cfg->api, cfg->api_str, err, sizeof err) < 0)
+    tk_die(TK_EXIT_USAGE, "--api: %s", err);
+}
+
+int main(int argc, char **argv)
+{
+  tk_set_progname("fb-bench");
+  struct bench_config cfg;
+  parse_flags(&cfg, argc, argv);
+  struct sigaction sa = {.sa_handler = on_signal};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  setvbuf(stdout, NULL, _IOLBF, 0);
+
+  switch (cfg.mode) {
+  case MODE_THROUGHPUT: return run_throughput(&cfg);
+  case MODE_LATENCY: return run_latency(&cfg);
+  case MODE_BASELINE: return run_baseline(&cfg);
+  }
+  return 1;
+}
