@@ -259,6 +259,11 @@ static int p_batch(struct fb_config *cfg, void *dst, const char *v, char *why, s
   return 0;
 }
 
+static int p_count(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  return parse_i64(v, 1, INT64_C(1000000000), dst, why, n);
+}
+
 static int p_log_level(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
 {
   if (fb_log_level_parse(v, &cfg->log_level)) {
@@ -331,6 +336,8 @@ static const struct setting settings[] = {
     {"BATCH_SIZE", "batch-size", "N", "256", p_batch, 0, "entries read per XREADGROUP"},
     {"CLAIM_IDLE_MS", "claim-idle-ms", "MS", "30000", p_ms, OFF(claim_idle_ms),
      "claim entries another consumer left pending this long"},
+    {"DLQ_MAXLEN", "dlq-maxlen", "N", "100000", p_count, OFF(dlq_maxlen),
+     "frames:dlq is capped at about this many entries"},
     {"API_TOKEN", "api-token", "TOKEN", "unset", p_api_token, 0,
      "require 'Authorization: Bearer TOKEN' on requests that change state"},
     {"LOG_LEVEL", "log-level", "LEVEL", "info", p_log_level, 0, "debug, info, warn, error"},
@@ -358,6 +365,7 @@ static void set_defaults(struct fb_config *cfg)
   cfg->max_deliveries = 5;
   cfg->batch_size = 256;
   cfg->claim_idle_ms = 30000;
+  cfg->dlq_maxlen = 100000;
   cfg->log_level = FB_LOG_INFO;
   cfg->log_format = FB_LOG_TEXT;
 }

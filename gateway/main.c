@@ -1,18 +1,27 @@
 /*
- * frame-buffer: parse settings, start the modules in order, wait for a
- * signal, stop them in reverse order. The main thread owns start and stop.
+ * frame-buffer: parse settings, start the modules in order, wait for
+ * SIGINT/SIGTERM, stop them in reverse order. The main thread owns start and
+ * stop and handles the signals (every other thread blocks them).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "framebuffer/app.h"
 #include "framebuffer/config.h"
+#include "framebuffer/control.h"
+#include "framebuffer/http_server.h"
+#include "framebuffer/ingest.h"
 #include "framebuffer/log.h"
+#include "framebuffer/metrics.h"
+#include "framebuffer/registry.h"
 
 int main(int argc, char **argv)
 {
-  struct fb_config cfg;
+  static struct fb_config cfg;
   char err[512];
   int rc = fb_config_load(&cfg, argc, argv, err, sizeof err);
   if (rc == FB_CONFIG_EXIT) return 0;
@@ -21,6 +30,42 @@ int main(int argc, char **argv)
     return 2;
   }
   fb_log_setup(cfg.log_level, cfg.log_format);
+
+  /* Threads inherit this mask: only the main thread takes the signals. */
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  fb_info("main", "frame-buffer %s starting (consumer %s)", FB_VERSION, cfg.consumer_name);
   fb_config_log(&cfg);
-  return 0;
+
+  static struct fb_metrics metrics;
+  fb_metrics_init(&metrics);
+  struct fb_app app = {.cfg = &cfg, .metrics = &metrics};
+  struct fb_control *control = NULL;
+  struct fb_http *http = NULL;
+  int status = 1;
+
+  if ((rc = fb_registry_create(&app.registry))) goto out;
+  if ((rc = fb_control_start(&control, &app))) goto out;
+  if ((rc = fb_ingest_start(&app.ingest, &cfg, app.registry, &metrics))) goto out;
+  if ((rc = fb_http_start(&http, &app))) goto out;
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  fb_info("main", "%s received: finishing the batches in flight and stopping",
+          sig == SIGINT ? "SIGINT" : "SIGTERM");
+  status = 0;
+
+out:
+  if (rc) fb_error("main", "cannot start: %s", strerror(-rc));
+  fb_http_stop(http);
+  fb_ingest_stop(app.ingest);
+  fb_control_stop(control);
+  fb_registry_destroy(app.registry);
+  if (!rc) fb_info("main", "stopped");
+  return status;
 }

@@ -59,6 +59,7 @@ struct fb_config {
   int max_deliveries;
   int batch_size;
   int64_t claim_idle_ms;
+  int64_t dlq_maxlen;
 
   char api_token[256];
   enum fb_log_level log_level;

@@ -1,0 +1,334 @@
+/*
+ * HTTP wire handling on libwebsockets: reads a request (method, path, query,
+ * a body of at most FB_BODY_MAX bytes), hands it to api.c, writes the
+ * response with X-Request-ID. Everything here runs on the lws service thread.
+ */
+#include "framebuffer/http_server.h"
+
+#include <errno.h>
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "framebuffer/api.h"
+#include "framebuffer/clock.h"
+#include "framebuffer/dashboard.h"
+#include "framebuffer/log.h"
+
+#define RESPONSE_MAX (32u << 20) /* /metrics and lists of many processors */
+#define CHUNK 16384
+
+struct fb_http {
+  struct fb_app *app;
+  struct fb_api api;            /* service thread only */
+  struct lws_context *ctx;
+  pthread_t thread;
+  atomic_bool stop;
+  struct lws_protocols protocols[3];
+};
+
+/* Per connection: the request being read and the response being written. */
+struct session {
+  bool active;
+  enum fb_method method;
+  char path[512];
+  char capability[256];
+  char status[64];
+  char auth[512];
+  bool has_auth;
+  char request_id[129];
+  struct fb_buf body;
+  bool too_large;
+  struct fb_response resp;
+  size_t sent;
+  uint64_t started_ns;
+};
+
+/* ================================================================ request */
+
+static enum fb_method method_of(struct lws *wsi)
+{
+  char *uri;
+  int len;
+  switch (lws_http_get_uri_and_method(wsi, &uri, &len)) {
+  case LWSHUMETH_GET: return FB_GET;
+  case LWSHUMETH_POST: return FB_POST;
+  case LWSHUMETH_PUT: return FB_PUT;
+  case LWSHUMETH_DELETE: return FB_DELETE;
+  case LWSHUMETH_HEAD: return FB_HEAD;
+  case LWSHUMETH_OPTIONS: return FB_OPTIONS;
+  case LWSHUMETH_PATCH: return FB_PATCH;
+  default: return FB_OTHER;
+  }
+}
+
+static const char *method_name(enum fb_method m)
+{
+  static const char *const names[] = {"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH",
+                                      "?"};
+  return names[m];
+}
+
+/* A request id we echo must be safe in a header and a log line. */
+static void take_request_id(struct lws *wsi, struct session *s)
+{
+  int n = lws_hdr_custom_copy(wsi, s->request_id, sizeof s->request_id, "x-request-id:", 13);
+  bool ok = n > 0;
+  for (int i = 0; ok && i < n; i++)
+    ok = s->request_id[i] > ' ' && s->request_id[i] < 0x7f;
+  if (ok) return;
+  uint8_t rnd[8];
+  if (lws_get_random(lws_get_context(wsi), rnd, sizeof rnd) != sizeof rnd)
+    memset(rnd, 0, sizeof rnd);
+  for (size_t i = 0; i < sizeof rnd; i++)
+    snprintf(s->request_id + 2 * i, 3, "%02x", rnd[i]);
+}
+
+static void take_query(struct lws *wsi, const char *name, char *out, size_t cap)
+{
+  char buf[320];
+  const char *v = lws_get_urlarg_by_name(wsi, name, buf, sizeof buf);
+  snprintf(out, cap, "%s", v ? v : "");
+}
+
+static int begin(struct lws *wsi, struct session *s, const char *uri)
+{
+  memset(s, 0, sizeof *s);
+  s->active = true;
+  s->started_ns = fb_mono_ns();
+  s->method = method_of(wsi);
+  snprintf(s->path, sizeof s->path, "%s", uri && *uri ? uri : "/");
+  /* Paths are accepted with or without the trailing slash. */
+  size_t n = strlen(s->path);
+  while (n > 1 && s->path[n - 1] == '/') s->path[--n] = '\0';
+  take_query(wsi, "capability=", s->capability, sizeof s->capability);
+  take_query(wsi, "status=", s->status, sizeof s->status);
+  int alen = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+  if (alen > 0 && alen < (int)sizeof s->auth) {
+    lws_hdr_copy(wsi, s->auth, sizeof s->auth, WSI_TOKEN_HTTP_AUTHORIZATION);
+    s->has_auth = true;
+  } else if (alen > 0) {
+    snprintf(s->auth, sizeof s->auth, "oversized");
+    s->has_auth = true;
+  }
+  take_request_id(wsi, s);
+  fb_buf_init(&s->body, FB_BODY_MAX);
+  fb_buf_init(&s->resp.body, RESPONSE_MAX);
+  return 0;
+}
+
+static void end(struct session *s)
+{
+  if (!s->active) return;
+  fb_buf_free(&s->body);
+  fb_buf_free(&s->resp.body);
+  s->active = false;
+}
+
+/* =============================================================== response */
+
+static int send_headers(struct lws *wsi, struct session *s)
+{
+  unsigned char buf[LWS_PRE + 1024];
+  unsigned char *start = buf + LWS_PRE, *p = start, *e = buf + sizeof buf - 1;
+  const struct fb_response *r = &s->resp;
+  if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->content_type,
+                                  r->status == 204 ? LWS_ILLEGAL_HTTP_CONTENT_LEN : r->body.len,
+                                  &p, e) ||
+      lws_add_http_header_by_name(wsi, (const unsigned char *)"X-Request-ID:",
+                                  (const unsigned char *)s->request_id,
+                                  (int)strlen(s->request_id), &p, e) ||
+      lws_add_http_header_by_name(wsi, (const unsigned char *)"Cache-Control:",
+                                  (const unsigned char *)"no-store", 8, &p, e))
+    return -1;
+  if (r->allow && lws_add_http_header_by_name(wsi, (const unsigned char *)"Allow:",
+                                              (const unsigned char *)r->allow,
+                                              (int)strlen(r->allow), &p, e))
+    return -1;
+  if (r->challenge &&
+      lws_add_http_header_by_name(wsi, (const unsigned char *)"WWW-Authenticate:",
+                                  (const unsigned char *)"Bearer", 6, &p, e))
+    return -1;
+  return lws_finalize_write_http_header(wsi, start, &p, e) ? -1 : 0;
+}
+
+static int finish(struct lws *wsi, struct session *s)
+{
+  fb_debug("http", "%s %s -> %d (%.2f ms, request %s)", method_name(s->method), s->path,
+           s->resp.status, (double)(fb_mono_ns() - s->started_ns) / 1e6, s->request_id);
+  bool close = s->too_large;
+  end(s);
+  if (close) return -1; /* the unread body is not worth draining */
+  return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int respond(struct lws *wsi, struct session *s)
+{
+  if (send_headers(wsi, s)) return -1;
+  if (s->method == FB_HEAD || !s->resp.body.len) return finish(wsi, s);
+  lws_callback_on_writable(wsi);
+  return 0;
+}
+
+static int write_body(struct lws *wsi, struct session *s)
+{
+  unsigned char buf[LWS_PRE + CHUNK];
+  size_t left = s->resp.body.len - s->sent;
+  size_t n = left < CHUNK ? left : CHUNK;
+  memcpy(buf + LWS_PRE, s->resp.body.data + s->sent, n);
+  bool last = n == left;
+  if (lws_write(wsi, buf + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
+    return -1;
+  s->sent += n;
+  if (last) return finish(wsi, s);
+  lws_callback_on_writable(wsi);
+  return 0;
+}
+
+static int handle(struct lws *wsi, struct fb_http *h, struct session *s)
+{
+  if (s->too_large) {
+    fb_api_error(&s->resp, 413, "request body is larger than 64 KiB");
+    return respond(wsi, s);
+  }
+  if ((s->method == FB_GET || s->method == FB_HEAD) && fb_dashboard_serve(s->path, &s->resp))
+    return respond(wsi, s);
+  struct fb_request req = {
+      .method = s->method,
+      .path = s->path,
+      .capability = s->capability[0] ? s->capability : NULL,
+      .status = s->status[0] ? s->status : NULL,
+      .body = s->body.data,
+      .body_len = s->body.len,
+      .authorization = s->has_auth ? s->auth : NULL,
+  };
+  fb_api_handle(&h->api, &req, &s->resp);
+  return respond(wsi, s);
+}
+
+/* ============================================================== callback */
+
+static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len)
+{
+  struct session *s = user;
+  struct fb_http *h = lws_context_user(lws_get_context(wsi));
+
+  switch (reason) {
+  case LWS_CALLBACK_HTTP: {
+    if (begin(wsi, s, in)) return -1;
+    if (s->method != FB_POST && s->method != FB_PUT) return handle(wsi, h, s);
+    char cl[32] = "";
+    if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
+      char *endp;
+      unsigned long long n = strtoull(cl, &endp, 10);
+      if (*endp || n > FB_BODY_MAX) {
+        s->too_large = true;
+        return handle(wsi, h, s);
+      }
+      if (n == 0) return handle(wsi, h, s);
+      return 0; /* wait for the body */
+    }
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) return 0;
+    return handle(wsi, h, s); /* no body at all */
+  }
+  case LWS_CALLBACK_HTTP_BODY:
+    if (!s->active || s->too_large) return 0;
+    if (fb_buf_append(&s->body, in, len)) {
+      s->too_large = true;
+      return handle(wsi, h, s);
+    }
+    return 0;
+  case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+    if (!s->active || s->resp.status) return 0;
+    return handle(wsi, h, s);
+  case LWS_CALLBACK_HTTP_WRITEABLE:
+    if (!s->active || !s->resp.status) return 0;
+    return write_body(wsi, s);
+  case LWS_CALLBACK_CLOSED_HTTP:
+  case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    end(s);
+    return 0;
+  default: break;
+  }
+  return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+/* =============================================================== service */
+
+static void lws_log(int level, const char *line)
+{
+  char msg[512];
+  snprintf(msg, sizeof msg, "%s", line);
+  size_t n = strlen(msg);
+  while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+  fb_log(level & LLL_ERR ? FB_LOG_ERROR : FB_LOG_WARN, "lws", "%s", msg);
+}
+
+static void *service(void *arg)
+{
+  struct fb_http *h = arg;
+  while (!atomic_load(&h->stop))
+    if (lws_service(h->ctx, 0) < 0) break;
+  return NULL;
+}
+
+int fb_http_start(struct fb_http **out, struct fb_app *app)
+{
+  struct fb_http *h = calloc(1, sizeof *h);
+  if (!h) return -ENOMEM;
+  h->app = app;
+  fb_api_init(&h->api, app);
+  lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
+
+  h->protocols[0] = (struct lws_protocols){
+      .name = "http", .callback = callback_http, .per_session_data_size = sizeof(struct session)};
+  h->protocols[1] = fb_dashboard_protocol();
+
+  struct lws_context_creation_info info;
+  memset(&info, 0, sizeof info);
+  info.port = app->cfg->listen_port;
+  const char *host = app->cfg->listen_host;
+  info.iface = !strcmp(host, "0.0.0.0") || !strcmp(host, "*") ? NULL : host;
+  info.protocols = h->protocols;
+  info.user = h;
+  info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+  if (strchr(host, '.')) info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+  info.timeout_secs = 10;
+  info.keepalive_timeout = 30;
+  info.max_http_header_data = 8192;
+  h->ctx = lws_create_context(&info);
+  if (!h->ctx) {
+    fb_error("http", "cannot listen on %s:%d (in use, or not an address of this host)", host,
+             app->cfg->listen_port);
+    fb_api_close(&h->api);
+    free(h);
+    return -EADDRINUSE;
+  }
+  fb_dashboard_attach(h->ctx, app);
+  int rc = pthread_create(&h->thread, NULL, service, h);
+  if (rc) {
+    lws_context_destroy(h->ctx);
+    fb_api_close(&h->api);
+    free(h);
+    return -rc;
+  }
+  fb_info("http", "listening on http://%s:%d (API, /metrics, dashboard)", host,
+          app->cfg->listen_port);
+  *out = h;
+  return 0;
+}
+
+void fb_http_stop(struct fb_http *h)
+{
+  if (!h) return;
+  atomic_store(&h->stop, true);
+  lws_cancel_service(h->ctx);
+  pthread_join(h->thread, NULL);
+  fb_dashboard_detach();
+  lws_context_destroy(h->ctx);
+  fb_api_close(&h->api);
+  free(h);
+}

@@ -1,0 +1,844 @@
+/*
+ * The ingest thread: consumer-group reader, router and atomic hand-off
+ * writer (see ingest.h). Everything here runs on that one thread; the only
+ * shared state is the registry snapshot (reference-counted, immutable), the
+ * metrics (atomics) and the requested strategy (an atomic).
+ *
+ * A batch moves through three steps:
+ *   read    XREADGROUP (new entries), XREADGROUP from 0 (our own pending
+ *           entries, at start and after a reconnect) or XAUTOCLAIM
+ *           (entries a dead consumer left behind);
+ *   route   every entry becomes one XADD: to its processor's stream, or to
+ *           frames:dlq with the reason it could not be delivered;
+ *   hand off  MULTI, the XADDs, one XACK of all its entries, EXEC.
+ * New entries are pipelined: the next read is on the wire while a batch is
+ * routed, and up to MAX_TX transactions are in flight.
+ */
+#include "framebuffer/ingest.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "framebuffer/buf.h"
+#include "framebuffer/clock.h"
+#include "framebuffer/frame.h"
+#include "framebuffer/log.h"
+#include "framebuffer/redis.h"
+#include "framebuffer/router.h"
+
+#define BLOCK_MS 1000            /* XREADGROUP BLOCK when idle */
+#define REDIS_TIMEOUT_MS 5000    /* must exceed BLOCK_MS */
+#define CLAIM_INTERVAL_MS 5000   /* how often to look for abandoned entries */
+#define MAX_TX 2                 /* transactions in flight */
+#define NBATCH (MAX_TX + 1)      /* batches: in flight, plus the one being read */
+#define TX_MAX_BYTES (256u << 20)/* a batch of 64 KiB entries fits easily */
+#define TX_RETRIES 3             /* then reconnect and re-read from the PEL */
+#define DLQ_STREAM "frames:dlq"
+
+enum phase { PHASE_SETUP, PHASE_RECOVER, PHASE_LIVE };
+enum op_kind { OP_READ, OP_TX };
+
+struct batch {
+  bool busy;
+  redisReply *reply;     /* owns the entries */
+  redisReply **entries;  /* [id, fields] arrays */
+  size_t n;
+  int64_t *deliveries;   /* per entry, when known (recovered or claimed) */
+  bool have_deliveries;
+  struct fb_frame *frames;
+  int32_t *outcome;      /* >= 0: processor index; < 0: -1 - enum fb_reason */
+  uint32_t *order;       /* hand-off order: higher priority first */
+  uint32_t *xadd_entry;  /* k-th XADD of the transaction -> entry */
+  size_t nxadd;
+  struct fb_snapshot *snap;
+  uint64_t read_ns;
+  struct fb_buf tx;      /* the transaction, kept for a resend */
+  int attempts;
+};
+
+struct op {
+  enum op_kind kind;
+  struct batch *b;
+};
+
+struct fb_ingest {
+  const struct fb_config *cfg;
+  struct fb_registry *reg;
+  struct fb_metrics *m;
+  struct fb_redis redis;
+  struct fb_router *router;
+  atomic_int strategy;
+  atomic_bool stop;
+  pthread_t thread;
+
+  enum phase phase;
+  char cursor[64];          /* recover: last id handed off; claim: XAUTOCLAIM cursor */
+  bool claiming;            /* draining the pipeline for, or running, a claim pass */
+  int64_t next_claim_ms;
+  bool idle;                /* the last read found nothing */
+
+  struct op ops[NBATCH + 1];/* FIFO of replies we wait for */
+  size_t op_head, op_count;
+  bool read_in_flight;
+  size_t tx_in_flight;
+  struct batch batches[NBATCH];
+
+  struct fb_snapshot *snap;
+  struct fb_field *fields;  /* all fields of the batch being routed */
+  size_t fields_cap;
+  char read_block[512], read_now[512]; /* ready-made XREADGROUP commands */
+  size_t read_block_len, read_now_len;
+  uint64_t recovered;
+};
+
+/* ================================================================ helpers */
+
+static void sleep_ms(int ms)
+{
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
+}
+
+static void iso_now(char *out, size_t n)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  size_t w = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out + w, n - w, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+static int batch_alloc(struct batch *b, size_t cap)
+{
+  b->entries = calloc(cap, sizeof *b->entries);
+  b->deliveries = calloc(cap, sizeof *b->deliveries);
+  b->frames = calloc(cap, sizeof *b->frames);
+  b->outcome = calloc(cap, sizeof *b->outcome);
+  b->order = calloc(cap, sizeof *b->order);
+  b->xadd_entry = calloc(cap, sizeof *b->xadd_entry);
+  fb_buf_init(&b->tx, TX_MAX_BYTES);
+  return b->entries && b->deliveries && b->frames && b->outcome && b->order && b->xadd_entry
+             ? 0
+             : -ENOMEM;
+}
+
+static void batch_clear(struct batch *b)
+{
+  if (b->reply) freeReplyObject(b->reply);
+  b->reply = NULL;
+  fb_snapshot_release(b->snap);
+  b->snap = NULL;
+  b->n = b->nxadd = 0;
+  b->have_deliveries = false;
+  b->attempts = 0;
+  b->busy = false;
+}
+
+static void batch_free(struct batch *b)
+{
+  batch_clear(b);
+  free(b->entries);
+  free(b->deliveries);
+  free(b->frames);
+  free(b->outcome);
+  free(b->order);
+  free(b->xadd_entry);
+  fb_buf_free(&b->tx);
+}
+
+static struct batch *batch_get(struct fb_ingest *g)
+{
+  for (int i = 0; i < NBATCH; i++)
+    if (!g->batches[i].busy) {
+      g->batches[i].busy = true;
+      return &g->batches[i];
+    }
+  return NULL; /* cannot happen: NBATCH covers every op in flight */
+}
+
+static void op_push(struct fb_ingest *g, enum op_kind kind, struct batch *b)
+{
+  size_t cap = sizeof g->ops / sizeof g->ops[0];
+  g->ops[(g->op_head + g->op_count++) % cap] = (struct op){kind, b};
+  if (kind == OP_READ) g->read_in_flight = true;
+  else g->tx_in_flight++;
+}
+
+static struct op op_pop(struct fb_ingest *g)
+{
+  size_t cap = sizeof g->ops / sizeof g->ops[0];
+  struct op o = g->ops[g->op_head];
+  g->op_head = (g->op_head + 1) % cap;
+  g->op_count--;
+  if (o.kind == OP_READ) g->read_in_flight = false;
+  else g->tx_in_flight--;
+  return o;
+}
+
+/* Forgets everything in flight after the connection was lost: the entries
+ * are still pending in Redis and are read again by the recovery pass. */
+static void reset_pipeline(struct fb_ingest *g)
+{
+  for (int i = 0; i < NBATCH; i++) batch_clear(&g->batches[i]);
+  g->op_head = g->op_count = 0;
+  g->read_in_flight = false;
+  g->tx_in_flight = 0;
+  g->claiming = false;
+  g->phase = PHASE_SETUP;
+  atomic_store(&g->m->redis_up, 0);
+  atomic_store(&g->m->group_ready, 0);
+}
+
+static void lose_connection(struct fb_ingest *g, const char *why)
+{
+  fb_redis_drop(&g->redis, why);
+  reset_pipeline(g);
+}
+
+static int flush(struct fb_ingest *g)
+{
+  int done = 0;
+  while (!done)
+    if (redisBufferWrite(g->redis.ctx, &done) == REDIS_ERR) {
+      lose_connection(g, g->redis.ctx->errstr);
+      return -EIO;
+    }
+  return 0;
+}
+
+static redisReply *get_reply(struct fb_ingest *g)
+{
+  void *rep = NULL;
+  if (redisGetReply(g->redis.ctx, &rep) != REDIS_OK || !rep) {
+    lose_connection(g, g->redis.ctx->errstr[0] ? g->redis.ctx->errstr : "no reply");
+    return NULL;
+  }
+  return rep;
+}
+
+/* Runs one command synchronously on an empty pipeline. */
+static redisReply *command(struct fb_ingest *g, int argc, const char **argv)
+{
+  redisReply *rep = fb_redis_argv(&g->redis, argc, argv, NULL);
+  if (!rep) reset_pipeline(g);
+  return rep;
+}
+
+/* ================================================================ routing */
+
+static void append_cmd_head(struct fb_buf *o, size_t nargs, const char *key, size_t keylen,
+                            const char *maxlen)
+{
+  fb_buf_resp_array(o, nargs);
+  fb_buf_resp_bulk(o, "XADD", 4);
+  fb_buf_resp_bulk(o, key, keylen);
+  fb_buf_resp_bulk(o, "MAXLEN", 6);
+  fb_buf_resp_bulk(o, "~", 1);
+  fb_buf_resp_bulk(o, maxlen, strlen(maxlen));
+  fb_buf_resp_bulk(o, "*", 1);
+}
+
+static void append_fields(struct fb_buf *o, const struct fb_frame *f)
+{
+  for (size_t i = 0; i < f->nfields; i++) {
+    fb_buf_resp_bulk(o, f->fields[i].name.p, f->fields[i].name.n);
+    fb_buf_resp_bulk(o, f->fields[i].value.p, f->fields[i].value.n);
+  }
+}
+
+/* The frame as SPEC §2 hands it to a processor: every input field, plus
+ * priority, storage_path and storage_backend when absent. */
+static void append_delivery(struct fb_buf *o, const struct fb_frame *f, const struct fb_proc *p)
+{
+  char maxlen[24];
+  snprintf(maxlen, sizeof maxlen, "%lld", (long long)p->max_queue);
+  size_t extra = (!f->has_priority ? 2 : 0) + (!f->has_storage_path ? 2 : 0) +
+                 (!f->has_storage_backend ? 2 : 0);
+  append_cmd_head(o, 6 + 2 * f->nfields + extra, p->stream, strlen(p->stream), maxlen);
+  append_fields(o, f);
+  if (!f->has_priority) {
+    fb_buf_resp_bulk(o, "priority", 8);
+    fb_buf_resp_bulk(o, "0", 1);
+  }
+  if (!f->has_storage_path) {
+    fb_buf_resp_bulk(o, "storage_path", 12);
+    fb_buf_resp_bulk(o, "", 0);
+  }
+  if (!f->has_storage_backend) {
+    fb_buf_resp_bulk(o, "storage_backend", 15);
+    fb_buf_resp_bulk(o, "redis", 5);
+  }
+}
+
+static void append_dlq(struct fb_ingest *g, struct fb_buf *o, const struct fb_frame *f,
+                       const redisReply *id, enum fb_reason reason, const char *detail,
+                       const char *now)
+{
+  char maxlen[24];
+  snprintf(maxlen, sizeof maxlen, "%lld", (long long)g->cfg->dlq_maxlen);
+  append_cmd_head(o, 6 + 2 * f->nfields + 8, DLQ_STREAM, sizeof DLQ_STREAM - 1, maxlen);
+  append_fields(o, f);
+  const char *rn = fb_reason_name(reason);
+  fb_buf_resp_bulk(o, "dlq_reason", 10);
+  fb_buf_resp_bulk(o, rn, strlen(rn));
+  fb_buf_resp_bulk(o, "dlq_source_id", 13);
+  fb_buf_resp_bulk(o, id->str, id->len);
+  fb_buf_resp_bulk(o, "dlq_at", 6);
+  fb_buf_resp_bulk(o, now, strlen(now));
+  fb_buf_resp_bulk(o, "dlq_detail", 10);
+  fb_buf_resp_bulk(o, detail, strlen(detail));
+}
+
+/* Makes sure the field pool can hold every field of the batch. */
+static int reserve_fields(struct fb_ingest *g, const struct batch *b)
+{
+  size_t total = 0;
+  for (size_t i = 0; i < b->n; i++) {
+    const redisReply *fv = b->entries[i]->element[1];
+    if (fv->type == REDIS_REPLY_ARRAY) total += fv->elements / 2;
+  }
+  if (total <= g->fields_cap) return 0;
+  struct fb_field *nf = realloc(g->fields, total * sizeof *nf);
+  if (!nf) return -ENOMEM;
+  g->fields = nf;
+  g->fields_cap = total;
+  return 0;
+}
+
+static int cmp_priority_desc(const void *a, const void *b, void *arg)
+{
+  const struct fb_frame *frames = arg;
+  int64_t pa = frames[*(const uint32_t *)a].priority, pb = frames[*(const uint32_t *)b].priority;
+  if (pa != pb) return pa > pb ? -1 : 1;
+  return *(const uint32_t *)a < *(const uint32_t *)b ? -1 : 1; /* stable */
+}
+
+/* Routes every entry of `b` and builds its transaction in b->tx. */
+static int route_batch(struct fb_ingest *g, struct batch *b)
+{
+  if (reserve_fields(g, b)) return -ENOMEM;
+  if (fb_registry_generation(g->reg) != g->snap->generation) {
+    fb_snapshot_release(g->snap);
+    g->snap = fb_registry_snapshot(g->reg);
+  }
+  fb_router_set_strategy(g->router, (enum fb_strategy)atomic_load(&g->strategy));
+  b->snap = g->snap;
+  atomic_fetch_add(&b->snap->refs, 1);
+
+  int64_t now = g->cfg->frame_max_age_ms ? fb_wall_ms() : 0;
+  bool prioritised = false;
+  size_t used = 0;
+  for (size_t i = 0; i < b->n; i++) {
+    const redisReply *fv = b->entries[i]->element[1];
+    struct fb_frame *f = &b->frames[i];
+    b->order[i] = (uint32_t)i;
+    if (fv->type != REDIS_REPLY_ARRAY || !fv->elements) {
+      memset(f, 0, sizeof *f);
+      b->outcome[i] = -1 - FB_REASON_MISSING;
+      continue;
+    }
+    struct fb_field *fl = &g->fields[used];
+    size_t nf = fv->elements / 2;
+    for (size_t k = 0; k < nf; k++) {
+      fl[k].name = (struct fb_str){fv->element[2 * k]->str, fv->element[2 * k]->len};
+      fl[k].value = (struct fb_str){fv->element[2 * k + 1]->str, fv->element[2 * k + 1]->len};
+    }
+    used += nf;
+    enum fb_frame_error err = fb_frame_parse(f, fl, nf);
+    if (f->has_priority && f->priority) prioritised = true;
+    int64_t ts;
+    if (b->have_deliveries && b->deliveries[i] > g->cfg->max_deliveries)
+      b->outcome[i] = -1 - FB_REASON_POISON;
+    else if (err != FB_FRAME_OK)
+      b->outcome[i] = -1 - FB_REASON_MALFORMED;
+    else if (now && fb_frame_time_ms(f->timestamp, &ts) == 0 &&
+             now - ts > g->cfg->frame_max_age_ms)
+      b->outcome[i] = -1 - FB_REASON_EXPIRED;
+    else {
+      int pick = fb_router_pick(g->router, b->snap, f);
+      b->outcome[i] = pick >= 0 ? pick : -1 - FB_REASON_NO_PROCESSOR;
+    }
+  }
+  if (prioritised) qsort_r(b->order, b->n, sizeof *b->order, cmp_priority_desc, b->frames);
+
+  char now_iso[40];
+  iso_now(now_iso, sizeof now_iso);
+  struct fb_buf *o = &b->tx;
+  fb_buf_reset(o);
+  fb_buf_puts(o, "*1\r\n$5\r\nMULTI\r\n");
+  b->nxadd = 0;
+  for (size_t k = 0; k < b->n; k++) {
+    size_t i = b->order[k];
+    int32_t out = b->outcome[i];
+    const redisReply *id = b->entries[i]->element[0];
+    if (out >= 0) {
+      append_delivery(o, &b->frames[i], b->snap->procs[out]);
+    } else {
+      enum fb_reason reason = (enum fb_reason)(-1 - out);
+      if (reason == FB_REASON_MISSING) continue; /* nothing left to deliver */
+      char detail[160];
+      switch (reason) {
+      case FB_REASON_MALFORMED:
+        snprintf(detail, sizeof detail, "%s", fb_frame_error_str(b->frames[i].error));
+        break;
+      case FB_REASON_POISON:
+        snprintf(detail, sizeof detail, "delivered %lld times", (long long)b->deliveries[i]);
+        break;
+      case FB_REASON_EXPIRED:
+        snprintf(detail, sizeof detail, "older than %lld ms", (long long)g->cfg->frame_max_age_ms);
+        break;
+      default:
+        snprintf(detail, sizeof detail, "no live processor has capability '%.*s'",
+                 (int)b->frames[i].detection_type.n, b->frames[i].detection_type.p);
+        break;
+      }
+      append_dlq(g, o, &b->frames[i], id, reason, detail, now_iso);
+    }
+    b->xadd_entry[b->nxadd++] = (uint32_t)i;
+  }
+  fb_buf_resp_array(o, 3 + b->n);
+  fb_buf_resp_bulk(o, "XACK", 4);
+  fb_buf_resp_bulk(o, g->cfg->input_stream, strlen(g->cfg->input_stream));
+  fb_buf_resp_bulk(o, g->cfg->consumer_group, strlen(g->cfg->consumer_group));
+  for (size_t i = 0; i < b->n; i++)
+    fb_buf_resp_bulk(o, b->entries[i]->element[0]->str, b->entries[i]->element[0]->len);
+  fb_buf_puts(o, "*1\r\n$4\r\nEXEC\r\n");
+  return o->truncated ? -ENOSPC : 0;
+}
+
+/* Takes the entries of a read reply into `b`. Returns how many. */
+static size_t take_entries(struct batch *b, redisReply *entries, size_t cap)
+{
+  b->n = 0;
+  if (!entries || entries->type != REDIS_REPLY_ARRAY) return 0;
+  for (size_t i = 0; i < entries->elements && b->n < cap; i++) {
+    redisReply *e = entries->element[i];
+    if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+        e->element[0]->type == REDIS_REPLY_STRING)
+      b->entries[b->n++] = e;
+  }
+  return b->n;
+}
+
+/* The entries array inside an XREADGROUP reply: [[stream, entries]]. */
+static redisReply *read_entries(redisReply *rep)
+{
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1) return NULL;
+  redisReply *s = rep->element[0];
+  if (s->type != REDIS_REPLY_ARRAY || s->elements != 2) return NULL;
+  return s->element[1];
+}
+
+/* ============================================================= hand-off */
+
+static void send_tx(struct fb_ingest *g, struct batch *b)
+{
+  redisAppendFormattedCommand(g->redis.ctx, b->tx.data, b->tx.len);
+  op_push(g, OP_TX, b);
+}
+
+/* Reads the MULTI/QUEUED.../EXEC replies of `b`. Returns the EXEC reply or
+ * NULL when the connection failed. */
+static redisReply *tx_reply(struct fb_ingest *g, struct batch *b, redisReply *first)
+{
+  /* `first` answers MULTI; then one QUEUED per XADD and one for XACK. */
+  freeReplyObject(first);
+  for (size_t k = 0; k < b->nxadd + 1; k++) {
+    redisReply *q = get_reply(g);
+    if (!q) return NULL;
+    freeReplyObject(q);
+  }
+  return get_reply(g);
+}
+
+static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec)
+{
+  uint64_t delivered = 0;
+  for (size_t k = 0; k < b->nxadd; k++) {
+    size_t i = b->xadd_entry[k];
+    const redisReply *r = exec->element[k];
+    int32_t out = b->outcome[i];
+    if (r->type == REDIS_REPLY_ERROR) {
+      /* The XACK went through: this frame now exists only here. Say so
+       * loudly; registration makes sure targets are streams, so this means
+       * someone replaced a processor's stream with another type of key. */
+      fb_error("ingest", "frame %.*s (entry %s) was acked but its XADD failed: %s",
+               (int)b->frames[i].frame_id.n, b->frames[i].frame_id.p,
+               b->entries[i]->element[0]->str, r->str);
+      atomic_fetch_add(&g->m->dropped[FB_REASON_NO_PROCESSOR], 1);
+      continue;
+    }
+    if (out >= 0) {
+      atomic_fetch_add_explicit(&b->snap->procs[out]->live->frames_routed, 1,
+                                memory_order_relaxed);
+      delivered++;
+    } else {
+      enum fb_reason reason = (enum fb_reason)(-1 - out);
+      atomic_fetch_add(&g->m->dropped[reason], 1);
+      atomic_fetch_add(&g->m->dlq[reason], 1);
+      fb_debug("ingest", "entry %s to %s: %s", b->entries[i]->element[0]->str, DLQ_STREAM,
+               fb_reason_name(reason));
+    }
+  }
+  for (size_t i = 0; i < b->n; i++)
+    if (b->outcome[i] == -1 - FB_REASON_MISSING) {
+      atomic_fetch_add(&g->m->dropped[FB_REASON_MISSING], 1);
+      fb_warn("ingest", "pending entry %s is no longer in %s; acked", b->entries[i]->element[0]->str,
+              g->cfg->input_stream);
+    }
+  atomic_fetch_add(&g->m->frames_distributed, delivered);
+  atomic_fetch_add(&g->m->frames_consumed, b->n);
+  atomic_fetch_add(&g->m->batches, 1);
+  fb_histogram_observe(&g->m->routing, fb_mono_ns() - b->read_ns, b->n);
+}
+
+/* Handles a transaction's replies. Returns 0 when the batch is done, 1 when
+ * it was sent again, -EIO when the connection was lost. */
+static int complete_tx(struct fb_ingest *g, struct batch *b, redisReply *first)
+{
+  redisReply *exec = tx_reply(g, b, first);
+  if (!exec) return -EIO;
+  if (exec->type == REDIS_REPLY_ARRAY && exec->elements == b->nxadd + 1) {
+    account(g, b, exec);
+    freeReplyObject(exec);
+    batch_clear(b);
+    return 0;
+  }
+  /* EXECABORT (out of memory, a read-only replica, ...): nothing ran; the
+   * entries are still pending. Try the same transaction again a few times,
+   * then reconnect and let the recovery pass re-read them. */
+  fb_error("ingest", "hand-off of %zu frames failed: %s", b->n,
+           exec->type == REDIS_REPLY_ERROR ? exec->str : "unexpected reply");
+  freeReplyObject(exec);
+  if (++b->attempts >= TX_RETRIES) {
+    lose_connection(g, "hand-off keeps failing");
+    return -EIO;
+  }
+  sleep_ms(100 << b->attempts);
+  send_tx(g, b);
+  return 1;
+}
+
+/* ============================================================== reading */
+
+static void build_read_commands(struct fb_ingest *g)
+{
+  const struct fb_config *c = g->cfg;
+  struct fb_buf o;
+  char count[16], block[16];
+  snprintf(count, sizeof count, "%d", c->batch_size);
+  snprintf(block, sizeof block, "%d", BLOCK_MS);
+  for (int blocking = 0; blocking < 2; blocking++) {
+    char *dst = blocking ? g->read_block : g->read_now;
+    fb_buf_init_fixed(&o, dst, sizeof g->read_block);
+    fb_buf_resp_array(&o, blocking ? 11 : 9);
+    fb_buf_resp_bulk(&o, "XREADGROUP", 10);
+    fb_buf_resp_bulk(&o, "GROUP", 5);
+    fb_buf_resp_bulk(&o, c->consumer_group, strlen(c->consumer_group));
+    fb_buf_resp_bulk(&o, c->consumer_name, strlen(c->consumer_name));
+    fb_buf_resp_bulk(&o, "COUNT", 5);
+    fb_buf_resp_bulk(&o, count, strlen(count));
+    if (blocking) {
+      fb_buf_resp_bulk(&o, "BLOCK", 5);
+      fb_buf_resp_bulk(&o, block, strlen(block));
+    }
+    fb_buf_resp_bulk(&o, "STREAMS", 7);
+    fb_buf_resp_bulk(&o, c->input_stream, strlen(c->input_stream));
+    fb_buf_resp_bulk(&o, ">", 1);
+    *(blocking ? &g->read_block_len : &g->read_now_len) = o.len;
+  }
+}
+
+/* Block only on an otherwise empty pipeline, and never for a read-ahead: a
+ * blocked read would hold up every reply queued behind it. */
+static void send_read(struct fb_ingest *g, bool may_block)
+{
+  bool block = may_block && g->op_count == 0;
+  if (block) redisAppendFormattedCommand(g->redis.ctx, g->read_block, g->read_block_len);
+  else redisAppendFormattedCommand(g->redis.ctx, g->read_now, g->read_now_len);
+  op_push(g, OP_READ, NULL);
+}
+
+/* Fills b->deliveries from XPENDING for the entries of `b`. */
+static int load_deliveries(struct fb_ingest *g, struct batch *b)
+{
+  char count[24];
+  snprintf(count, sizeof count, "%zu", b->n);
+  const char *argv[] = {"XPENDING", g->cfg->input_stream, g->cfg->consumer_group,
+                        b->entries[0]->element[0]->str, b->entries[b->n - 1]->element[0]->str,
+                        count, g->cfg->consumer_name};
+  redisReply *rep = command(g, 7, argv);
+  if (!rep) return -EIO;
+  size_t j = 0;
+  for (size_t i = 0; i < b->n; i++) {
+    b->deliveries[i] = 1;
+    const char *id = b->entries[i]->element[0]->str;
+    for (; rep->type == REDIS_REPLY_ARRAY && j < rep->elements; j++) {
+      const redisReply *p = rep->element[j];
+      if (p->type != REDIS_REPLY_ARRAY || p->elements < 4) continue;
+      if (!strcmp(p->element[0]->str, id)) {
+        b->deliveries[i] = p->element[3]->integer;
+        j++;
+        break;
+      }
+    }
+  }
+  b->have_deliveries = true;
+  freeReplyObject(rep);
+  return 0;
+}
+
+/* Routes and hands off one batch synchronously (recovery and claims). */
+static int hand_off_now(struct fb_ingest *g, struct batch *b)
+{
+  if (load_deliveries(g, b)) return -EIO;
+  if (route_batch(g, b)) {
+    fb_error("ingest", "cannot build the hand-off of %zu entries; retrying", b->n);
+    return -ENOMEM;
+  }
+  send_tx(g, b);
+  for (;;) {
+    if (flush(g)) return -EIO;
+    redisReply *first = get_reply(g);
+    if (!first) return -EIO;
+    op_pop(g);
+    int rc = complete_tx(g, b, first);
+    if (rc <= 0) return rc;
+  }
+}
+
+/* Creates the consumer group if needed. */
+static int setup(struct fb_ingest *g)
+{
+  const char *argv[] = {"XGROUP", "CREATE", g->cfg->input_stream, g->cfg->consumer_group, "0",
+                        "MKSTREAM"};
+  redisReply *rep = command(g, 6, argv);
+  if (!rep) return -EIO;
+  bool ok = rep->type != REDIS_REPLY_ERROR || fb_reply_is_error(rep, "BUSYGROUP");
+  if (!ok) fb_error("ingest", "cannot create consumer group %s on %s: %s", g->cfg->consumer_group,
+                    g->cfg->input_stream, rep->str);
+  else if (rep->type != REDIS_REPLY_ERROR)
+    fb_info("ingest", "created consumer group %s on %s", g->cfg->consumer_group,
+            g->cfg->input_stream);
+  freeReplyObject(rep);
+  if (!ok) {
+    fb_redis_drop(&g->redis, "consumer group unavailable");
+    return -EIO;
+  }
+  atomic_store(&g->m->redis_up, 1);
+  atomic_store(&g->m->group_ready, 1);
+  g->phase = PHASE_RECOVER;
+  snprintf(g->cursor, sizeof g->cursor, "0");
+  g->recovered = 0;
+  g->next_claim_ms = fb_mono_ms() + CLAIM_INTERVAL_MS;
+  return 0;
+}
+
+/* One step of the recovery pass: our own pending entries, oldest first. */
+static void recover_step(struct fb_ingest *g)
+{
+  char count[16];
+  snprintf(count, sizeof count, "%d", g->cfg->batch_size);
+  const char *argv[] = {"XREADGROUP", "GROUP", g->cfg->consumer_group, g->cfg->consumer_name,
+                        "COUNT", count, "STREAMS", g->cfg->input_stream, g->cursor};
+  redisReply *rep = command(g, 9, argv);
+  if (!rep) return;
+  struct batch *b = batch_get(g);
+  b->reply = rep;
+  b->read_ns = fb_mono_ns();
+  if (rep->type == REDIS_REPLY_ERROR) {
+    fb_error("ingest", "reading pending entries: %s", rep->str);
+    batch_clear(b);
+    lose_connection(g, "cannot read pending entries");
+    return;
+  }
+  if (!take_entries(b, rep->type == REDIS_REPLY_ARRAY ? read_entries(rep) : NULL,
+                    (size_t)g->cfg->batch_size)) {
+    batch_clear(b);
+    if (g->recovered)
+      fb_info("ingest", "finished %llu pending entries left from before",
+              (unsigned long long)g->recovered);
+    g->phase = PHASE_LIVE;
+    return;
+  }
+  snprintf(g->cursor, sizeof g->cursor, "%s", b->entries[b->n - 1]->element[0]->str);
+  g->recovered += b->n;
+  if (hand_off_now(g, b) == -ENOMEM) batch_clear(b);
+}
+
+/* One step of a claim pass: entries other consumers left idle too long. */
+static void claim_step(struct fb_ingest *g)
+{
+  char count[16], idle[24];
+  snprintf(count, sizeof count, "%d", g->cfg->batch_size);
+  snprintf(idle, sizeof idle, "%lld", (long long)g->cfg->claim_idle_ms);
+  const char *argv[] = {"XAUTOCLAIM", g->cfg->input_stream, g->cfg->consumer_group,
+                        g->cfg->consumer_name, idle, g->cursor, "COUNT", count};
+  redisReply *rep = command(g, 8, argv);
+  if (!rep) return;
+  struct batch *b = batch_get(g);
+  b->reply = rep;
+  b->read_ns = fb_mono_ns();
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
+      rep->element[0]->type != REDIS_REPLY_STRING) {
+    fb_warn("ingest", "XAUTOCLAIM failed: %s",
+            rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+    batch_clear(b);
+    g->claiming = false;
+    return;
+  }
+  snprintf(g->cursor, sizeof g->cursor, "%s", rep->element[0]->str);
+  if (rep->elements >= 3 && rep->element[2]->type == REDIS_REPLY_ARRAY &&
+      rep->element[2]->elements) {
+    size_t gone = rep->element[2]->elements;
+    atomic_fetch_add(&g->m->dropped[FB_REASON_MISSING], gone);
+    fb_warn("ingest", "%zu abandoned entries were no longer in %s", gone, g->cfg->input_stream);
+  }
+  if (take_entries(b, rep->element[1], (size_t)g->cfg->batch_size)) {
+    fb_info("ingest", "claimed %zu entries abandoned by other consumers", b->n);
+    if (hand_off_now(g, b) == -ENOMEM) batch_clear(b);
+  } else {
+    batch_clear(b);
+  }
+  if (!strcmp(g->cursor, "0-0")) {
+    g->claiming = false;
+    g->next_claim_ms = fb_mono_ms() + CLAIM_INTERVAL_MS;
+  }
+}
+
+/* One step of live reading: keeps a read and up to MAX_TX hand-offs in
+ * flight, and handles the next reply. */
+static void live_step(struct fb_ingest *g)
+{
+  bool stopping = atomic_load(&g->stop);
+  if (!g->claiming && fb_mono_ms() >= g->next_claim_ms) {
+    g->claiming = true;
+    snprintf(g->cursor, sizeof g->cursor, "0-0");
+  }
+  if (!stopping && !g->claiming && !g->read_in_flight && g->tx_in_flight < MAX_TX &&
+      (!g->idle || g->op_count == 0))
+    send_read(g, true);
+  if (!g->op_count) return; /* drained: the caller may claim or stop */
+  if (flush(g)) return;
+  redisReply *rep = get_reply(g);
+  if (!rep) return;
+  struct op op = op_pop(g);
+  if (op.kind == OP_TX) {
+    complete_tx(g, op.b, rep);
+    return;
+  }
+
+  struct batch *b = batch_get(g);
+  b->reply = rep;
+  b->read_ns = fb_mono_ns();
+  if (rep->type == REDIS_REPLY_ERROR) {
+    /* NOGROUP: the stream or group was deleted under us: reconnecting
+     * creates it again. Anything else: wait a little before retrying. */
+    fb_error("ingest", "XREADGROUP: %s", rep->str);
+    bool nogroup = fb_reply_is_error(rep, "NOGROUP");
+    batch_clear(b);
+    lose_connection(g, nogroup ? "consumer group is gone" : "read failed");
+    if (!nogroup) sleep_ms(1000);
+    return;
+  }
+  if (!take_entries(b, rep->type == REDIS_REPLY_ARRAY ? read_entries(rep) : NULL,
+                    (size_t)g->cfg->batch_size)) {
+    batch_clear(b);
+    g->idle = true;
+    return;
+  }
+  g->idle = false;
+  /* Put the next read on the wire before routing this batch. */
+  if (!stopping && !g->claiming && g->tx_in_flight < MAX_TX) {
+    send_read(g, false);
+    if (flush(g)) return;
+  }
+  if (route_batch(g, b)) {
+    /* Cannot build it (out of memory): the entries stay pending and the
+     * recovery pass after a reconnect picks them up. */
+    lose_connection(g, "cannot build a hand-off");
+    return;
+  }
+  send_tx(g, b);
+}
+
+static void *run(void *arg)
+{
+  struct fb_ingest *g = arg;
+  while (!atomic_load(&g->stop) || g->op_count) {
+    if (fb_redis_ensure(&g->redis)) {
+      atomic_store(&g->m->redis_up, 0);
+      sleep_ms(50);
+      continue;
+    }
+    switch (g->phase) {
+    case PHASE_SETUP:
+      if (setup(g)) sleep_ms(100);
+      break;
+    case PHASE_RECOVER: recover_step(g); break;
+    case PHASE_LIVE:
+      if (g->claiming && !g->op_count) claim_step(g);
+      else live_step(g);
+      break;
+    }
+    if (atomic_load(&g->stop) && !g->op_count) break;
+  }
+  return NULL;
+}
+
+/* ============================================================ lifecycle */
+
+int fb_ingest_start(struct fb_ingest **out, const struct fb_config *cfg, struct fb_registry *reg,
+                    struct fb_metrics *metrics)
+{
+  struct fb_ingest *g = calloc(1, sizeof *g);
+  if (!g) return -ENOMEM;
+  g->cfg = cfg;
+  g->reg = reg;
+  g->m = metrics;
+  atomic_init(&g->strategy, (int)cfg->strategy);
+  fb_redis_init(&g->redis, &cfg->redis, "ingest", REDIS_TIMEOUT_MS);
+  int rc = fb_router_create(&g->router, cfg->strategy);
+  for (int i = 0; i < NBATCH && !rc; i++) rc = batch_alloc(&g->batches[i], (size_t)cfg->batch_size);
+  g->snap = fb_registry_snapshot(reg);
+  build_read_commands(g);
+  if (!rc) rc = -pthread_create(&g->thread, NULL, run, g);
+  if (rc) {
+    for (int i = 0; i < NBATCH; i++) batch_free(&g->batches[i]);
+    fb_router_destroy(g->router);
+    fb_snapshot_release(g->snap);
+    free(g);
+    return rc;
+  }
+  *out = g;
+  return 0;
+}
+
+void fb_ingest_stop(struct fb_ingest *g)
+{
+  if (!g) return;
+  atomic_store(&g->stop, true);
+  pthread_join(g->thread, NULL);
+  for (int i = 0; i < NBATCH; i++) batch_free(&g->batches[i]);
+  fb_redis_close(&g->redis);
+  fb_router_destroy(g->router);
+  fb_snapshot_release(g->snap);
+  free(g->fields);
+  free(g);
+}
+
+void fb_ingest_set_strategy(struct fb_ingest *g, enum fb_strategy s)
+{
+  atomic_store(&g->strategy, (int)s);
+}
+
+enum fb_strategy fb_ingest_strategy(const struct fb_ingest *g)
+{
+  return (enum fb_strategy)atomic_load(&g->strategy);
+}

@@ -1,0 +1,138 @@
+/*
+ * Reconnecting Redis connections over hiredis (see redis.h).
+ * One thread per fb_redis; no locks.
+ */
+#include "framebuffer/redis.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "framebuffer/clock.h"
+#include "framebuffer/log.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+void fb_redis_init(struct fb_redis *r, const struct fb_redis_endpoint *ep, const char *who,
+                   int timeout_ms)
+{
+  memset(r, 0, sizeof *r);
+  r->ep = ep;
+  r->who = who;
+  r->timeout_ms = timeout_ms;
+  r->backoff_ms = BACKOFF_MIN_MS;
+}
+
+static struct timeval tv_ms(int ms)
+{
+  return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+}
+
+static void schedule_retry(struct fb_redis *r)
+{
+  r->next_attempt_ms = fb_mono_ms() + r->backoff_ms;
+  r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
+}
+
+void fb_redis_drop(struct fb_redis *r, const char *why)
+{
+  if (!r->lost)
+    fb_warn("redis", "%s connection to %s:%d lost: %s; reconnecting with backoff", r->who,
+            r->ep->host, r->ep->port, why);
+  r->lost = true;
+  if (r->ctx) redisFree(r->ctx);
+  r->ctx = NULL;
+  schedule_retry(r);
+}
+
+void fb_redis_close(struct fb_redis *r)
+{
+  if (r->ctx) redisFree(r->ctx);
+  r->ctx = NULL;
+}
+
+/* AUTH and SELECT on a fresh connection. Returns 0 or -EIO with `why`. */
+static int handshake(struct fb_redis *r, char *why, size_t n)
+{
+  redisReply *rep = NULL;
+  if (r->ep->password[0]) {
+    if (r->ep->username[0])
+      rep = redisCommand(r->ctx, "AUTH %s %s", r->ep->username, r->ep->password);
+    else
+      rep = redisCommand(r->ctx, "AUTH %s", r->ep->password);
+    if (!rep || rep->type == REDIS_REPLY_ERROR) goto fail;
+    freeReplyObject(rep);
+  }
+  if (r->ep->db) {
+    rep = redisCommand(r->ctx, "SELECT %d", r->ep->db);
+    if (!rep || rep->type == REDIS_REPLY_ERROR) goto fail;
+    freeReplyObject(rep);
+  }
+  return 0;
+fail:
+  snprintf(why, n, "%s", rep ? rep->str : r->ctx->errstr);
+  if (rep) freeReplyObject(rep);
+  return -EIO;
+}
+
+int fb_redis_ensure(struct fb_redis *r)
+{
+  if (r->ctx) return 0;
+  if (fb_mono_ms() < r->next_attempt_ms) return -ENOTCONN;
+
+  char why[256];
+  r->ctx = r->timeout_ms ? redisConnectWithTimeout(r->ep->host, r->ep->port, tv_ms(r->timeout_ms))
+                         : redisConnect(r->ep->host, r->ep->port);
+  if (!r->ctx || r->ctx->err) {
+    snprintf(why, sizeof why, "%s", r->ctx ? r->ctx->errstr : "out of memory");
+    goto fail;
+  }
+  if (r->timeout_ms) redisSetTimeout(r->ctx, tv_ms(r->timeout_ms));
+  redisEnableKeepAlive(r->ctx);
+  if (handshake(r, why, sizeof why)) goto fail;
+
+  r->backoff_ms = BACKOFF_MIN_MS;
+  r->connects++;
+  if (r->lost) fb_info("redis", "%s connection to %s:%d is back", r->who, r->ep->host, r->ep->port);
+  else fb_debug("redis", "%s connected to %s:%d", r->who, r->ep->host, r->ep->port);
+  r->lost = false;
+  return 0;
+
+fail:
+  if (!r->lost)
+    fb_warn("redis", "%s cannot connect to %s:%d: %s; retrying with backoff", r->who, r->ep->host,
+            r->ep->port, why);
+  r->lost = true;
+  if (r->ctx) redisFree(r->ctx);
+  r->ctx = NULL;
+  schedule_retry(r);
+  return -ENOTCONN;
+}
+
+static redisReply *checked(struct fb_redis *r, redisReply *rep)
+{
+  if (!rep) fb_redis_drop(r, r->ctx->errstr[0] ? r->ctx->errstr : "no reply");
+  return rep;
+}
+
+redisReply *fb_redis_argv(struct fb_redis *r, int argc, const char **argv, const size_t *lens)
+{
+  if (fb_redis_ensure(r)) return NULL;
+  return checked(r, redisCommandArgv(r->ctx, argc, argv, lens));
+}
+
+redisReply *fb_redis_cmd(struct fb_redis *r, const char *fmt, ...)
+{
+  if (fb_redis_ensure(r)) return NULL;
+  va_list ap;
+  va_start(ap, fmt);
+  redisReply *rep = redisvCommand(r->ctx, fmt, ap);
+  va_end(ap);
+  return checked(r, rep);
+}
+
+bool fb_reply_is_error(const redisReply *rep, const char *prefix)
+{
+  return rep && rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, prefix, strlen(prefix));
+}

@@ -1,0 +1,20 @@
+/*
+ * The gateway's modules as the HTTP API and the dashboard see them. Built by
+ * main.c before the HTTP thread starts; the pointers never change after.
+ */
+#ifndef FRAMEBUFFER_APP_H
+#define FRAMEBUFFER_APP_H
+
+#include "framebuffer/config.h"
+#include "framebuffer/ingest.h"
+#include "framebuffer/metrics.h"
+#include "framebuffer/registry.h"
+
+struct fb_app {
+  const struct fb_config *cfg;
+  struct fb_registry *registry;
+  struct fb_metrics *metrics;
+  struct fb_ingest *ingest;
+};
+
+#endif

@@ -1,0 +1,32 @@
+/*
+ * Ingest: the hot path. Reads the input stream through the consumer group in
+ * batches, routes every frame, and hands each batch off in one MULTI/EXEC
+ * transaction that writes the frames to their targets (or the DLQ) and acks
+ * their source entries together: a crash at any moment loses no frame and
+ * duplicates none. While one batch's transaction runs in Redis, the next
+ * batch is already being read.
+ *
+ * Threads: one ingest thread owns its Redis connection and router. Other
+ * threads only call fb_ingest_set_strategy/fb_ingest_strategy (atomics).
+ */
+#ifndef FRAMEBUFFER_INGEST_H
+#define FRAMEBUFFER_INGEST_H
+
+#include "framebuffer/config.h"
+#include "framebuffer/metrics.h"
+#include "framebuffer/registry.h"
+
+struct fb_ingest;
+
+/* Starts the ingest thread. Returns 0 or a negative errno. */
+int fb_ingest_start(struct fb_ingest **out, const struct fb_config *cfg, struct fb_registry *reg,
+                    struct fb_metrics *metrics);
+
+/* Stops reading, finishes the batches in flight, joins the thread, frees. */
+void fb_ingest_stop(struct fb_ingest *g);
+
+/* Any thread: changes the routing strategy from the next batch on. */
+void fb_ingest_set_strategy(struct fb_ingest *g, enum fb_strategy s);
+enum fb_strategy fb_ingest_strategy(const struct fb_ingest *g);
+
+#endif

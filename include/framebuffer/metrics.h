@@ -1,0 +1,77 @@
+/*
+ * Counters, gauges and a histogram, all atomics: any thread may update them
+ * without a lock. fb_metrics_render writes the Prometheus text format.
+ */
+#ifndef FRAMEBUFFER_METRICS_H
+#define FRAMEBUFFER_METRICS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "framebuffer/buf.h"
+#include "framebuffer/registry.h"
+
+/* Why a frame was not delivered to a processor. The first five are also
+ * the DLQ reasons of SPEC §2. */
+enum fb_reason {
+  FB_REASON_MALFORMED,
+  FB_REASON_NO_PROCESSOR,
+  FB_REASON_EXPIRED,
+  FB_REASON_OVERLOADED,
+  FB_REASON_POISON,
+  FB_REASON_MISSING,  /* pending entry no longer in the stream: nothing to deliver */
+  FB_REASON_TRIMMED,  /* pushed out of a full processor stream (drop_oldest) */
+  FB_REASON_COUNT
+};
+
+const char *fb_reason_name(enum fb_reason r);
+
+#define FB_HIST_BUCKETS 14
+
+struct fb_histogram {
+  atomic_uint_fast64_t buckets[FB_HIST_BUCKETS + 1]; /* last: +Inf */
+  atomic_uint_fast64_t count;
+  atomic_uint_fast64_t sum_ns;
+};
+
+/* Upper bounds of the histogram buckets, in seconds. */
+extern const double fb_hist_bounds[FB_HIST_BUCKETS];
+
+struct fb_metrics {
+  atomic_uint_fast64_t frames_consumed;
+  atomic_uint_fast64_t frames_distributed;
+  atomic_uint_fast64_t dropped[FB_REASON_COUNT];
+  atomic_uint_fast64_t dlq[FB_REASON_COUNT];
+  atomic_uint_fast64_t batches;
+  atomic_uint_fast64_t heartbeats;
+  atomic_uint_fast64_t redis_reconnects;
+  atomic_uint_fast64_t http_requests;
+  atomic_int_fast64_t consumer_lag;   /* -1 unknown */
+  atomic_int_fast64_t input_pending;  /* -1 unknown */
+  atomic_int redis_up;                /* ingest connection */
+  atomic_int group_ready;
+  atomic_int nats_up;
+  struct fb_histogram routing;        /* read-to-handed-off, per frame */
+  int64_t started_ms;
+  atomic_int_fast64_t rate_in;        /* frames/s consumed over the last tick */
+  atomic_int_fast64_t rate_out;       /* frames/s delivered over the last tick */
+  uint64_t tick_in, tick_out;         /* control thread only */
+  int64_t tick_ms;                    /* control thread only */
+};
+
+void fb_metrics_init(struct fb_metrics *m);
+
+/* Updates the per-second rates; called about once a second by one thread. */
+void fb_metrics_tick(struct fb_metrics *m, int64_t now_ms);
+
+/* Records `count` frames that each took `ns` nanoseconds. */
+void fb_histogram_observe(struct fb_histogram *h, uint64_t ns, uint64_t count);
+
+/* Estimates quantile q (0..1) in seconds from the buckets; 0 when empty. */
+double fb_histogram_quantile(const struct fb_histogram *h, double q);
+
+/* Appends the Prometheus exposition of `m` and the processors of `s`. */
+int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, bool nats_enabled,
+                      struct fb_buf *out);
+
+#endif

@@ -1,0 +1,149 @@
+/*
+ * Processors: validation of registrations, the in-memory registry, and the
+ * immutable snapshots the router reads.
+ *
+ * Threads: the registry is changed by the HTTP thread (REST calls) and the
+ * control thread (sync from Redis), under `fb_registry.lock`. Every change
+ * publishes a new snapshot; readers (the ingest thread, the HTTP thread)
+ * take a reference to the current one and never lock while routing.
+ * Persistence in Redis lives in store.c; this module does no I/O.
+ */
+#ifndef FRAMEBUFFER_REGISTRY_H
+#define FRAMEBUFFER_REGISTRY_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "framebuffer/frame.h"
+
+#define FB_PROC_ID_MAX 128
+#define FB_PROC_MAX_CAPS 64
+#define FB_DEFAULT_MAX_QUEUE 10000
+#define FB_DEFAULT_HEARTBEAT_MS 30000
+
+enum fb_transport { FB_TRANSPORT_REDIS, FB_TRANSPORT_NATS };
+enum fb_health { FB_HEALTH_HEALTHY, FB_HEALTH_STALE, FB_HEALTH_DEAD };
+
+/* What changes while a processor runs. One per processor id, shared by every
+ * version of its registration, so counters survive an update. Any thread. */
+struct fb_proc_live {
+  atomic_int refs;
+  atomic_uint_fast64_t frames_routed;
+  atomic_int_fast64_t queue_depth;       /* last known, from Redis or heartbeat */
+  atomic_int_fast64_t last_heartbeat_ms; /* unix ms, 0 = never */
+  atomic_int status;                     /* enum fb_health */
+};
+
+/* A registration: immutable once built, reference-counted. */
+struct fb_proc {
+  atomic_int refs;
+  char *id;
+  char **caps;
+  size_t ncaps;
+  int64_t capacity;
+  char *stream; /* Redis target: `queue`, or frames:ready:<id> */
+  enum fb_transport transport;
+  char *subject;
+  char *result_stream;
+  int64_t weight;
+  int64_t max_queue;
+  int64_t heartbeat_interval_ms;
+  int64_t registered_at_ms;
+  json_t *doc;  /* the registration with defaults filled in, as stored */
+  char *stored; /* doc serialized as kept in processors:registry */
+  struct fb_proc_live *live;
+};
+
+/* Processors that share one capability. */
+struct fb_cap_group {
+  char *name;
+  size_t n;
+  uint32_t *members; /* indexes into fb_snapshot.procs */
+};
+
+/* An immutable view of every processor at one moment. */
+struct fb_snapshot {
+  atomic_int refs;
+  uint64_t generation;
+  size_t n;
+  struct fb_proc **procs; /* sorted by id; each holds a reference */
+  size_t ngroups;
+  struct fb_cap_group *groups;
+  struct fb_cap_group all; /* every processor, for frames with no detection type */
+  uint32_t *hash;          /* open-addressing index into groups (+1; 0 = empty) */
+  size_t hash_mask;
+};
+
+struct fb_registry;
+
+/* ------------------------------------------------------------ processors */
+
+/*
+ * Validates a registration body and builds a processor from it, with every
+ * default filled in. `input_stream` is refused as a target. Returns 0 and a
+ * new processor in *out (release with fb_proc_release), or -EINVAL with a
+ * message for the user in `detail`.
+ */
+int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *input_stream,
+                      char *detail, size_t detail_len);
+
+/* True when `id` is 1-128 of A-Z a-z 0-9 . _ : - */
+bool fb_proc_id_is_valid(const char *id, size_t n);
+
+void fb_proc_release(struct fb_proc *p);
+
+/*
+ * The processor as the API shows it: its registration plus status,
+ * last_heartbeat, frames_routed and queue_depth. Returns a new json_t.
+ */
+json_t *fb_proc_to_json(const struct fb_proc *p);
+
+const char *fb_health_name(enum fb_health h);
+const char *fb_transport_name(enum fb_transport t);
+
+/* -------------------------------------------------------------- registry */
+
+int fb_registry_create(struct fb_registry **out);
+void fb_registry_destroy(struct fb_registry *r);
+
+/* Adds or replaces processor `p` (borrowed: the registry takes its own
+ * reference), keeping the live state of an earlier version. */
+void fb_registry_put(struct fb_registry *r, struct fb_proc *p);
+
+/* Removes a processor. Returns 0 or -ENOENT. */
+int fb_registry_remove(struct fb_registry *r, const char *id);
+
+/* A token that changes with every local put/remove: a sync from Redis that
+ * started before a local change must not overwrite it (see fb_registry_sync). */
+uint64_t fb_registry_local_version(struct fb_registry *r);
+
+/*
+ * Replaces the whole set with `procs` (borrowed), as read from Redis, unless
+ * a local change happened since `seen_version`. Returns 1 when something
+ * changed, 0 when nothing did, -EAGAIN when skipped.
+ */
+int fb_registry_sync(struct fb_registry *r, struct fb_proc **procs, size_t n,
+                     uint64_t seen_version);
+
+/* Returns a new reference to the current snapshot. Never NULL. */
+struct fb_snapshot *fb_registry_snapshot(struct fb_registry *r);
+/* The generation of the current snapshot; cheap, lock-free. */
+uint64_t fb_registry_generation(struct fb_registry *r);
+
+void fb_snapshot_release(struct fb_snapshot *s);
+
+/* Index of processor `id` in the snapshot, or -1. */
+int fb_snapshot_find(const struct fb_snapshot *s, const char *id);
+
+/* The group for a detection type (`escaped` as fb_frame sets it), the group
+ * of all processors for an empty one, or NULL when nobody has it. */
+const struct fb_cap_group *fb_snapshot_group(const struct fb_snapshot *s, struct fb_str type,
+                                             bool escaped);
+
+/* For tests and tools: build a snapshot straight from processors. */
+struct fb_snapshot *fb_snapshot_build(struct fb_proc **procs, size_t n, uint64_t generation);
+
+#endif

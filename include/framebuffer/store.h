@@ -1,0 +1,43 @@
+/*
+ * Registrations in Redis, in the old service's layout (compat): the hash
+ * `processors:registry` (id -> JSON) and the sets
+ * `processors:capabilities:<cap>`. Each change is one server-side script, so
+ * two replicas registering the same id cannot both win. Runs on whichever
+ * thread owns the fb_redis passed in.
+ */
+#ifndef FRAMEBUFFER_STORE_H
+#define FRAMEBUFFER_STORE_H
+
+#include <stddef.h>
+
+#include "framebuffer/redis.h"
+#include "framebuffer/registry.h"
+
+#define FB_REGISTRY_KEY "processors:registry"
+#define FB_CAPABILITY_PREFIX "processors:capabilities:"
+#define FB_PROCESSOR_GROUP "frame-processors"
+
+/*
+ * Creates the processor's stream and its group `frame-processors`
+ * (MKSTREAM) when it receives frames over Redis, then stores it.
+ * `replace` false: fails with -EEXIST when the id is taken. `replace` true:
+ * fails with -ENOENT when it is not. Other errors: -EIO (Redis unreachable,
+ * `detail` says why), -EINVAL (its queue key holds something that is not a
+ * stream).
+ */
+int fb_store_save(struct fb_redis *r, const struct fb_proc *p, bool replace, char *detail,
+                  size_t detail_len);
+
+/* Removes a registration. Returns 0, -ENOENT, or -EIO. */
+int fb_store_delete(struct fb_redis *r, const char *id);
+
+/*
+ * Reads every registration. Entries that do not validate are logged and
+ * skipped. Returns 0 with a new array of new processors in *out (free with
+ * fb_store_free), or -EIO.
+ */
+int fb_store_load(struct fb_redis *r, const char *input_stream, struct fb_proc ***out,
+                  size_t *n);
+void fb_store_free(struct fb_proc **procs, size_t n);
+
+#endif
