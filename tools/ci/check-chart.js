@@ -7,7 +7,12 @@
 // from values, secrets only through the Secret, one consumer name per
 // replica, optional objects exactly when enabled). Value sets under
 // tools/ci/chart-bad-values/ must be rejected with the message they name.
+// Then the Dockerfile and package-list checks of check-dockerfile.js.
 // Prints one line per check and a closing "chart: N passed, N failed".
+// Environment: HELM (the helm binary), NODE_PATH (the tools/ci/node
+// packages), CHART_OUT (keep rendered manifests and NOTES there),
+// CHART_DIR (check another copy of the chart), FB_BIN_DIR (built binaries,
+// default build/bin).
 'use strict';
 
 const fs = require('fs');
@@ -576,6 +581,16 @@ function main() {
   for (const f of fs.readdirSync(ciDir).filter((x) => x.endsWith('.yaml')).sort())
     checkValueSet(path.basename(f, '.yaml'), [path.join(ciDir, f)]);
   checkBadValues();
+
+  require('./check-dockerfile.js').run(check);
+
+  const scripts = fs.readdirSync(__dirname).filter((f) => f.endsWith('.sh')).map((f) => path.join(__dirname, f));
+  const hasShellcheck = spawnSync('shellcheck', ['--version']).status === 0;
+  check(`[scripts] shellcheck tools/ci/*.sh${hasShellcheck ? '' : ' (shellcheck not installed: skipped)'}`, (expect) => {
+    if (!hasShellcheck) return;
+    const r = spawnSync('shellcheck', scripts, { encoding: 'utf8' });
+    expect(r.status === 0, r.stdout + r.stderr);
+  });
 
   console.log(`chart: ${passed} passed, ${failed} failed`);
   process.exit(failed ? 1 : 0);
