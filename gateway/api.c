@@ -137,6 +137,7 @@ static void do_register(struct fb_api *api, const struct fb_request *req, struct
 {
   json_t *body = parse_body(req, resp);
   if (!body) return;
+  json_object_set_new(body, "registered_at_ms", json_integer(fb_wall_ms()));
   struct fb_proc *p = NULL;
   char detail[300] = "";
   int rc = fb_proc_from_json(&p, body, api->app->cfg->input_stream, detail, sizeof detail);
@@ -176,8 +177,10 @@ static void do_update(struct fb_api *api, const char *id, const struct fb_reques
   /* Keep the original registration time. */
   struct fb_snapshot *s = fb_registry_snapshot(api->app->registry);
   int idx = fb_snapshot_find(s, id);
-  if (idx >= 0)
+  if (idx >= 0 && s->procs[idx]->registered_at_ms)
     json_object_set_new(body, "registered_at_ms", json_integer(s->procs[idx]->registered_at_ms));
+  else
+    json_object_del(body, "registered_at_ms");
   fb_snapshot_release(s);
 
   struct fb_proc *p = NULL;

@@ -60,13 +60,6 @@ static bool is_subject(const char *s)
   return !strpbrk(s, "*>"); /* a publish subject has no wildcards */
 }
 
-static int64_t now_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct fb_proc_live *live_new(void)
 {
   struct fb_proc_live *l = calloc(1, sizeof *l);
@@ -237,10 +230,11 @@ int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *inpu
   json_object_set_new(doc, "weight", json_integer(weight));
   json_object_set_new(doc, "max_queue", json_integer(max_queue));
   json_object_set_new(doc, "heartbeat_interval_ms", json_integer(hb));
-  int64_t registered_at = now_ms();
+  /* Set by the API on registration; absent from entries the old service
+   * wrote, and then left absent so that re-reading them changes nothing. */
+  int64_t registered_at = 0;
   json_t *jreg = json_object_get(body, "registered_at_ms");
   if (json_is_integer(jreg)) registered_at = json_integer_value(jreg);
-  else json_object_set_new(doc, "registered_at_ms", json_integer(registered_at));
 
   p = calloc(1, sizeof *p);
   if (!p) FAIL("out of memory");
