@@ -51,7 +51,7 @@ function sh(cmd, args) {
   return { code: r.error ? -1 : r.status, out: r.stdout || '', err: r.stderr || '' };
 }
 
-function run(check, opts = {}) {
+function run(check) {
   const dockerfile = path.join(repo, 'Dockerfile');
   const text = fs.readFileSync(dockerfile, 'utf8');
   const ins = parseDockerfile(text);
@@ -184,9 +184,12 @@ function run(check, opts = {}) {
     }
   });
 
-  const bin = opts.binDir || process.env.FB_BIN_DIR || path.join(repo, 'build', 'bin');
-  const bins = ['frame-buffer', 'fb-processor', 'fb-inject'].map((b) => path.join(bin, b)).filter((f) => fs.existsSync(f));
-  check(`[packages] the built binaries load only libraries from runtime-packages.txt${bins.length ? '' : ' (no build found: skipped)'}`, (expect) => {
+  // The binaries of the first build found: FB_BIN_DIR, build/bin (the
+  // README's build), build-test/bin (tools/dev/test.sh's, as in CI).
+  const binDir = [process.env.FB_BIN_DIR, path.join(repo, 'build', 'bin'), path.join(repo, 'build-test', 'bin')]
+    .find((d) => d && fs.existsSync(path.join(d, 'frame-buffer')));
+  const bins = binDir ? ['frame-buffer', 'fb-processor', 'fb-inject'].map((b) => path.join(binDir, b)).filter((f) => fs.existsSync(f)) : [];
+  check(`[packages] the built binaries${binDir ? ` in ${path.relative(repo, binDir) || binDir}` : ''} load only libraries from runtime-packages.txt${bins.length ? '' : ' (no build found: skipped)'}`, (expect) => {
     // What debian:bookworm-slim already has: a minbase system, i.e. the
     // Essential and "required" packages and everything they depend on.
     const base = new Set();
