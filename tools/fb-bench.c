@@ -17,9 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "tk_frame.h"
 #include "tk_http.h"
@@ -27,13 +30,14 @@
 
 extern char **environ;
 
-#define BENCH_PREFIX      "bench-"
-#define BENCH_TARGET_GRP  "frame-processors"
-#define BENCH_REGISTRY    "processors:registry"
-#define BENCH_CAPS_PREFIX "processors:capabilities:"
-#define BENCH_DLQ         "frames:dlq"
-#define BENCH_MAX_PROCS   1024
-#define BENCH_POLL_US     5000
+#define BENCH_PREFIX       "bench-"
+#define BENCH_TARGET_GRP   "frame-processors"
+#define BENCH_REGISTRY     "processors:registry"
+#define BENCH_CAPS_PREFIX  "processors:capabilities:"
+#define BENCH_DLQ          "frames:dlq"
+#define BENCH_MAX_PROCS    1024
+#define BENCH_POLL_US      5000
+#define BENCH_MAX_INFLIGHT 16
 
 static const char *const bench_caps[] = {"person", "vehicle", "face"};
 #define BENCH_NCAPS (sizeof bench_caps / sizeof bench_caps[0])
@@ -56,6 +60,7 @@ struct bench_config {
   double seconds;
   double drain_s;
   int64_t batch;
+  int64_t inflight;
   int64_t pipeline;
   bool atomic;
   bool keep;
@@ -327,9 +332,13 @@ static void spawn_gateway(struct gateway_proc *g, const struct bench_config *cfg
   int pfd[2];
   if (pipe2(pfd, O_CLOEXEC) < 0) tk_die(1, "pipe: %s", strerror(errno));
   char *const argv[] = {(char *)cfg->gateway, NULL};
+  pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) tk_die(1, "fork: %s", strerror(errno));
   if (pid == 0) {
+    /* If fb-bench dies, the gateway gets SIGTERM rather than running on. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(127);
     if (logfd >= 0) {
       dup2(logfd, STDOUT_FILENO);
       dup2(logfd, STDERR_FILENO);
@@ -542,8 +551,10 @@ static void push(struct argvec *a, const char *s, size_t len)
 /* The gateway's job done by hand, as fast as plain Redis allows: pipelined
  * XREADGROUP of `batch` entries, XADD of each to the next stream in turn
  * (with the fields the gateway adds), one XACK per batch, and the next
- * XREADGROUP in the same round trip. With --atomic each batch's XADDs and
- * XACK are wrapped in MULTI/EXEC, like an atomic hand-off. */
+ * XREADGROUP in the same round trip, with `inflight` reads outstanding. No
+ * JSON parsing, validation or capability matching: a ceiling, not a rival.
+ * With --atomic each batch's XADDs and XACK are wrapped in MULTI/EXEC, like
+ * the gateway's atomic hand-off. */
 static int run_baseline(const struct bench_config *cfg)
 {
   redisContext *c = connect_or_die(cfg, 10000);
@@ -568,29 +579,39 @@ static int run_baseline(const struct bench_config *cfg)
                              "bench-baseline", "COUNT",     count,
                              "STREAMS",        cfg->stream, ">"};
 
-  int64_t routed = 0, next_target = 0, round_trips = 0;
+  /* Up to `inflight` XREADGROUPs are outstanding, so Redis works on one
+   * batch while we format the next. pre[] counts the write replies queued
+   * ahead of each outstanding read, oldest at `head`. */
+  size_t pre[BENCH_MAX_INFLIGHT], head = 0, outstanding = 0, trailing = 0;
+  int64_t routed = 0, next_target = 0, reads = 0;
+  bool exhausted = false;
+  char err[512];
   const int64_t t0 = tk_mono_us();
-  redisAppendCommandArgv(c, 9, read_argv, NULL);
-  size_t expect_before_read = 0; /* replies queued ahead of the XREADGROUP */
-  for (;;) {
-    char err[512];
-    if (tk_redis_drain(c, expect_before_read, err, sizeof err) < 0) tk_die(1, "Redis: %s", err);
+  for (int64_t k = 0; k < cfg->inflight; k++) {
+    redisAppendCommandArgv(c, 9, read_argv, NULL);
+    pre[(head + outstanding++) % BENCH_MAX_INFLIGHT] = 0;
+  }
+  while (outstanding > 0) {
+    if (tk_redis_drain(c, pre[head], err, sizeof err) < 0) tk_die(1, "Redis: %s", err);
+    head = (head + 1) % BENCH_MAX_INFLIGHT;
+    outstanding--;
     void *v = NULL;
     if (redisGetReply(c, &v) != REDIS_OK || !v) tk_die(1, "Redis: %s", c->errstr);
     redisReply *r = v;
-    round_trips++;
+    reads++;
     if (r->type == REDIS_REPLY_ERROR) tk_die(1, "XREADGROUP: %s", r->str);
     const redisReply *entries = NULL;
     if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->elements >= 2)
       entries = r->element[0]->element[1];
     if (!entries || entries->elements == 0 || interrupted) {
+      exhausted = true; /* later reads were sent earlier and find nothing either */
       freeReplyObject(r);
-      break;
+      continue;
     }
-    expect_before_read = 0;
+    size_t writes = 0;
     if (cfg->atomic) {
       redisAppendCommand(c, "MULTI");
-      expect_before_read++;
+      writes++;
     }
     ack[0] = "XACK";
     ack[1] = cfg->stream;
@@ -633,26 +654,32 @@ static int run_baseline(const struct bench_config *cfg)
         push(&a, "redis", 5);
       }
       redisAppendCommandArgv(c, a.n, a.v, a.len);
-      expect_before_read++;
+      writes++;
       routed++;
     }
     redisAppendCommandArgv(c, (int)(3 + nack), ack, NULL);
-    expect_before_read++;
+    writes++;
     if (cfg->atomic) {
       redisAppendCommand(c, "EXEC");
-      expect_before_read++;
+      writes++;
     }
     freeReplyObject(r); /* argv pointed into it; the commands are formatted already */
-    redisAppendCommandArgv(c, 9, read_argv, NULL);
+    if (exhausted) {
+      trailing += writes;
+    } else {
+      redisAppendCommandArgv(c, 9, read_argv, NULL);
+      pre[(head + outstanding++) % BENCH_MAX_INFLIGHT] = writes;
+    }
   }
+  if (tk_redis_drain(c, trailing, err, sizeof err) < 0) tk_die(1, "Redis: %s", err);
   const double secs = (double)(tk_mono_us() - t0) / 1e6;
   int64_t dlq = 0, lo = 0, hi = 0;
   int64_t sum = targets_len(c, cfg, &dlq, &lo, &hi);
   const double fps = secs > 0 ? (double)routed / secs : 0;
-  printf("baseline: %lld frames to %lld streams in %.3f s: %.0f frames/s (batch %lld%s, %lld round "
-         "trips)\n",
+  printf("baseline: %lld frames to %lld streams in %.3f s: %.0f frames/s (batch %lld, %lld in "
+         "flight%s, %lld reads)\n",
          (long long)routed, (long long)cfg->processors, secs, fps, (long long)cfg->batch,
-         cfg->atomic ? ", MULTI/EXEC" : "", (long long)round_trips);
+         (long long)cfg->inflight, cfg->atomic ? ", MULTI/EXEC" : "", (long long)reads);
   printf("  per stream: min %lld, max %lld frames\n", (long long)lo, (long long)hi);
   int status = 0;
   if (sum != cfg->frames) {
@@ -661,9 +688,9 @@ static int run_baseline(const struct bench_config *cfg)
     status = 1;
   }
   printf("RESULT {\"mode\":\"baseline\",\"frames\":%lld,\"processors\":%lld,\"batch\":%lld,"
-         "\"atomic\":%s,\"seconds\":%.3f,\"frames_per_s\":%.0f}\n",
+         "\"inflight\":%lld,\"atomic\":%s,\"seconds\":%.3f,\"frames_per_s\":%.0f}\n",
          (long long)routed, (long long)cfg->processors, (long long)cfg->batch,
-         cfg->atomic ? "true" : "false", secs, fps);
+         (long long)cfg->inflight, cfg->atomic ? "true" : "false", secs, fps);
   free(streams);
   free(argv);
   free(argvlen);
@@ -703,7 +730,7 @@ static void *reader_main(void *arg)
     atomic_store(&lr->failed, true);
     return NULL;
   }
-  size_t argc = 0, nargs = 9 + 2 * (size_t)cfg->processors;
+  size_t argc = 0, nargs = 10 + 2 * (size_t)cfg->processors;
   const char **argv = calloc(nargs, sizeof *argv);
   char(*streams)[96] = calloc((size_t)cfg->processors, sizeof *streams);
   if (!argv || !streams) {
@@ -810,6 +837,31 @@ static void register_via_api(const struct bench_config *cfg)
   }
 }
 
+/* Warns when processors other than ours are registered: frames routed to
+ * them never reach the reader and show up as missing. */
+static void warn_other_processors(const struct bench_config *cfg)
+{
+  char err[512];
+  struct tk_http_resp resp;
+  if (tk_http_request(&cfg->api, "GET", "/api/v1/processors/", cfg->token, NULL, 5000, &resp, err,
+                      sizeof err) < 0)
+    return;
+  json_t *arr = resp.status == 200 ? json_loadb(resp.body, resp.body_len, 0, NULL) : NULL;
+  size_t others = 0, i;
+  json_t *p;
+  json_array_foreach(arr, i, p)
+  {
+    const char *id = json_string_value(json_object_get(p, "id"));
+    if (id && strncmp(id, BENCH_PREFIX, strlen(BENCH_PREFIX)) != 0) others++;
+  }
+  if (others)
+    tk_log("warning: %zu other processor(s) are registered at the gateway; frames routed to them "
+           "are not measured and count as missing",
+           others);
+  json_decref(arr);
+  tk_http_resp_free(&resp);
+}
+
 static void unregister_via_api(const struct bench_config *cfg)
 {
   for (int64_t i = 0; i < cfg->processors; i++) {
@@ -835,6 +887,7 @@ static int run_latency(const struct bench_config *cfg)
            cfg->strategy);
   } else {
     register_via_api(cfg);
+    warn_other_processors(cfg);
     tk_log("registered %lld bench processors at %s", (long long)cfg->processors, cfg->api_str);
   }
 
@@ -1013,6 +1066,7 @@ static void usage(FILE *to)
       "                      default http://127.0.0.1:8002)\n"
       "  --token T           bearer token for --api (env API_TOKEN)\n"
       "  --batch B           baseline: XREADGROUP COUNT (default 256)\n"
+      "  --inflight K        baseline: XREADGROUPs outstanding at once, 1-16 (default 2)\n"
       "  --atomic            baseline: wrap each batch's XADDs + XACK in MULTI/EXEC\n"
       "  --keep              leave the bench keys in Redis afterwards\n"
       "  --help, --version\n"
@@ -1036,6 +1090,7 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
   cfg->seconds = 10;
   cfg->drain_s = 5;
   cfg->batch = 256;
+  cfg->inflight = 2;
   cfg->pipeline = 64;
   cfg->api_str = tk_env_or("FB_API", "http://127.0.0.1:8002");
   cfg->token = tk_env_or("API_TOKEN", NULL);
@@ -1059,6 +1114,7 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
     O_TOKEN,
     O_BATCH,
     O_ATOMIC,
+    O_INFLIGHT,
     O_KEEP,
     O_HELP,
     O_VERSION
@@ -1082,6 +1138,7 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
       {"token", required_argument, NULL, O_TOKEN},
       {"batch", required_argument, NULL, O_BATCH},
       {"atomic", no_argument, NULL, O_ATOMIC},
+      {"inflight", required_argument, NULL, O_INFLIGHT},
       {"keep", no_argument, NULL, O_KEEP},
       {"help", no_argument, NULL, O_HELP},
       {"version", no_argument, NULL, O_VERSION},
@@ -1117,6 +1174,9 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
     case O_TOKEN: cfg->token = optarg; break;
     case O_BATCH: cfg->batch = tk_flag_i64("--batch", optarg, 1, 100000); break;
     case O_ATOMIC: cfg->atomic = true; break;
+    case O_INFLIGHT:
+      cfg->inflight = tk_flag_i64("--inflight", optarg, 1, BENCH_MAX_INFLIGHT);
+      break;
     case O_KEEP: cfg->keep = true; break;
     case O_HELP: usage(stdout); exit(0);
     case O_VERSION: printf("fb-bench " TK_VERSION "\n"); exit(0);
