@@ -121,7 +121,7 @@ static int begin(struct lws *wsi, struct session *s, const char *uri)
 
 static void end(struct session *s)
 {
-  if (!s->active) return;
+  if (!s || !s->active) return;
   fb_buf_free(&s->body);
   fb_buf_free(&s->resp.body);
   s->active = false;
@@ -218,7 +218,7 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
 
   switch (reason) {
   case LWS_CALLBACK_HTTP: {
-    if (begin(wsi, s, in)) return -1;
+    if (!s || begin(wsi, s, in)) return -1;
     if (s->method != FB_POST && s->method != FB_PUT) return handle(wsi, h, s);
     char cl[32] = "";
     if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
@@ -235,17 +235,17 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
     return handle(wsi, h, s); /* no body at all */
   }
   case LWS_CALLBACK_HTTP_BODY:
-    if (!s->active || s->too_large) return 0;
+    if (!s || !s->active || s->too_large) return 0;
     if (fb_buf_append(&s->body, in, len)) {
       s->too_large = true;
       return handle(wsi, h, s);
     }
     return 0;
   case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-    if (!s->active || s->resp.status) return 0;
+    if (!s || !s->active || s->resp.status) return 0;
     return handle(wsi, h, s);
   case LWS_CALLBACK_HTTP_WRITEABLE:
-    if (!s->active || !s->resp.status) return 0;
+    if (!s || !s->active || !s->resp.status) return 0;
     return write_body(wsi, s);
   case LWS_CALLBACK_CLOSED_HTTP:
   case LWS_CALLBACK_HTTP_DROP_PROTOCOL:

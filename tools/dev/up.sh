@@ -104,7 +104,7 @@ fi
 export REDIS_URL=redis://127.0.0.1:$redis_port/0
 export NATS_URL=nats://127.0.0.1:$nats_port
 say "starting the gateway on port $port"
-start gateway env PORT="$port" CONSUMER_NAME=local-1 "$build/bin/frame-buffer"
+start gateway env PORT="$port" CONSUMER_NAME=local-1 ${FB_WRAP:-} "$build/bin/frame-buffer"
 wait_port "$port" gateway
 
 api=http://127.0.0.1:$port
