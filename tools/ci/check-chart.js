@@ -7,6 +7,9 @@
 // from values, secrets only through the Secret, one consumer name per
 // replica, optional objects exactly when enabled). Value sets under
 // tools/ci/chart-bad-values/ must be rejected with the message they name.
+// With a build at hand, the real gateway is started with each set's pod
+// environment (gateway-probe.js): it must accept every setting, answer the
+// probes and stop on SIGTERM within the grace period.
 // Then the Dockerfile and package-list checks of check-dockerfile.js.
 // Prints one line per check and a closing "chart: N passed, N failed".
 // Environment: HELM (the helm binary), NODE_PATH (the tools/ci/node
@@ -495,6 +498,39 @@ function checkValueSet(setName, valueFiles) {
     });
   }
 
+  if (gatewayBin) {
+    check(`${tag} the built gateway takes the pod's environment, answers the probes, stops on SIGTERM in time`, (expect) => {
+      const penv = podEnv(envList, v, `${sts.metadata.name}-0`);
+      const port = freePort();
+      penv.PORT = String(port);
+      const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-probe-'));
+      try {
+        for (const f of ['NATS_CREDS', 'NATS_TLS_CA'])
+          if (penv[f]) {
+            const file = path.join(tmp, path.basename(penv[f]));
+            fs.writeFileSync(file, f === 'NATS_CREDS' ? v.secret.natsCreds || 'ci' : v.secret.natsTlsCA || 'ci');
+            penv[f] = file;
+          }
+        const envFile = path.join(tmp, 'env.json');
+        fs.writeFileSync(envFile, JSON.stringify(penv));
+        // The kubelet waits terminationGracePeriodSeconds, preStop sleep included.
+        const limit = Math.max(1, v.terminationGracePeriodSeconds - (v.preStopSleepSeconds || 0)) * 1000;
+        const r = spawnSync(process.execPath, [path.join(__dirname, 'gateway-probe.js'), gatewayBin, envFile, String(port), String(limit)],
+          { encoding: 'utf8', timeout: limit + 20000 });
+        const res = JSON.parse(r.stdout || '{}');
+        const tail = `\n--- gateway output ---\n${res.output_tail}`;
+        if (!expect(!res.early_exit, `it exited at start with status ${res.code}${res.code === 2 ? ' (bad setting)' : ''}${tail}`)) return;
+        expect(res.healthz === 200, `/healthz answered ${res.healthz}, wanted 200 (liveness)${tail}`);
+        expect(res.readyz === 503, `/readyz answered ${res.readyz}, wanted 503 with Redis down (readiness)${tail}`);
+        expect(res.metrics === 200, `/metrics answered ${res.metrics}, wanted 200`);
+        expect(res.stop_ms >= 0, `still running ${limit} ms after SIGTERM: the kubelet would kill it${tail}`);
+        expect(res.code === 0, `exit status ${res.code} (signal ${res.signal}) after SIGTERM, wanted 0${tail}`);
+      } finally {
+        fs.rmSync(tmp, { recursive: true, force: true });
+      }
+    });
+  }
+
   check(`${tag} helm test pod checks /readyz and is not selected as a gateway`, (expect) => {
     const t = docs.find((d) => d.kind === 'Pod' && ((d.metadata.annotations || {})['helm.sh/hook'] === 'test'));
     if (!expect(t, 'no helm test pod')) return;
@@ -515,6 +551,43 @@ function checkValueSet(setName, valueFiles) {
     expect(/WARNING: no API token/.test(notes) === !token, 'the no-token warning does not follow the API token');
     if (keep) fs.writeFileSync(path.join(keep, `${setName}.NOTES.txt`), notes);
   });
+}
+
+/* The gateway binary of the first build found, as check-dockerfile.js finds it. */
+const gatewayBin = [process.env.FB_BIN_DIR, path.join(repo, 'build', 'bin'), path.join(repo, 'build-test', 'bin')]
+  .filter(Boolean)
+  .map((d) => path.join(d, 'frame-buffer'))
+  .find((f) => fs.existsSync(f));
+
+function freePort() {
+  const r = spawnSync(process.execPath, ['-e',
+    'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'],
+  { encoding: 'utf8' });
+  return Number(r.stdout.trim());
+}
+
+/*
+ * The environment the kubelet would give the gateway container: values,
+ * $(VAR) references expanded, the downward-API pod name, Secret keys as the
+ * values say (or a stand-in for an existing Secret). Redis and NATS point at
+ * closed loopback ports: nothing leaves this machine, and the gateway must
+ * stay alive though not ready.
+ */
+function podEnv(envList, v, podName) {
+  const out = { PATH: '/usr/bin:/bin' };
+  for (const e of envList) {
+    let val;
+    if (!nil(e.value)) val = String(e.value).replace(/\$\((\w+)\)/g, (m, n) => (n in out ? out[n] : m));
+    else if (e.valueFrom && e.valueFrom.fieldRef) val = podName;
+    else if (e.valueFrom && e.valueFrom.secretKeyRef) {
+      const key = Object.keys(v.secret.keys).find((k) => v.secret.keys[k] === e.valueFrom.secretKeyRef.key);
+      val = (key && v.secret[key]) || `ci-${(key || 'secret').toLowerCase()}`;
+    } else continue;
+    out[e.name] = val;
+  }
+  if (out.REDIS_URL) out.REDIS_URL = out.REDIS_URL.replace(/^redis:\/\/([^@/]*@)?[^/]+/, (m, auth) => `redis://${auth || ''}127.0.0.1:9`);
+  if (out.NATS_URL && out.NATS_URL !== 'none') out.NATS_URL = 'nats://127.0.0.1:9';
+  return out;
 }
 
 /* helm template cannot print NOTES.txt: render it through tpl in a copy. */
