@@ -161,6 +161,12 @@ reference is optional: a missing key leaves the setting unset.
 {{- if and (not $v.secret.existingSecret) (not $v.secret.create) (or $v.nats.mountCreds $v.nats.tls.mountCA) }}
 {{- fail "\n\nnats.mountCreds / nats.tls.mountCA need a Secret: set secret.existingSecret, or secret.create=true with secret.natsCreds / secret.natsTlsCA." }}
 {{- end }}
+{{- if and $v.secret.create (not $v.secret.existingSecret) $v.nats.mountCreds (not $v.secret.natsCreds) }}
+{{- fail "\n\nnats.mountCreds: the chart's Secret has no .creds file; set secret.natsCreds to its contents (or name an existing Secret that has it)." }}
+{{- end }}
+{{- if and $v.secret.create (not $v.secret.existingSecret) $v.nats.tls.mountCA (not $v.secret.natsTlsCA) }}
+{{- fail "\n\nnats.tls.mountCA: the chart's Secret has no CA bundle; set secret.natsTlsCA to the PEM text (or name an existing Secret that has it)." }}
+{{- end }}
 {{- if and $v.podDisruptionBudget.enabled (not (kindIs "invalid" $v.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" $v.podDisruptionBudget.maxUnavailable)) }}
 {{- fail "\n\npodDisruptionBudget: set minAvailable or maxUnavailable, not both (set the other to null)." }}
 {{- end }}
