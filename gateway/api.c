@@ -10,10 +10,13 @@
 #include <string.h>
 
 #include "framebuffer/clock.h"
+#include "framebuffer/heartbeat.h"
+#include "framebuffer/ingest.h"
 #include "framebuffer/log.h"
+#include "framebuffer/nats_bridge.h"
 #include "framebuffer/store.h"
 
-#define PROCESSORS "/api/v1/processors"
+#define PROCESSORS           "/api/v1/processors"
 #define API_REDIS_TIMEOUT_MS 2000
 
 void fb_api_init(struct fb_api *api, struct fb_app *app)
@@ -106,7 +109,8 @@ static json_t *list_json(const struct fb_snapshot *s, const char *capability, in
     const struct fb_proc *p = s->procs[i];
     if (status >= 0 && atomic_load(&p->live->status) != status) continue;
     bool has = !capability;
-    for (size_t c = 0; c < p->ncaps && !has; c++) has = !strcmp(p->caps[c], capability);
+    for (size_t c = 0; c < p->ncaps && !has; c++)
+      has = !strcmp(p->caps[c], capability);
     if (has) json_array_append_new(arr, fb_proc_to_json(p));
   }
   return arr;
@@ -146,6 +150,11 @@ static void do_register(struct fb_api *api, const struct fb_request *req, struct
     fb_api_error(resp, 422, detail);
     return;
   }
+  if (p->transport == FB_TRANSPORT_NATS && !api->app->cfg->nats_enabled) {
+    fb_api_error(resp, 422, "transport nats needs NATS, and this gateway runs with NATS_URL=none");
+    fb_proc_release(p);
+    return;
+  }
   rc = fb_store_save(&api->redis, p, false, detail, sizeof detail);
   if (rc) {
     store_failed(resp, rc, p->id, detail);
@@ -157,6 +166,7 @@ static void do_register(struct fb_api *api, const struct fb_request *req, struct
   fb_info("api", "registered processor %s (%s, %zu capabilities, capacity %lld, stream %s)", p->id,
           fb_transport_name(p->transport), p->ncaps, (long long)p->capacity,
           p->transport == FB_TRANSPORT_REDIS ? p->stream : p->subject);
+  fb_nats_publish_event(api->app->nats, "register", p->id, "healthy");
   respond_json(resp, 201, fb_proc_to_json(p));
   fb_proc_release(p);
 }
@@ -217,6 +227,7 @@ static void do_delete(struct fb_api *api, const char *id, struct fb_response *re
   }
   fb_registry_remove(api->app->registry, id);
   fb_info("api", "unregistered processor %s", id);
+  fb_nats_publish_event(api->app->nats, "unregister", id, "removed");
   resp->status = 204;
   resp->content_type = NULL;
   fb_buf_reset(&resp->body);
@@ -227,29 +238,27 @@ static void do_heartbeat(struct fb_api *api, const struct fb_request *req, struc
   json_t *body = parse_body(req, resp);
   if (!body) return;
   json_t *jid = json_object_get(body, "processor_id");
-  if (!json_is_string(jid) || !json_string_length(jid)) {
-    json_decref(body);
+  bool has_id = json_is_string(jid) && json_string_length(jid);
+  json_decref(body);
+  if (!has_id) {
     fb_api_error(resp, 400, "processor_id is required");
     return;
   }
-  const char *id = json_string_value(jid);
-  struct fb_snapshot *s = fb_registry_snapshot(api->app->registry);
-  int idx = fb_snapshot_find(s, id);
-  if (idx < 0) {
+  char id[FB_PROC_ID_MAX + 1];
+  const char *why;
+  int rc = fb_heartbeat_apply(api->app, NULL, req->body, req->body_len, fb_wall_ms(), id, &why);
+  if (rc == -ENOENT) {
     char msg[200];
-    snprintf(msg, sizeof msg, "processor %.128s is not registered", id);
+    snprintf(msg, sizeof msg, "processor %s is not registered", id);
     fb_api_error(resp, 404, msg);
+  } else if (rc) {
+    atomic_fetch_add(&api->app->metrics->heartbeats_rejected, 1);
+    fb_api_error(resp, 422, why);
   } else {
-    struct fb_proc_live *live = s->procs[idx]->live;
-    atomic_store(&live->last_heartbeat_ms, fb_wall_ms());
-    json_t *depth = json_object_get(body, "queue_depth");
-    if (json_is_integer(depth) && json_integer_value(depth) >= 0)
-      atomic_store(&live->queue_depth, json_integer_value(depth));
-    atomic_fetch_add(&api->app->metrics->heartbeats, 1);
+    /* Other replicas learn of it through NATS, as of any heartbeat. */
+    fb_nats_publish_heartbeat(api->app->nats, id, req->body, req->body_len);
     respond_json(resp, 200, json_pack("{s:s,s:s}", "status", "ok", "processor_id", id));
   }
-  fb_snapshot_release(s);
-  json_decref(body);
 }
 
 static void do_search(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)
@@ -312,7 +321,8 @@ static void processors(struct fb_api *api, const char *rest, const struct fb_req
   case FB_GET: {
     struct fb_snapshot *s = fb_registry_snapshot(api->app->registry);
     int idx = fb_snapshot_find(s, sub);
-    if (idx >= 0) respond_json(resp, 200, fb_proc_to_json(s->procs[idx]));
+    if (idx >= 0)
+      respond_json(resp, 200, fb_proc_to_json(s->procs[idx]));
     else {
       char msg[200];
       snprintf(msg, sizeof msg, "processor %s is not registered", sub);
@@ -369,7 +379,8 @@ static void routing(struct fb_api *api, const struct fb_request *req, struct fb_
 static bool ready(struct fb_app *app)
 {
   struct fb_metrics *m = app->metrics;
-  return atomic_load(&m->redis_up) && atomic_load(&m->group_ready);
+  return atomic_load(&m->redis_up) && atomic_load(&m->group_ready) &&
+         (!app->cfg->nats_enabled || atomic_load(&m->nats_up));
 }
 
 json_t *fb_api_stats(struct fb_app *app)
@@ -388,7 +399,8 @@ json_t *fb_api_stats(struct fb_app *app)
   json_t *counts = json_pack("{s:i,s:i,s:i}", "healthy", 0, "stale", 0, "dead", 0);
   for (size_t i = 0; i < s->n; i++) {
     const char *h = fb_health_name((enum fb_health)atomic_load(&s->procs[i]->live->status));
-    json_object_set_new(counts, h, json_integer(json_integer_value(json_object_get(counts, h)) + 1));
+    json_object_set_new(counts, h,
+                        json_integer(json_integer_value(json_object_get(counts, h)) + 1));
   }
   fb_snapshot_release(s);
   int64_t now = fb_wall_ms();
@@ -429,9 +441,11 @@ static void operations(struct fb_api *api, const struct fb_request *req, struct 
     struct fb_metrics *m = app->metrics;
     bool ok = ready(app);
     respond_json(resp, ok ? 200 : 503,
-                 json_pack("{s:s,s:{s:b,s:b}}", "status", ok ? "ready" : "not ready", "checks",
+                 json_pack("{s:s,s:{s:b,s:b,s:o}}", "status", ok ? "ready" : "not ready", "checks",
                            "redis", (int)atomic_load(&m->redis_up), "consumer_group",
-                           (int)atomic_load(&m->group_ready)));
+                           (int)atomic_load(&m->group_ready), "nats",
+                           app->cfg->nats_enabled ? json_boolean(atomic_load(&m->nats_up))
+                                                  : json_string("disabled")));
   } else if (!strcmp(p, "/metrics")) {
     struct fb_snapshot *s = fb_registry_snapshot(app->registry);
     resp->status = 200;

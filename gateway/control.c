@@ -16,8 +16,8 @@
 #include "framebuffer/store.h"
 
 #define SYNC_INTERVAL_MS 500
-#define LAG_INTERVAL_MS 1000
-#define TICK_MS 100
+#define LAG_INTERVAL_MS  1000
+#define TICK_MS          100
 
 struct fb_control {
   struct fb_app *app;
@@ -58,9 +58,12 @@ static void sample_lag(struct fb_control *c)
         const char *key = g->element[k]->str;
         const redisReply *v = g->element[k + 1];
         if (!key) continue;
-        if (!strcmp(key, "name")) ours = v->str && !strcmp(v->str, cfg->consumer_group);
-        else if (!strcmp(key, "lag") && v->type == REDIS_REPLY_INTEGER) lag = v->integer;
-        else if (!strcmp(key, "pending") && v->type == REDIS_REPLY_INTEGER) pending = v->integer;
+        if (!strcmp(key, "name"))
+          ours = v->str && !strcmp(v->str, cfg->consumer_group);
+        else if (!strcmp(key, "lag") && v->type == REDIS_REPLY_INTEGER)
+          lag = v->integer;
+        else if (!strcmp(key, "pending") && v->type == REDIS_REPLY_INTEGER)
+          pending = v->integer;
       }
       if (ours) {
         atomic_store(&c->app->metrics->consumer_lag, lag);

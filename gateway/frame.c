@@ -5,6 +5,7 @@
 #include "framebuffer/frame.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 bool fb_str_eq(struct fb_str s, const char *lit)
@@ -57,7 +58,14 @@ static int scan_string(struct scan *s, struct fb_str *out, bool *escaped)
       esc = true;
       if (++s->p >= s->end) return -EINVAL;
       switch (*s->p) {
-      case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': break;
+      case '"':
+      case '\\':
+      case '/':
+      case 'b':
+      case 'f':
+      case 'n':
+      case 'r':
+      case 't': break;
       case 'u':
         if (s->end - s->p < 5) return -EINVAL;
         for (int i = 1; i <= 4; i++)
@@ -81,19 +89,23 @@ static int scan_number(struct scan *s)
 {
   if (s->p < s->end && *s->p == '-') s->p++;
   if (!is_digit(s)) return -EINVAL;
-  if (*s->p == '0') s->p++;
+  if (*s->p == '0')
+    s->p++;
   else
-    while (is_digit(s)) s->p++;
+    while (is_digit(s))
+      s->p++;
   if (s->p < s->end && *s->p == '.') {
     s->p++;
     if (!is_digit(s)) return -EINVAL;
-    while (is_digit(s)) s->p++;
+    while (is_digit(s))
+      s->p++;
   }
   if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
     s->p++;
     if (s->p < s->end && (*s->p == '+' || *s->p == '-')) s->p++;
     if (!is_digit(s)) return -EINVAL;
-    while (is_digit(s)) s->p++;
+    while (is_digit(s))
+      s->p++;
   }
   return 0;
 }
@@ -165,13 +177,31 @@ static int scan_value(struct scan *s, enum fb_json_type *type, struct fb_str *ra
   const char *start = s->p;
   int rc;
   switch (*s->p) {
-  case '{': *type = FB_JSON_OBJECT; rc = scan_container(s, NULL, NULL, NULL, NULL); break;
-  case '[': *type = FB_JSON_ARRAY; rc = scan_container(s, NULL, NULL, NULL, NULL); break;
+  case '{':
+    *type = FB_JSON_OBJECT;
+    rc = scan_container(s, NULL, NULL, NULL, NULL);
+    break;
+  case '[':
+    *type = FB_JSON_ARRAY;
+    rc = scan_container(s, NULL, NULL, NULL, NULL);
+    break;
   case '"': *type = FB_JSON_STRING; return scan_string(s, raw, escaped);
-  case 't': *type = FB_JSON_TRUE; rc = scan_literal(s, "true"); break;
-  case 'f': *type = FB_JSON_FALSE; rc = scan_literal(s, "false"); break;
-  case 'n': *type = FB_JSON_NULL; rc = scan_literal(s, "null"); break;
-  default: *type = FB_JSON_NUMBER; rc = scan_number(s); break;
+  case 't':
+    *type = FB_JSON_TRUE;
+    rc = scan_literal(s, "true");
+    break;
+  case 'f':
+    *type = FB_JSON_FALSE;
+    rc = scan_literal(s, "false");
+    break;
+  case 'n':
+    *type = FB_JSON_NULL;
+    rc = scan_literal(s, "null");
+    break;
+  default:
+    *type = FB_JSON_NUMBER;
+    rc = scan_number(s);
+    break;
   }
   raw->p = start;
   raw->n = (size_t)(s->p - start);
@@ -244,16 +274,20 @@ static enum fb_frame_error parse(struct fb_frame *f, const struct fb_field *fiel
     /* Dispatch on length first: most fields are rejected by one compare. */
     switch (k.n) {
     case 8:
-      if (fb_str_eq(k, "frame_id")) f->frame_id = v;
-      else if (fb_str_eq(k, "metadata")) metadata = v, has_metadata = true;
+      if (fb_str_eq(k, "frame_id"))
+        f->frame_id = v;
+      else if (fb_str_eq(k, "metadata"))
+        metadata = v, has_metadata = true;
       else if (fb_str_eq(k, "priority")) {
         f->has_priority = true;
         if (!parse_int64(v, &f->priority)) f->priority = 0;
       }
       break;
     case 9:
-      if (fb_str_eq(k, "camera_id")) f->camera_id = v;
-      else if (fb_str_eq(k, "timestamp")) f->timestamp = v;
+      if (fb_str_eq(k, "camera_id"))
+        f->camera_id = v;
+      else if (fb_str_eq(k, "timestamp"))
+        f->timestamp = v;
       break;
     case 12:
       if (fb_str_eq(k, "storage_path")) f->has_storage_path = true;
@@ -343,13 +377,12 @@ int fb_frame_time_ms(struct fb_str ts, int64_t *ms)
 
   /* ISO-8601: YYYY-MM-DD[T ]HH:MM:SS[.fff...][Z|+HH:MM|-HH:MM] */
   int y, mo, d, h, mi, s;
-  if (digits(&p, end, 4, &y) || p >= end || *p++ != '-' || digits(&p, end, 2, &mo) ||
-      p >= end || *p++ != '-' || digits(&p, end, 2, &d) || p >= end ||
-      (*p != 'T' && *p != 't' && *p != ' '))
+  if (digits(&p, end, 4, &y) || p >= end || *p++ != '-' || digits(&p, end, 2, &mo) || p >= end ||
+      *p++ != '-' || digits(&p, end, 2, &d) || p >= end || (*p != 'T' && *p != 't' && *p != ' '))
     return -EINVAL;
   p++;
-  if (digits(&p, end, 2, &h) || p >= end || *p++ != ':' || digits(&p, end, 2, &mi) ||
-      p >= end || *p++ != ':' || digits(&p, end, 2, &s))
+  if (digits(&p, end, 2, &h) || p >= end || *p++ != ':' || digits(&p, end, 2, &mi) || p >= end ||
+      *p++ != ':' || digits(&p, end, 2, &s))
     return -EINVAL;
   if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) return -EINVAL;
   int64_t frac = 0, scale = 1000;
@@ -374,4 +407,80 @@ int fb_frame_time_ms(struct fb_str ts, int64_t *ms)
   int64_t days = days_from_civil(y, mo, d);
   *ms = ((days * 86400 + h * 3600 + mi * 60 + s) - offset_min * 60) * 1000 + frac;
   return 0;
+}
+
+/* ========================================================== serializing */
+
+static void append_head(struct fb_buf *o, size_t nargs, const char *stream, int64_t maxlen)
+{
+  char cap[24];
+  int n = snprintf(cap, sizeof cap, "%lld", (long long)maxlen);
+  fb_buf_resp_array(o, nargs);
+  fb_buf_resp_bulk(o, "XADD", 4);
+  fb_buf_resp_bulk(o, stream, strlen(stream));
+  fb_buf_resp_bulk(o, "MAXLEN", 6);
+  fb_buf_resp_bulk(o, "~", 1);
+  fb_buf_resp_bulk(o, cap, (size_t)n);
+  fb_buf_resp_bulk(o, "*", 1);
+  /* the fields follow */
+}
+
+static void append_fields(struct fb_buf *o, const struct fb_frame *f)
+{
+  for (size_t i = 0; i < f->nfields; i++) {
+    fb_buf_resp_bulk(o, f->fields[i].name.p, f->fields[i].name.n);
+    fb_buf_resp_bulk(o, f->fields[i].value.p, f->fields[i].value.n);
+  }
+}
+
+void fb_frame_append_xadd(struct fb_buf *o, const struct fb_frame *f, const char *stream,
+                          int64_t maxlen)
+{
+  size_t extra = (!f->has_priority ? 2 : 0) + (!f->has_storage_path ? 2 : 0) +
+                 (!f->has_storage_backend ? 2 : 0);
+  append_head(o, 6 + 2 * f->nfields + extra, stream, maxlen);
+  append_fields(o, f);
+  if (!f->has_priority) {
+    fb_buf_resp_bulk(o, "priority", 8);
+    fb_buf_resp_bulk(o, "0", 1);
+  }
+  if (!f->has_storage_path) {
+    fb_buf_resp_bulk(o, "storage_path", 12);
+    fb_buf_resp_bulk(o, "", 0);
+  }
+  if (!f->has_storage_backend) {
+    fb_buf_resp_bulk(o, "storage_backend", 15);
+    fb_buf_resp_bulk(o, "redis", 5);
+  }
+}
+
+void fb_frame_append_dlq(struct fb_buf *o, const struct fb_frame *f, const char *stream,
+                         int64_t maxlen, const char *reason, struct fb_str source_id,
+                         const char *at, const char *detail)
+{
+  append_head(o, 6 + 2 * f->nfields + 8, stream, maxlen);
+  append_fields(o, f);
+  fb_buf_resp_bulk(o, "dlq_reason", 10);
+  fb_buf_resp_bulk(o, reason, strlen(reason));
+  fb_buf_resp_bulk(o, "dlq_source_id", 13);
+  fb_buf_resp_bulk(o, source_id.p, source_id.n);
+  fb_buf_resp_bulk(o, "dlq_at", 6);
+  fb_buf_resp_bulk(o, at, strlen(at));
+  fb_buf_resp_bulk(o, "dlq_detail", 10);
+  fb_buf_resp_bulk(o, detail, strlen(detail));
+}
+
+void fb_frame_append_json(struct fb_buf *o, const struct fb_frame *f)
+{
+  fb_buf_puts(o, "{");
+  for (size_t i = 0; i < f->nfields; i++) {
+    if (i) fb_buf_puts(o, ",");
+    fb_buf_json_string(o, f->fields[i].name.p, f->fields[i].name.n);
+    fb_buf_puts(o, ":");
+    fb_buf_json_string(o, f->fields[i].value.p, f->fields[i].value.n);
+  }
+  if (!f->has_priority) fb_buf_puts(o, ",\"priority\":\"0\"");
+  if (!f->has_storage_path) fb_buf_puts(o, ",\"storage_path\":\"\"");
+  if (!f->has_storage_backend) fb_buf_puts(o, ",\"storage_backend\":\"redis\"");
+  fb_buf_puts(o, "}");
 }

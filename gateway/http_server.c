@@ -18,11 +18,11 @@
 #include "framebuffer/log.h"
 
 #define RESPONSE_MAX (32u << 20) /* /metrics and lists of many processors */
-#define CHUNK 16384
+#define CHUNK        16384
 
 struct fb_http {
   struct fb_app *app;
-  struct fb_api api;            /* service thread only */
+  struct fb_api api; /* service thread only */
   struct lws_context *ctx;
   pthread_t thread;
   atomic_bool stop;
@@ -66,8 +66,8 @@ static enum fb_method method_of(struct lws *wsi)
 
 static const char *method_name(enum fb_method m)
 {
-  static const char *const names[] = {"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH",
-                                      "?"};
+  static const char *const names[] = {"GET",  "POST",    "PUT",   "DELETE",
+                                      "HEAD", "OPTIONS", "PATCH", "?"};
   return names[m];
 }
 
@@ -102,7 +102,8 @@ static int begin(struct lws *wsi, struct session *s, const char *uri)
   snprintf(s->path, sizeof s->path, "%s", uri && *uri ? uri : "/");
   /* Paths are accepted with or without the trailing slash. */
   size_t n = strlen(s->path);
-  while (n > 1 && s->path[n - 1] == '/') s->path[--n] = '\0';
+  while (n > 1 && s->path[n - 1] == '/')
+    s->path[--n] = '\0';
   take_query(wsi, "capability=", s->capability, sizeof s->capability);
   take_query(wsi, "status=", s->status, sizeof s->status);
   int alen = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
@@ -135,21 +136,20 @@ static int send_headers(struct lws *wsi, struct session *s)
   unsigned char *start = buf + LWS_PRE, *p = start, *e = buf + sizeof buf - 1;
   const struct fb_response *r = &s->resp;
   if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->content_type,
-                                  r->status == 204 ? LWS_ILLEGAL_HTTP_CONTENT_LEN : r->body.len,
-                                  &p, e) ||
-      lws_add_http_header_by_name(wsi, (const unsigned char *)"X-Request-ID:",
-                                  (const unsigned char *)s->request_id,
-                                  (int)strlen(s->request_id), &p, e) ||
+                                  r->status == 204 ? LWS_ILLEGAL_HTTP_CONTENT_LEN : r->body.len, &p,
+                                  e) ||
+      lws_add_http_header_by_name(
+          wsi, (const unsigned char *)"X-Request-ID:", (const unsigned char *)s->request_id,
+          (int)strlen(s->request_id), &p, e) ||
       lws_add_http_header_by_name(wsi, (const unsigned char *)"Cache-Control:",
                                   (const unsigned char *)"no-store", 8, &p, e))
     return -1;
-  if (r->allow && lws_add_http_header_by_name(wsi, (const unsigned char *)"Allow:",
-                                              (const unsigned char *)r->allow,
-                                              (int)strlen(r->allow), &p, e))
+  if (r->allow && lws_add_http_header_by_name(
+                      wsi, (const unsigned char *)"Allow:", (const unsigned char *)r->allow,
+                      (int)strlen(r->allow), &p, e))
     return -1;
-  if (r->challenge &&
-      lws_add_http_header_by_name(wsi, (const unsigned char *)"WWW-Authenticate:",
-                                  (const unsigned char *)"Bearer", 6, &p, e))
+  if (r->challenge && lws_add_http_header_by_name(wsi, (const unsigned char *)"WWW-Authenticate:",
+                                                  (const unsigned char *)"Bearer", 6, &p, e))
     return -1;
   return lws_finalize_write_http_header(wsi, start, &p, e) ? -1 : 0;
 }
@@ -248,9 +248,7 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
     if (!s || !s->active || !s->resp.status) return 0;
     return write_body(wsi, s);
   case LWS_CALLBACK_CLOSED_HTTP:
-  case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
-    end(s);
-    return 0;
+  case LWS_CALLBACK_HTTP_DROP_PROTOCOL: end(s); return 0;
   default: break;
   }
   return lws_callback_http_dummy(wsi, reason, user, in, len);
@@ -263,7 +261,8 @@ static void lws_log(int level, const char *line)
   char msg[512];
   snprintf(msg, sizeof msg, "%s", line);
   size_t n = strlen(msg);
-  while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+  while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+    msg[--n] = '\0';
   fb_log(level & LLL_ERR ? FB_LOG_ERROR : FB_LOG_WARN, "lws", "%s", msg);
 }
 

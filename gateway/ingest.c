@@ -28,36 +28,39 @@
 #include "framebuffer/clock.h"
 #include "framebuffer/frame.h"
 #include "framebuffer/log.h"
+#include "framebuffer/nats_bridge.h"
 #include "framebuffer/redis.h"
 #include "framebuffer/router.h"
 
-#define BLOCK_MS 1000            /* XREADGROUP BLOCK when idle */
-#define REDIS_TIMEOUT_MS 5000    /* must exceed BLOCK_MS */
-#define CLAIM_INTERVAL_MS 5000   /* how often to look for abandoned entries */
-#define MAX_TX 2                 /* transactions in flight */
-#define NBATCH (MAX_TX + 1)      /* batches: in flight, plus the one being read */
-#define TX_MAX_BYTES (256u << 20)/* a batch of 64 KiB entries fits easily */
-#define TX_RETRIES 3             /* then reconnect and re-read from the PEL */
-#define DLQ_STREAM "frames:dlq"
+#define BLOCK_MS          1000         /* XREADGROUP BLOCK when idle */
+#define REDIS_TIMEOUT_MS  5000         /* must exceed BLOCK_MS */
+#define CLAIM_INTERVAL_MS 5000         /* how often to look for abandoned entries */
+#define MAX_TX            2            /* transactions in flight */
+#define NBATCH            (MAX_TX + 1) /* batches: in flight, plus the one being read */
+#define TX_MAX_BYTES      (256u << 20) /* a batch of 64 KiB entries fits easily */
+#define TX_RETRIES        3            /* then reconnect and re-read from the PEL */
 
 enum phase { PHASE_SETUP, PHASE_RECOVER, PHASE_LIVE };
 enum op_kind { OP_READ, OP_TX };
 
 struct batch {
   bool busy;
-  redisReply *reply;     /* owns the entries */
-  redisReply **entries;  /* [id, fields] arrays */
+  redisReply *reply;    /* owns the entries */
+  redisReply **entries; /* [id, fields] arrays */
   size_t n;
-  int64_t *deliveries;   /* per entry, when known (recovered or claimed) */
+  int64_t *deliveries; /* per entry, when known (recovered or claimed) */
   bool have_deliveries;
   struct fb_frame *frames;
-  int32_t *outcome;      /* >= 0: processor index; < 0: -1 - enum fb_reason */
-  uint32_t *order;       /* hand-off order: higher priority first */
-  uint32_t *xadd_entry;  /* k-th XADD of the transaction -> entry */
+  int32_t *outcome; /* >= 0: processor index; < 0: -1 - enum fb_reason */
+  uint32_t *order;  /* hand-off order: higher priority first */
+  int32_t *xadd_of; /* entry -> its XADD's index in the transaction, or -1 */
+  bool *held;       /* entry not acked: its remote publish failed */
   size_t nxadd;
+  size_t nacks; /* entries in the XACK */
+  bool has_tx;  /* false when there was nothing to write */
   struct fb_snapshot *snap;
   uint64_t read_ns;
-  struct fb_buf tx;      /* the transaction, kept for a resend */
+  struct fb_buf tx; /* the transaction, kept for a resend */
   int attempts;
 };
 
@@ -67,6 +70,8 @@ struct op {
 };
 
 struct fb_ingest {
+  struct fb_app *app;
+  struct fb_nats *nats; /* NULL in Redis-only mode */
   const struct fb_config *cfg;
   struct fb_registry *reg;
   struct fb_metrics *m;
@@ -77,19 +82,19 @@ struct fb_ingest {
   pthread_t thread;
 
   enum phase phase;
-  char cursor[64];          /* recover: last id handed off; claim: XAUTOCLAIM cursor */
-  bool claiming;            /* draining the pipeline for, or running, a claim pass */
+  char cursor[64]; /* recover: last id handed off; claim: XAUTOCLAIM cursor */
+  bool claiming;   /* draining the pipeline for, or running, a claim pass */
   int64_t next_claim_ms;
-  bool idle;                /* the last read found nothing */
+  bool idle; /* the last read found nothing */
 
-  struct op ops[NBATCH + 1];/* FIFO of replies we wait for */
+  struct op ops[NBATCH + 1]; /* FIFO of replies we wait for */
   size_t op_head, op_count;
   bool read_in_flight;
   size_t tx_in_flight;
   struct batch batches[NBATCH];
 
   struct fb_snapshot *snap;
-  struct fb_field *fields;  /* all fields of the batch being routed */
+  struct fb_field *fields; /* all fields of the batch being routed */
   size_t fields_cap;
   char read_block[512], read_now[512]; /* ready-made XREADGROUP commands */
   size_t read_block_len, read_now_len;
@@ -121,9 +126,10 @@ static int batch_alloc(struct batch *b, size_t cap)
   b->frames = calloc(cap, sizeof *b->frames);
   b->outcome = calloc(cap, sizeof *b->outcome);
   b->order = calloc(cap, sizeof *b->order);
-  b->xadd_entry = calloc(cap, sizeof *b->xadd_entry);
+  b->xadd_of = calloc(cap, sizeof *b->xadd_of);
+  b->held = calloc(cap, sizeof *b->held);
   fb_buf_init(&b->tx, TX_MAX_BYTES);
-  return b->entries && b->deliveries && b->frames && b->outcome && b->order && b->xadd_entry
+  return b->entries && b->deliveries && b->frames && b->outcome && b->order && b->xadd_of && b->held
              ? 0
              : -ENOMEM;
 }
@@ -134,7 +140,8 @@ static void batch_clear(struct batch *b)
   b->reply = NULL;
   fb_snapshot_release(b->snap);
   b->snap = NULL;
-  b->n = b->nxadd = 0;
+  b->n = b->nxadd = b->nacks = 0;
+  b->has_tx = false;
   b->have_deliveries = false;
   b->attempts = 0;
   b->busy = false;
@@ -148,7 +155,8 @@ static void batch_free(struct batch *b)
   free(b->frames);
   free(b->outcome);
   free(b->order);
-  free(b->xadd_entry);
+  free(b->xadd_of);
+  free(b->held);
   fb_buf_free(&b->tx);
 }
 
@@ -166,8 +174,10 @@ static void op_push(struct fb_ingest *g, enum op_kind kind, struct batch *b)
 {
   size_t cap = sizeof g->ops / sizeof g->ops[0];
   g->ops[(g->op_head + g->op_count++) % cap] = (struct op){kind, b};
-  if (kind == OP_READ) g->read_in_flight = true;
-  else g->tx_in_flight++;
+  if (kind == OP_READ)
+    g->read_in_flight = true;
+  else
+    g->tx_in_flight++;
 }
 
 static struct op op_pop(struct fb_ingest *g)
@@ -176,8 +186,10 @@ static struct op op_pop(struct fb_ingest *g)
   struct op o = g->ops[g->op_head];
   g->op_head = (g->op_head + 1) % cap;
   g->op_count--;
-  if (o.kind == OP_READ) g->read_in_flight = false;
-  else g->tx_in_flight--;
+  if (o.kind == OP_READ)
+    g->read_in_flight = false;
+  else
+    g->tx_in_flight--;
   return o;
 }
 
@@ -185,7 +197,8 @@ static struct op op_pop(struct fb_ingest *g)
  * are still pending in Redis and are read again by the recovery pass. */
 static void reset_pipeline(struct fb_ingest *g)
 {
-  for (int i = 0; i < NBATCH; i++) batch_clear(&g->batches[i]);
+  for (int i = 0; i < NBATCH; i++)
+    batch_clear(&g->batches[i]);
   g->op_head = g->op_count = 0;
   g->read_in_flight = false;
   g->tx_in_flight = 0;
@@ -232,69 +245,6 @@ static redisReply *command(struct fb_ingest *g, int argc, const char **argv)
 
 /* ================================================================ routing */
 
-static void append_cmd_head(struct fb_buf *o, size_t nargs, const char *key, size_t keylen,
-                            const char *maxlen)
-{
-  fb_buf_resp_array(o, nargs);
-  fb_buf_resp_bulk(o, "XADD", 4);
-  fb_buf_resp_bulk(o, key, keylen);
-  fb_buf_resp_bulk(o, "MAXLEN", 6);
-  fb_buf_resp_bulk(o, "~", 1);
-  fb_buf_resp_bulk(o, maxlen, strlen(maxlen));
-  fb_buf_resp_bulk(o, "*", 1);
-}
-
-static void append_fields(struct fb_buf *o, const struct fb_frame *f)
-{
-  for (size_t i = 0; i < f->nfields; i++) {
-    fb_buf_resp_bulk(o, f->fields[i].name.p, f->fields[i].name.n);
-    fb_buf_resp_bulk(o, f->fields[i].value.p, f->fields[i].value.n);
-  }
-}
-
-/* The frame as SPEC §2 hands it to a processor: every input field, plus
- * priority, storage_path and storage_backend when absent. */
-static void append_delivery(struct fb_buf *o, const struct fb_frame *f, const struct fb_proc *p)
-{
-  char maxlen[24];
-  snprintf(maxlen, sizeof maxlen, "%lld", (long long)p->max_queue);
-  size_t extra = (!f->has_priority ? 2 : 0) + (!f->has_storage_path ? 2 : 0) +
-                 (!f->has_storage_backend ? 2 : 0);
-  append_cmd_head(o, 6 + 2 * f->nfields + extra, p->stream, strlen(p->stream), maxlen);
-  append_fields(o, f);
-  if (!f->has_priority) {
-    fb_buf_resp_bulk(o, "priority", 8);
-    fb_buf_resp_bulk(o, "0", 1);
-  }
-  if (!f->has_storage_path) {
-    fb_buf_resp_bulk(o, "storage_path", 12);
-    fb_buf_resp_bulk(o, "", 0);
-  }
-  if (!f->has_storage_backend) {
-    fb_buf_resp_bulk(o, "storage_backend", 15);
-    fb_buf_resp_bulk(o, "redis", 5);
-  }
-}
-
-static void append_dlq(struct fb_ingest *g, struct fb_buf *o, const struct fb_frame *f,
-                       const redisReply *id, enum fb_reason reason, const char *detail,
-                       const char *now)
-{
-  char maxlen[24];
-  snprintf(maxlen, sizeof maxlen, "%lld", (long long)g->cfg->dlq_maxlen);
-  append_cmd_head(o, 6 + 2 * f->nfields + 8, DLQ_STREAM, sizeof DLQ_STREAM - 1, maxlen);
-  append_fields(o, f);
-  const char *rn = fb_reason_name(reason);
-  fb_buf_resp_bulk(o, "dlq_reason", 10);
-  fb_buf_resp_bulk(o, rn, strlen(rn));
-  fb_buf_resp_bulk(o, "dlq_source_id", 13);
-  fb_buf_resp_bulk(o, id->str, id->len);
-  fb_buf_resp_bulk(o, "dlq_at", 6);
-  fb_buf_resp_bulk(o, now, strlen(now));
-  fb_buf_resp_bulk(o, "dlq_detail", 10);
-  fb_buf_resp_bulk(o, detail, strlen(detail));
-}
-
 /* Makes sure the field pool can hold every field of the batch. */
 static int reserve_fields(struct fb_ingest *g, const struct batch *b)
 {
@@ -319,6 +269,45 @@ static int cmp_priority_desc(const void *a, const void *b, void *arg)
   return *(const uint32_t *)a < *(const uint32_t *)b ? -1 : 1; /* stable */
 }
 
+struct failed_ctx {
+  struct batch *b;
+};
+
+/* JetStream refused frame `frame_id`: hold every remote entry carrying it. */
+static void mark_failed(void *ctx, const char *frame_id)
+{
+  struct batch *b = ((struct failed_ctx *)ctx)->b;
+  for (size_t i = 0; i < b->n; i++)
+    if (b->outcome[i] >= 0 && b->snap->procs[b->outcome[i]]->transport == FB_TRANSPORT_NATS &&
+        fb_str_eq(b->frames[i].frame_id, frame_id))
+      b->held[i] = true;
+}
+
+/* Publishes the batch's remote frames, in hand-off order, and for JetStream
+ * waits for their acks. A frame that did not make it is held: not acked, so
+ * it stays pending and is claimed again later (JetStream drops the
+ * duplicate if it had in fact stored it). */
+static void publish_remote(struct fb_ingest *g, struct batch *b)
+{
+  bool any = false;
+  for (size_t k = 0; k < b->n; k++) {
+    size_t i = b->order[k];
+    b->held[i] = false;
+    int32_t out = b->outcome[i];
+    if (out < 0 || b->snap->procs[out]->transport != FB_TRANSPORT_NATS) continue;
+    any = true;
+    if (!g->nats || fb_nats_publish_frame(g->nats, b->snap->procs[out], &b->frames[i]))
+      b->held[i] = true;
+  }
+  if (!any || !g->nats) return;
+  struct failed_ctx ctx = {b};
+  bool all_failed = false;
+  fb_nats_complete(g->nats, mark_failed, &ctx, &all_failed);
+  for (size_t i = 0; all_failed && i < b->n; i++)
+    if (b->outcome[i] >= 0 && b->snap->procs[b->outcome[i]]->transport == FB_TRANSPORT_NATS)
+      b->held[i] = true;
+}
+
 /* Routes every entry of `b` and builds its transaction in b->tx. */
 static int route_batch(struct fb_ingest *g, struct batch *b)
 {
@@ -328,6 +317,7 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
     g->snap = fb_registry_snapshot(g->reg);
   }
   fb_router_set_strategy(g->router, (enum fb_strategy)atomic_load(&g->strategy));
+  fb_router_set_remote_available(g->router, g->nats && fb_nats_is_connected(g->nats));
   b->snap = g->snap;
   atomic_fetch_add(&b->snap->refs, 1);
 
@@ -357,8 +347,7 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
       b->outcome[i] = -1 - FB_REASON_POISON;
     else if (err != FB_FRAME_OK)
       b->outcome[i] = -1 - FB_REASON_MALFORMED;
-    else if (now && fb_frame_time_ms(f->timestamp, &ts) == 0 &&
-             now - ts > g->cfg->frame_max_age_ms)
+    else if (now && fb_frame_time_ms(f->timestamp, &ts) == 0 && now - ts > g->cfg->frame_max_age_ms)
       b->outcome[i] = -1 - FB_REASON_EXPIRED;
     else {
       int pick = fb_router_pick(g->router, b->snap, f);
@@ -366,6 +355,7 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
     }
   }
   if (prioritised) qsort_r(b->order, b->n, sizeof *b->order, cmp_priority_desc, b->frames);
+  publish_remote(g, b);
 
   char now_iso[40];
   iso_now(now_iso, sizeof now_iso);
@@ -377,8 +367,11 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
     size_t i = b->order[k];
     int32_t out = b->outcome[i];
     const redisReply *id = b->entries[i]->element[0];
+    b->xadd_of[i] = -1;
+    if (out >= 0 && b->snap->procs[out]->transport == FB_TRANSPORT_NATS) continue;
     if (out >= 0) {
-      append_delivery(o, &b->frames[i], b->snap->procs[out]);
+      fb_frame_append_xadd(o, &b->frames[i], b->snap->procs[out]->stream,
+                           b->snap->procs[out]->max_queue);
     } else {
       enum fb_reason reason = (enum fb_reason)(-1 - out);
       if (reason == FB_REASON_MISSING) continue; /* nothing left to deliver */
@@ -398,16 +391,24 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
                  (int)b->frames[i].detection_type.n, b->frames[i].detection_type.p);
         break;
       }
-      append_dlq(g, o, &b->frames[i], id, reason, detail, now_iso);
+      fb_frame_append_dlq(o, &b->frames[i], FB_DLQ_STREAM, g->cfg->dlq_maxlen,
+                          fb_reason_name(reason), (struct fb_str){id->str, id->len}, now_iso,
+                          detail);
     }
-    b->xadd_entry[b->nxadd++] = (uint32_t)i;
+    b->xadd_of[i] = (int32_t)b->nxadd++;
   }
-  fb_buf_resp_array(o, 3 + b->n);
+  b->nacks = 0;
+  for (size_t i = 0; i < b->n; i++)
+    b->nacks += !b->held[i];
+  b->has_tx = b->nacks > 0;
+  if (!b->has_tx) return 0; /* every frame was remote and failed: nothing to write */
+  fb_buf_resp_array(o, 3 + b->nacks);
   fb_buf_resp_bulk(o, "XACK", 4);
   fb_buf_resp_bulk(o, g->cfg->input_stream, strlen(g->cfg->input_stream));
   fb_buf_resp_bulk(o, g->cfg->consumer_group, strlen(g->cfg->consumer_group));
   for (size_t i = 0; i < b->n; i++)
-    fb_buf_resp_bulk(o, b->entries[i]->element[0]->str, b->entries[i]->element[0]->len);
+    if (!b->held[i])
+      fb_buf_resp_bulk(o, b->entries[i]->element[0]->str, b->entries[i]->element[0]->len);
   fb_buf_puts(o, "*1\r\n$4\r\nEXEC\r\n");
   return o->truncated ? -ENOSPC : 0;
 }
@@ -437,8 +438,17 @@ static redisReply *read_entries(redisReply *rep)
 
 /* ============================================================= hand-off */
 
+static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec);
+
+/* Puts the batch's transaction on the wire. A batch with nothing to write
+ * (every frame remote, and none published) is done at once. */
 static void send_tx(struct fb_ingest *g, struct batch *b)
 {
+  if (!b->has_tx) {
+    account(g, b, NULL);
+    batch_clear(b);
+    return;
+  }
   redisAppendFormattedCommand(g->redis.ctx, b->tx.data, b->tx.len);
   op_push(g, OP_TX, b);
 }
@@ -457,45 +467,50 @@ static redisReply *tx_reply(struct fb_ingest *g, struct batch *b, redisReply *fi
   return get_reply(g);
 }
 
+/* Counts what became of every entry of a handed-off batch. `exec` is the
+ * EXEC reply, or NULL when there was no transaction. */
 static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec)
 {
-  uint64_t delivered = 0;
-  for (size_t k = 0; k < b->nxadd; k++) {
-    size_t i = b->xadd_entry[k];
-    const redisReply *r = exec->element[k];
+  uint64_t delivered = 0, consumed = 0;
+  for (size_t i = 0; i < b->n; i++) {
     int32_t out = b->outcome[i];
-    if (r->type == REDIS_REPLY_ERROR) {
+    const char *entry_id = b->entries[i]->element[0]->str;
+    if (b->held[i]) {
+      atomic_fetch_add(&g->m->nats_publish_errors, 1);
+      continue; /* still pending: it will be read again */
+    }
+    consumed++;
+    if (out == -1 - FB_REASON_MISSING) {
+      atomic_fetch_add(&g->m->dropped[FB_REASON_MISSING], 1);
+      fb_warn("ingest", "pending entry %s is no longer in %s; acked", entry_id,
+              g->cfg->input_stream);
+      continue;
+    }
+    const redisReply *r = b->xadd_of[i] >= 0 && exec ? exec->element[b->xadd_of[i]] : NULL;
+    if (r && r->type == REDIS_REPLY_ERROR) {
       /* The XACK went through: this frame now exists only here. Say so
        * loudly; registration makes sure targets are streams, so this means
        * someone replaced a processor's stream with another type of key. */
       fb_error("ingest", "frame %.*s (entry %s) was acked but its XADD failed: %s",
-               (int)b->frames[i].frame_id.n, b->frames[i].frame_id.p,
-               b->entries[i]->element[0]->str, r->str);
+               (int)b->frames[i].frame_id.n, b->frames[i].frame_id.p, entry_id, r->str);
       atomic_fetch_add(&g->m->dropped[FB_REASON_NO_PROCESSOR], 1);
-      continue;
-    }
-    if (out >= 0) {
-      atomic_fetch_add_explicit(&b->snap->procs[out]->live->frames_routed, 1,
-                                memory_order_relaxed);
+    } else if (out >= 0) {
+      const struct fb_proc *p = b->snap->procs[out];
+      atomic_fetch_add_explicit(&p->live->frames_routed, 1, memory_order_relaxed);
+      atomic_fetch_add_explicit(&p->live->sent_since_poll, 1, memory_order_relaxed);
+      if (p->transport == FB_TRANSPORT_NATS) atomic_fetch_add(&g->m->nats_published, 1);
       delivered++;
     } else {
       enum fb_reason reason = (enum fb_reason)(-1 - out);
       atomic_fetch_add(&g->m->dropped[reason], 1);
       atomic_fetch_add(&g->m->dlq[reason], 1);
-      fb_debug("ingest", "entry %s to %s: %s", b->entries[i]->element[0]->str, DLQ_STREAM,
-               fb_reason_name(reason));
+      fb_debug("ingest", "entry %s to %s: %s", entry_id, FB_DLQ_STREAM, fb_reason_name(reason));
     }
   }
-  for (size_t i = 0; i < b->n; i++)
-    if (b->outcome[i] == -1 - FB_REASON_MISSING) {
-      atomic_fetch_add(&g->m->dropped[FB_REASON_MISSING], 1);
-      fb_warn("ingest", "pending entry %s is no longer in %s; acked", b->entries[i]->element[0]->str,
-              g->cfg->input_stream);
-    }
   atomic_fetch_add(&g->m->frames_distributed, delivered);
-  atomic_fetch_add(&g->m->frames_consumed, b->n);
+  atomic_fetch_add(&g->m->frames_consumed, consumed);
   atomic_fetch_add(&g->m->batches, 1);
-  fb_histogram_observe(&g->m->routing, fb_mono_ns() - b->read_ns, b->n);
+  fb_histogram_observe(&g->m->routing, fb_mono_ns() - b->read_ns, consumed);
 }
 
 /* Handles a transaction's replies. Returns 0 when the batch is done, 1 when
@@ -560,8 +575,10 @@ static void build_read_commands(struct fb_ingest *g)
 static void send_read(struct fb_ingest *g, bool may_block)
 {
   bool block = may_block && g->op_count == 0;
-  if (block) redisAppendFormattedCommand(g->redis.ctx, g->read_block, g->read_block_len);
-  else redisAppendFormattedCommand(g->redis.ctx, g->read_now, g->read_now_len);
+  if (block)
+    redisAppendFormattedCommand(g->redis.ctx, g->read_block, g->read_block_len);
+  else
+    redisAppendFormattedCommand(g->redis.ctx, g->read_now, g->read_now_len);
   op_push(g, OP_READ, NULL);
 }
 
@@ -570,9 +587,13 @@ static int load_deliveries(struct fb_ingest *g, struct batch *b)
 {
   char count[24];
   snprintf(count, sizeof count, "%zu", b->n);
-  const char *argv[] = {"XPENDING", g->cfg->input_stream, g->cfg->consumer_group,
-                        b->entries[0]->element[0]->str, b->entries[b->n - 1]->element[0]->str,
-                        count, g->cfg->consumer_name};
+  const char *argv[] = {"XPENDING",
+                        g->cfg->input_stream,
+                        g->cfg->consumer_group,
+                        b->entries[0]->element[0]->str,
+                        b->entries[b->n - 1]->element[0]->str,
+                        count,
+                        g->cfg->consumer_name};
   redisReply *rep = command(g, 7, argv);
   if (!rep) return -EIO;
   size_t j = 0;
@@ -603,6 +624,7 @@ static int hand_off_now(struct fb_ingest *g, struct batch *b)
     return -ENOMEM;
   }
   send_tx(g, b);
+  if (!b->busy) return 0; /* nothing to write */
   for (;;) {
     if (flush(g)) return -EIO;
     redisReply *first = get_reply(g);
@@ -616,13 +638,14 @@ static int hand_off_now(struct fb_ingest *g, struct batch *b)
 /* Creates the consumer group if needed. */
 static int setup(struct fb_ingest *g)
 {
-  const char *argv[] = {"XGROUP", "CREATE", g->cfg->input_stream, g->cfg->consumer_group, "0",
-                        "MKSTREAM"};
+  const char *argv[] = {"XGROUP", "CREATE",  g->cfg->input_stream, g->cfg->consumer_group,
+                        "0",      "MKSTREAM"};
   redisReply *rep = command(g, 6, argv);
   if (!rep) return -EIO;
   bool ok = rep->type != REDIS_REPLY_ERROR || fb_reply_is_error(rep, "BUSYGROUP");
-  if (!ok) fb_error("ingest", "cannot create consumer group %s on %s: %s", g->cfg->consumer_group,
-                    g->cfg->input_stream, rep->str);
+  if (!ok)
+    fb_error("ingest", "cannot create consumer group %s on %s: %s", g->cfg->consumer_group,
+             g->cfg->input_stream, rep->str);
   else if (rep->type != REDIS_REPLY_ERROR)
     fb_info("ingest", "created consumer group %s on %s", g->cfg->consumer_group,
             g->cfg->input_stream);
@@ -645,8 +668,15 @@ static void recover_step(struct fb_ingest *g)
 {
   char count[16];
   snprintf(count, sizeof count, "%d", g->cfg->batch_size);
-  const char *argv[] = {"XREADGROUP", "GROUP", g->cfg->consumer_group, g->cfg->consumer_name,
-                        "COUNT", count, "STREAMS", g->cfg->input_stream, g->cursor};
+  const char *argv[] = {"XREADGROUP",
+                        "GROUP",
+                        g->cfg->consumer_group,
+                        g->cfg->consumer_name,
+                        "COUNT",
+                        count,
+                        "STREAMS",
+                        g->cfg->input_stream,
+                        g->cursor};
   redisReply *rep = command(g, 9, argv);
   if (!rep) return;
   struct batch *b = batch_get(g);
@@ -678,8 +708,14 @@ static void claim_step(struct fb_ingest *g)
   char count[16], idle[24];
   snprintf(count, sizeof count, "%d", g->cfg->batch_size);
   snprintf(idle, sizeof idle, "%lld", (long long)g->cfg->claim_idle_ms);
-  const char *argv[] = {"XAUTOCLAIM", g->cfg->input_stream, g->cfg->consumer_group,
-                        g->cfg->consumer_name, idle, g->cursor, "COUNT", count};
+  const char *argv[] = {"XAUTOCLAIM",
+                        g->cfg->input_stream,
+                        g->cfg->consumer_group,
+                        g->cfg->consumer_name,
+                        idle,
+                        g->cursor,
+                        "COUNT",
+                        count};
   redisReply *rep = command(g, 8, argv);
   if (!rep) return;
   struct batch *b = batch_get(g);
@@ -783,8 +819,10 @@ static void *run(void *arg)
       break;
     case PHASE_RECOVER: recover_step(g); break;
     case PHASE_LIVE:
-      if (g->claiming && !g->op_count) claim_step(g);
-      else live_step(g);
+      if (g->claiming && !g->op_count)
+        claim_step(g);
+      else
+        live_step(g);
       break;
     }
     if (atomic_load(&g->stop) && !g->op_count) break;
@@ -794,23 +832,27 @@ static void *run(void *arg)
 
 /* ============================================================ lifecycle */
 
-int fb_ingest_start(struct fb_ingest **out, const struct fb_config *cfg, struct fb_registry *reg,
-                    struct fb_metrics *metrics)
+int fb_ingest_start(struct fb_ingest **out, struct fb_app *app)
 {
+  const struct fb_config *cfg = app->cfg;
   struct fb_ingest *g = calloc(1, sizeof *g);
   if (!g) return -ENOMEM;
+  g->app = app;
+  g->nats = app->nats;
   g->cfg = cfg;
-  g->reg = reg;
-  g->m = metrics;
+  g->reg = app->registry;
+  g->m = app->metrics;
   atomic_init(&g->strategy, (int)cfg->strategy);
   fb_redis_init(&g->redis, &cfg->redis, "ingest", REDIS_TIMEOUT_MS);
   int rc = fb_router_create(&g->router, cfg->strategy);
-  for (int i = 0; i < NBATCH && !rc; i++) rc = batch_alloc(&g->batches[i], (size_t)cfg->batch_size);
-  g->snap = fb_registry_snapshot(reg);
+  for (int i = 0; i < NBATCH && !rc; i++)
+    rc = batch_alloc(&g->batches[i], (size_t)cfg->batch_size);
+  g->snap = fb_registry_snapshot(g->reg);
   build_read_commands(g);
   if (!rc) rc = -pthread_create(&g->thread, NULL, run, g);
   if (rc) {
-    for (int i = 0; i < NBATCH; i++) batch_free(&g->batches[i]);
+    for (int i = 0; i < NBATCH; i++)
+      batch_free(&g->batches[i]);
     fb_router_destroy(g->router);
     fb_snapshot_release(g->snap);
     free(g);
@@ -825,7 +867,8 @@ void fb_ingest_stop(struct fb_ingest *g)
   if (!g) return;
   atomic_store(&g->stop, true);
   pthread_join(g->thread, NULL);
-  for (int i = 0; i < NBATCH; i++) batch_free(&g->batches[i]);
+  for (int i = 0; i < NBATCH; i++)
+    batch_free(&g->batches[i]);
   fb_redis_close(&g->redis);
   fb_router_destroy(g->router);
   fb_snapshot_release(g->snap);

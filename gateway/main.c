@@ -17,6 +17,7 @@
 #include "framebuffer/ingest.h"
 #include "framebuffer/log.h"
 #include "framebuffer/metrics.h"
+#include "framebuffer/nats_bridge.h"
 #include "framebuffer/registry.h"
 
 int main(int argc, char **argv)
@@ -51,7 +52,8 @@ int main(int argc, char **argv)
 
   if ((rc = fb_registry_create(&app.registry))) goto out;
   if ((rc = fb_control_start(&control, &app))) goto out;
-  if ((rc = fb_ingest_start(&app.ingest, &cfg, app.registry, &metrics))) goto out;
+  if (cfg.nats_enabled && (rc = fb_nats_start(&app.nats, &app))) goto out;
+  if ((rc = fb_ingest_start(&app.ingest, &app))) goto out;
   if ((rc = fb_http_start(&http, &app))) goto out;
 
   int sig = 0;
@@ -65,6 +67,7 @@ out:
   fb_http_stop(http);
   fb_ingest_stop(app.ingest);
   fb_control_stop(control);
+  fb_nats_stop(app.nats);
   fb_registry_destroy(app.registry);
   if (!rc) fb_info("main", "stopped");
   return status;

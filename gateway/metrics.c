@@ -15,9 +15,8 @@ const char *fb_reason_name(enum fb_reason r)
   return (unsigned)r < FB_REASON_COUNT ? reason_names[r] : "unknown";
 }
 
-const double fb_hist_bounds[FB_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-                                                0.005,  0.01,    0.025,  0.05,  0.1,
-                                                0.25,   0.5,     1.0,    2.5};
+const double fb_hist_bounds[FB_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                0.025,  0.05,    0.1,    0.25,  0.5,    1.0,   2.5};
 
 void fb_metrics_init(struct fb_metrics *m)
 {
@@ -46,7 +45,8 @@ void fb_histogram_observe(struct fb_histogram *h, uint64_t ns, uint64_t count)
 {
   double sec = (double)ns / 1e9;
   int b = 0;
-  while (b < FB_HIST_BUCKETS && sec > fb_hist_bounds[b]) b++;
+  while (b < FB_HIST_BUCKETS && sec > fb_hist_bounds[b])
+    b++;
   atomic_fetch_add_explicit(&h->buckets[b], count, memory_order_relaxed);
   atomic_fetch_add_explicit(&h->count, count, memory_order_relaxed);
   atomic_fetch_add_explicit(&h->sum_ns, ns * count, memory_order_relaxed);
@@ -93,18 +93,21 @@ int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, b
         atomic_load(&m->input_pending));
 
   const char *hn = "frame_buffer_routing_duration_seconds";
-  fb_buf_printf(o, "# HELP %s Time from reading a frame to its confirmed hand-off.\n"
-                   "# TYPE %s histogram\n", hn, hn);
+  fb_buf_printf(o,
+                "# HELP %s Time from reading a frame to its confirmed hand-off.\n"
+                "# TYPE %s histogram\n",
+                hn, hn);
   uint64_t cum = 0;
   for (int b = 0; b <= FB_HIST_BUCKETS; b++) {
     cum += atomic_load(&m->routing.buckets[b]);
-    if (b < FB_HIST_BUCKETS) fb_buf_printf(o, "%s_bucket{le=\"%g\"} ", hn, fb_hist_bounds[b]);
-    else fb_buf_printf(o, "%s_bucket{le=\"+Inf\"} ", hn);
+    if (b < FB_HIST_BUCKETS)
+      fb_buf_printf(o, "%s_bucket{le=\"%g\"} ", hn, fb_hist_bounds[b]);
+    else
+      fb_buf_printf(o, "%s_bucket{le=\"+Inf\"} ", hn);
     fb_buf_u64(o, cum);
     fb_buf_puts(o, "\n");
   }
-  fb_buf_printf(o, "%s_sum %.9f\n%s_count ", hn, (double)atomic_load(&m->routing.sum_ns) / 1e9,
-                hn);
+  fb_buf_printf(o, "%s_sum %.9f\n%s_count ", hn, (double)atomic_load(&m->routing.sum_ns) / 1e9, hn);
   fb_buf_u64(o, atomic_load(&m->routing.count));
   fb_buf_puts(o, "\n");
 
@@ -150,8 +153,26 @@ int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, b
     fb_buf_printf(o, "frame_buffer_processors{status=\"%s\"} %lld\n",
                   fb_health_name((enum fb_health)h), (long long)by_status[h]);
 
-  counter(o, "frame_buffer_heartbeats_total", "Heartbeats received.",
-          atomic_load(&m->heartbeats));
+  counter(o, "frame_buffer_heartbeats_total", "Heartbeats received.", atomic_load(&m->heartbeats));
+  counter(o, "frame_buffer_heartbeats_rejected_total",
+          "Heartbeats ignored: malformed, oversized or from an unknown processor.",
+          atomic_load(&m->heartbeats_rejected));
+  counter(o, "frame_buffer_health_changes_total", "Processor health state changes.",
+          atomic_load(&m->health_changes));
+  counter(o, "frame_buffer_frames_rescued_total",
+          "Frames moved from a dead processor's stream to live processors.",
+          atomic_load(&m->rescued));
+  if (nats_enabled) {
+    counter(o, "frame_buffer_nats_publish_errors_total",
+            "Remote frames whose publish failed; they stay pending and are retried.",
+            atomic_load(&m->nats_publish_errors));
+    counter(o, "frame_buffer_results_written_total",
+            "Results from remote processors appended to their result stream.",
+            atomic_load(&m->results_written));
+    counter(o, "frame_buffer_results_dropped_total",
+            "Results dropped: unknown processor, bad payload or a full queue.",
+            atomic_load(&m->results_dropped));
+  }
   counter(o, "frame_buffer_redis_reconnects_total", "Redis connections re-established.",
           atomic_load(&m->redis_reconnects));
   gauge(o, "frame_buffer_redis_up", "1 when the routing connection to Redis works.",

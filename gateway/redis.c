@@ -94,8 +94,10 @@ int fb_redis_ensure(struct fb_redis *r)
 
   r->backoff_ms = BACKOFF_MIN_MS;
   r->connects++;
-  if (r->lost) fb_info("redis", "%s connection to %s:%d is back", r->who, r->ep->host, r->ep->port);
-  else fb_debug("redis", "%s connected to %s:%d", r->who, r->ep->host, r->ep->port);
+  if (r->lost)
+    fb_info("redis", "%s connection to %s:%d is back", r->who, r->ep->host, r->ep->port);
+  else
+    fb_debug("redis", "%s connected to %s:%d", r->who, r->ep->host, r->ep->port);
   r->lost = false;
   return 0;
 

@@ -15,7 +15,7 @@
 #include "framebuffer/log.h"
 
 #define STREAM_KEY_MAX 256
-#define SUBJECT_MAX 256
+#define SUBJECT_MAX    256
 
 /* ============================================================ processors */
 
@@ -36,8 +36,8 @@ bool fb_proc_id_is_valid(const char *id, size_t n)
   if (n < 1 || n > FB_PROC_ID_MAX) return false;
   for (size_t i = 0; i < n; i++) {
     char c = id[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-          c == '.' || c == '_' || c == ':' || c == '-'))
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+          c == '_' || c == ':' || c == '-'))
       return false;
   }
   return true;
@@ -76,7 +76,8 @@ void fb_proc_release(struct fb_proc *p)
 {
   if (!p || atomic_fetch_sub(&p->refs, 1) != 1) return;
   free(p->id);
-  for (size_t i = 0; i < p->ncaps; i++) free(p->caps[i]);
+  for (size_t i = 0; i < p->ncaps; i++)
+    free(p->caps[i]);
   free(p->caps);
   free(p->stream);
   free(p->subject);
@@ -87,10 +88,10 @@ void fb_proc_release(struct fb_proc *p)
   free(p);
 }
 
-#define FAIL(...)                                \
-  do {                                           \
-    snprintf(detail, detail_len, __VA_ARGS__);   \
-    goto fail;                                   \
+#define FAIL(...)                                                                                  \
+  do {                                                                                             \
+    snprintf(detail, detail_len, __VA_ARGS__);                                                     \
+    goto fail;                                                                                     \
   } while (0)
 
 /* Reads an optional integer member: absent or null keeps *out. */
@@ -101,8 +102,8 @@ static int opt_int(const json_t *body, const char *key, int64_t min, int64_t max
   if (!v || json_is_null(v)) return 0;
   if (!json_is_integer(v)) FAIL("%s must be an integer", key);
   int64_t x = json_integer_value(v);
-  if (x < min || x > max) FAIL("%s must be between %lld and %lld", key, (long long)min,
-                               (long long)max);
+  if (x < min || x > max)
+    FAIL("%s must be between %lld and %lld", key, (long long)min, (long long)max);
   *out = x;
   return 0;
 fail:
@@ -156,8 +157,7 @@ int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *inpu
   /* capacity */
   json_t *jcap = json_object_get(body, "capacity");
   if (!jcap || json_is_null(jcap)) FAIL("capacity is required");
-  if (!json_is_integer(jcap) || json_integer_value(jcap) <= 0 ||
-      json_integer_value(jcap) > 1000000)
+  if (!json_is_integer(jcap) || json_integer_value(jcap) <= 0 || json_integer_value(jcap) > 1000000)
     FAIL("capacity must be an integer between 1 and 1000000");
 
   /* queue */
@@ -170,8 +170,7 @@ int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *inpu
     snprintf(stream, sizeof stream, "frames:ready:%s", id);
   } else {
     if (!is_token(queue, STREAM_KEY_MAX))
-      FAIL("queue must be a Redis key of 1-%d printable characters without spaces",
-           STREAM_KEY_MAX);
+      FAIL("queue must be a Redis key of 1-%d printable characters without spaces", STREAM_KEY_MAX);
     if (!strcmp(queue, input_stream) || !strcmp(queue, "frames:dlq") ||
         !strncmp(queue, "processors:", 11))
       FAIL("queue '%s' is reserved", queue);
@@ -188,8 +187,10 @@ int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *inpu
   /* transport, subject, result_stream */
   enum fb_transport transport = FB_TRANSPORT_REDIS;
   if (opt_str(body, "transport", &s, detail, detail_len)) goto fail;
-  if (s && !strcmp(s, "nats")) transport = FB_TRANSPORT_NATS;
-  else if (s && strcmp(s, "redis")) FAIL("transport must be \"redis\" or \"nats\"");
+  if (s && !strcmp(s, "nats"))
+    transport = FB_TRANSPORT_NATS;
+  else if (s && strcmp(s, "redis"))
+    FAIL("transport must be \"redis\" or \"nats\"");
 
   char subject[SUBJECT_MAX + 1];
   if (opt_str(body, "subject", &s, detail, detail_len)) goto fail;
@@ -302,14 +303,16 @@ json_t *fb_proc_to_json(const struct fb_proc *p)
 static uint64_t hash_str(const char *s, size_t n)
 {
   uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
   return h;
 }
 
 void fb_snapshot_release(struct fb_snapshot *s)
 {
   if (!s || atomic_fetch_sub(&s->refs, 1) != 1) return;
-  for (size_t i = 0; i < s->n; i++) fb_proc_release(s->procs[i]);
+  for (size_t i = 0; i < s->n; i++)
+    fb_proc_release(s->procs[i]);
   for (size_t i = 0; i < s->ngroups; i++) {
     free(s->groups[i].name);
     free(s->groups[i].members);
@@ -357,11 +360,13 @@ struct fb_snapshot *fb_snapshot_build(struct fb_proc **procs, size_t n, uint64_t
   }
   qsort(s->procs, s->n, sizeof *s->procs, cmp_proc);
   s->all.n = n;
-  for (size_t i = 0; i < n; i++) s->all.members[i] = (uint32_t)i;
+  for (size_t i = 0; i < n; i++)
+    s->all.members[i] = (uint32_t)i;
 
   /* Capability groups, found through a small open-addressing table. */
   size_t slots = 8;
-  while (slots < ncaps * 2) slots *= 2;
+  while (slots < ncaps * 2)
+    slots *= 2;
   s->hash = calloc(slots, sizeof *s->hash);
   s->groups = calloc(ncaps ? ncaps : 1, sizeof *s->groups);
   if (!s->hash || !s->groups) goto fail;
@@ -383,7 +388,8 @@ struct fb_snapshot *fb_snapshot_build(struct fb_proc **procs, size_t n, uint64_t
         }
         s->ngroups++;
         size_t slot = hash_str(name, len) & s->hash_mask;
-        while (s->hash[slot]) slot = (slot + 1) & s->hash_mask;
+        while (s->hash[slot])
+          slot = (slot + 1) & s->hash_mask;
         s->hash[slot] = (uint32_t)s->ngroups;
       }
       struct fb_cap_group *grp = &s->groups[g];
@@ -405,8 +411,10 @@ int fb_snapshot_find(const struct fb_snapshot *s, const char *id)
     size_t mid = (lo + hi) / 2;
     int c = strcmp(s->procs[mid]->id, id);
     if (!c) return (int)mid;
-    if (c < 0) lo = mid + 1;
-    else hi = mid;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return -1;
 }
@@ -431,11 +439,12 @@ static long unescape(struct fb_str in, char *out, size_t cap)
     case 'r': out[o++] = '\r'; break;
     case 't': out[o++] = '\t'; break;
     case 'u': {
-      unsigned v = (unsigned)strtoul((char[5]){in.p[i + 1], in.p[i + 2], in.p[i + 3], in.p[i + 4], 0},
-                                     NULL, 16);
+      unsigned v = (unsigned)strtoul(
+          (char[5]){in.p[i + 1], in.p[i + 2], in.p[i + 3], in.p[i + 4], 0}, NULL, 16);
       i += 4;
       if (v >= 0xd800 && v <= 0xdfff) return -1;
-      if (v < 0x80) out[o++] = (char)v;
+      if (v < 0x80)
+        out[o++] = (char)v;
       else if (v < 0x800) {
         out[o++] = (char)(0xc0 | (v >> 6));
         out[o++] = (char)(0x80 | (v & 0x3f));
@@ -471,9 +480,9 @@ const struct fb_cap_group *fb_snapshot_group(const struct fb_snapshot *s, struct
 
 struct fb_registry {
   pthread_mutex_t lock;
-  struct fb_proc **procs; /* guarded by lock; unordered */
-  size_t n, cap;          /* guarded by lock */
-  uint64_t local_version; /* guarded by lock */
+  struct fb_proc **procs;      /* guarded by lock; unordered */
+  size_t n, cap;               /* guarded by lock */
+  uint64_t local_version;      /* guarded by lock */
   struct fb_snapshot *current; /* guarded by lock */
   atomic_uint_fast64_t generation;
 };
@@ -495,7 +504,8 @@ int fb_registry_create(struct fb_registry **out)
 void fb_registry_destroy(struct fb_registry *r)
 {
   if (!r) return;
-  for (size_t i = 0; i < r->n; i++) fb_proc_release(r->procs[i]);
+  for (size_t i = 0; i < r->n; i++)
+    fb_proc_release(r->procs[i]);
   free(r->procs);
   fb_snapshot_release(r->current);
   pthread_mutex_destroy(&r->lock);
@@ -584,8 +594,7 @@ uint64_t fb_registry_local_version(struct fb_registry *r)
   return v;
 }
 
-int fb_registry_sync(struct fb_registry *r, struct fb_proc **procs, size_t n,
-                     uint64_t seen_version)
+int fb_registry_sync(struct fb_registry *r, struct fb_proc **procs, size_t n, uint64_t seen_version)
 {
   int changed = 0;
   pthread_mutex_lock(&r->lock);
@@ -596,7 +605,8 @@ int fb_registry_sync(struct fb_registry *r, struct fb_proc **procs, size_t n,
   /* Drop processors that are gone from Redis. */
   for (size_t i = 0; i < r->n;) {
     bool keep = false;
-    for (size_t j = 0; j < n && !keep; j++) keep = !strcmp(r->procs[i]->id, procs[j]->id);
+    for (size_t j = 0; j < n && !keep; j++)
+      keep = !strcmp(r->procs[i]->id, procs[j]->id);
     if (keep) {
       i++;
       continue;

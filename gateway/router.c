@@ -10,10 +10,11 @@
 
 struct fb_router {
   enum fb_strategy strategy;
+  bool remote_ok;
   uint64_t generation; /* of the snapshot the cursors belong to */
   size_t ncursors;
-  uint32_t *cursors;   /* per capability group, the last one for `all` */
-  int64_t *credit;     /* smooth weighted round robin, per processor */
+  uint32_t *cursors; /* per capability group, the last one for `all` */
+  int64_t *credit;   /* smooth weighted round robin, per processor */
   size_t ncredit;
 };
 
@@ -22,6 +23,7 @@ int fb_router_create(struct fb_router **out, enum fb_strategy strategy)
   struct fb_router *r = calloc(1, sizeof *r);
   if (!r) return -ENOMEM;
   r->strategy = strategy;
+  r->remote_ok = true;
   r->generation = UINT64_MAX;
   *out = r;
   return 0;
@@ -38,6 +40,11 @@ void fb_router_destroy(struct fb_router *r)
 void fb_router_set_strategy(struct fb_router *r, enum fb_strategy strategy)
 {
   r->strategy = strategy;
+}
+
+void fb_router_set_remote_available(struct fb_router *r, bool available)
+{
+  r->remote_ok = available;
 }
 
 enum fb_strategy fb_router_strategy(const struct fb_router *r)
@@ -68,17 +75,21 @@ static int adopt(struct fb_router *r, const struct fb_snapshot *s)
   return 0;
 }
 
-static enum fb_health health_of(const struct fb_snapshot *s, uint32_t i)
+/* A processor's health as routing sees it: an unreachable remote one is
+ * as good as dead. */
+static enum fb_health health_of(const struct fb_router *r, const struct fb_snapshot *s, uint32_t i)
 {
+  if (!r->remote_ok && s->procs[i]->transport == FB_TRANSPORT_NATS) return FB_HEALTH_DEAD;
   return (enum fb_health)atomic_load_explicit(&s->procs[i]->live->status, memory_order_relaxed);
 }
 
 /* The best health present in a group: only members with it are candidates. */
-static int best_health(const struct fb_snapshot *s, const struct fb_cap_group *g)
+static int best_health(const struct fb_router *r, const struct fb_snapshot *s,
+                       const struct fb_cap_group *g)
 {
   int best = FB_HEALTH_DEAD;
   for (size_t k = 0; k < g->n && best != FB_HEALTH_HEALTHY; k++) {
-    int h = (int)health_of(s, g->members[k]);
+    int h = (int)health_of(r, s, g->members[k]);
     if (h < best) best = h;
   }
   return best;
@@ -89,7 +100,7 @@ static int pick_round_robin(struct fb_router *r, const struct fb_snapshot *s,
 {
   for (size_t k = 0; k < g->n; k++) {
     uint32_t m = g->members[(*cursor + k) % g->n];
-    if ((int)health_of(s, m) == want) {
+    if ((int)health_of(r, s, m) == want) {
       *cursor = (uint32_t)((*cursor + k + 1) % g->n);
       return (int)m;
     }
@@ -106,7 +117,7 @@ static int pick_weighted(struct fb_router *r, const struct fb_snapshot *s,
   int best = -ENOENT;
   for (size_t k = 0; k < g->n; k++) {
     uint32_t m = g->members[k];
-    if ((int)health_of(s, m) != want) continue;
+    if ((int)health_of(r, s, m) != want) continue;
     int64_t w = s->procs[m]->weight;
     r->credit[m] += w;
     total += w;
@@ -121,7 +132,7 @@ int fb_router_pick(struct fb_router *r, const struct fb_snapshot *s, const struc
   const struct fb_cap_group *g = fb_snapshot_group(s, f->detection_type, f->detection_escaped);
   if (!g || !g->n) return -ENOENT;
   if (adopt(r, s)) return -ENOMEM;
-  int want = best_health(s, g);
+  int want = best_health(r, s, g);
   if (want == FB_HEALTH_DEAD) return -ENOENT;
 
   uint32_t *cursor = &r->cursors[g == &s->all ? s->ngroups : (size_t)(g - s->groups)];

@@ -79,7 +79,8 @@ int fb_store_save(struct fb_redis *r, const struct fb_proc *p, bool replace, cha
   argv[5] = replace ? "1" : "0";
   argv[6] = p->id;
   argv[7] = p->stored;
-  for (size_t i = 0; i < p->ncaps; i++) argv[8 + i] = p->caps[i];
+  for (size_t i = 0; i < p->ncaps; i++)
+    argv[8 + i] = p->caps[i];
   rep = fb_redis_argv(r, (int)argc, argv, NULL);
   free(argv);
   if (!rep || rep->type != REDIS_REPLY_INTEGER) return io_error(rep, detail, detail_len, "EVAL");
@@ -106,12 +107,12 @@ int fb_store_delete(struct fb_redis *r, const char *id)
 
 void fb_store_free(struct fb_proc **procs, size_t n)
 {
-  for (size_t i = 0; i < n; i++) fb_proc_release(procs[i]);
+  for (size_t i = 0; i < n; i++)
+    fb_proc_release(procs[i]);
   free(procs);
 }
 
-int fb_store_load(struct fb_redis *r, const char *input_stream, struct fb_proc ***out,
-                  size_t *n)
+int fb_store_load(struct fb_redis *r, const char *input_stream, struct fb_proc ***out, size_t *n)
 {
   *out = NULL;
   *n = 0;
@@ -132,7 +133,8 @@ int fb_store_load(struct fb_redis *r, const char *input_stream, struct fb_proc *
     json_t *doc = json_loadb(v->str, v->len, 0, &jerr);
     char detail[256] = "";
     struct fb_proc *p = NULL;
-    if (!doc) snprintf(detail, sizeof detail, "invalid JSON: %s", jerr.text);
+    if (!doc)
+      snprintf(detail, sizeof detail, "invalid JSON: %s", jerr.text);
     else if (fb_proc_from_json(&p, doc, input_stream, detail, sizeof detail) == 0 &&
              strcmp(p->id, k->str)) {
       snprintf(detail, sizeof detail, "stored under a different id (%s)", p->id);
@@ -140,8 +142,10 @@ int fb_store_load(struct fb_redis *r, const char *input_stream, struct fb_proc *
       p = NULL;
     }
     json_decref(doc);
-    if (p) procs[count++] = p;
-    else fb_debug("store", "skipping registry entry %s: %s", k->str, detail);
+    if (p)
+      procs[count++] = p;
+    else
+      fb_debug("store", "skipping registry entry %s: %s", k->str, detail);
   }
   freeReplyObject(rep);
   *out = procs;

@@ -20,10 +20,10 @@ enum fb_method { FB_GET, FB_POST, FB_PUT, FB_DELETE, FB_HEAD, FB_OPTIONS, FB_PAT
 
 struct fb_request {
   enum fb_method method;
-  const char *path;        /* without query string, NUL-terminated */
-  const char *capability;  /* ?capability= (search), or NULL */
-  const char *status;      /* ?status= (search), or NULL */
-  const char *body;        /* may be NULL when body_len is 0 */
+  const char *path;       /* without query string, NUL-terminated */
+  const char *capability; /* ?capability= (search), or NULL */
+  const char *status;     /* ?status= (search), or NULL */
+  const char *body;       /* may be NULL when body_len is 0 */
   size_t body_len;
   const char *authorization; /* header value, or NULL */
 };
@@ -31,9 +31,9 @@ struct fb_request {
 struct fb_response {
   int status;
   const char *content_type;
-  struct fb_buf body;      /* created by the caller with a maximum */
-  const char *allow;       /* Allow header for 405, or NULL */
-  bool challenge;          /* add WWW-Authenticate: Bearer */
+  struct fb_buf body; /* created by the caller with a maximum */
+  const char *allow;  /* Allow header for 405, or NULL */
+  bool challenge;     /* add WWW-Authenticate: Bearer */
 };
 
 struct fb_api {

@@ -6,15 +6,18 @@
 #define FRAMEBUFFER_APP_H
 
 #include "framebuffer/config.h"
-#include "framebuffer/ingest.h"
 #include "framebuffer/metrics.h"
 #include "framebuffer/registry.h"
+
+struct fb_ingest;
+struct fb_nats;
 
 struct fb_app {
   const struct fb_config *cfg;
   struct fb_registry *registry;
   struct fb_metrics *metrics;
   struct fb_ingest *ingest;
+  struct fb_nats *nats; /* NULL when NATS_URL=none */
 };
 
 #endif

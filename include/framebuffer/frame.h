@@ -11,7 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "framebuffer/buf.h"
+
 #define FB_FRAME_MAX_BYTES (64 * 1024) /* larger entries are not frames */
+#define FB_DLQ_STREAM      "frames:dlq"
 
 struct fb_str {
   const char *p;
@@ -25,19 +28,19 @@ struct fb_field {
 
 enum fb_frame_error {
   FB_FRAME_OK = 0,
-  FB_FRAME_NO_ID,             /* frame_id missing or empty */
-  FB_FRAME_BAD_METADATA,      /* metadata present but not a JSON object */
-  FB_FRAME_BAD_TRACE,         /* trace_context present but not a JSON object */
-  FB_FRAME_BAD_DETECTION,     /* metadata.detection_type present but not a string */
-  FB_FRAME_TOO_LARGE,         /* entry over FB_FRAME_MAX_BYTES */
-  FB_FRAME_NO_FIELDS,         /* entry deleted from the stream, or no fields at all */
+  FB_FRAME_NO_ID,         /* frame_id missing or empty */
+  FB_FRAME_BAD_METADATA,  /* metadata present but not a JSON object */
+  FB_FRAME_BAD_TRACE,     /* trace_context present but not a JSON object */
+  FB_FRAME_BAD_DETECTION, /* metadata.detection_type present but not a string */
+  FB_FRAME_TOO_LARGE,     /* entry over FB_FRAME_MAX_BYTES */
+  FB_FRAME_NO_FIELDS,     /* entry deleted from the stream, or no fields at all */
 };
 
 struct fb_frame {
   enum fb_frame_error error;     /* what fb_frame_parse returned */
   const struct fb_field *fields; /* borrowed */
   size_t nfields;
-  size_t bytes;                  /* names + values */
+  size_t bytes; /* names + values */
   struct fb_str frame_id;
   struct fb_str camera_id;
   struct fb_str timestamp;
@@ -46,8 +49,8 @@ struct fb_frame {
    * JSON escapes when it came from metadata and `detection_escaped` is set. */
   struct fb_str detection_type;
   bool detection_escaped;
-  int64_t priority;      /* 0 when absent or not an integer */
-  bool has_priority;     /* the field is present (whatever its value) */
+  int64_t priority;  /* 0 when absent or not an integer */
+  bool has_priority; /* the field is present (whatever its value) */
   bool has_storage_path;
   bool has_storage_backend;
 };
@@ -70,6 +73,24 @@ const char *fb_frame_error_str(enum fb_frame_error e);
 int fb_frame_time_ms(struct fb_str ts, int64_t *ms);
 
 bool fb_str_eq(struct fb_str s, const char *lit);
+
+/* ---------------------------------------------------------- serializing */
+
+/* Appends, as RESP, the XADD that hands `f` to a processor's stream: every
+ * input field plus priority ("0"), storage_path ("") and storage_backend
+ * ("redis") when absent (SPEC §2), capped with MAXLEN ~ `maxlen`. */
+void fb_frame_append_xadd(struct fb_buf *o, const struct fb_frame *f, const char *stream,
+                          int64_t maxlen);
+
+/* Appends the XADD that puts `f` in the dead-letter stream with dlq_reason,
+ * dlq_source_id, dlq_at and dlq_detail. */
+void fb_frame_append_dlq(struct fb_buf *o, const struct fb_frame *f, const char *stream,
+                         int64_t maxlen, const char *reason, struct fb_str source_id,
+                         const char *at, const char *detail);
+
+/* Appends `f` as a JSON object of strings, with the same defaults as
+ * fb_frame_append_xadd: the payload of a remote frame. */
+void fb_frame_append_json(struct fb_buf *o, const struct fb_frame *f);
 
 /* ------------------------------------------------------------ JSON scan */
 

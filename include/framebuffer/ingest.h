@@ -12,15 +12,13 @@
 #ifndef FRAMEBUFFER_INGEST_H
 #define FRAMEBUFFER_INGEST_H
 
-#include "framebuffer/config.h"
-#include "framebuffer/metrics.h"
-#include "framebuffer/registry.h"
+#include "framebuffer/app.h"
 
 struct fb_ingest;
 
-/* Starts the ingest thread. Returns 0 or a negative errno. */
-int fb_ingest_start(struct fb_ingest **out, const struct fb_config *cfg, struct fb_registry *reg,
-                    struct fb_metrics *metrics);
+/* Starts the ingest thread, which uses app's settings, registry, metrics and
+ * NATS bridge (borrowed: they must outlive it). Returns 0 or a negative errno. */
+int fb_ingest_start(struct fb_ingest **out, struct fb_app *app);
 
 /* Stops reading, finishes the batches in flight, joins the thread, frees. */
 void fb_ingest_stop(struct fb_ingest *g);

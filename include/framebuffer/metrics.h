@@ -19,8 +19,8 @@ enum fb_reason {
   FB_REASON_EXPIRED,
   FB_REASON_OVERLOADED,
   FB_REASON_POISON,
-  FB_REASON_MISSING,  /* pending entry no longer in the stream: nothing to deliver */
-  FB_REASON_TRIMMED,  /* pushed out of a full processor stream (drop_oldest) */
+  FB_REASON_MISSING, /* pending entry no longer in the stream: nothing to deliver */
+  FB_REASON_TRIMMED, /* pushed out of a full processor stream (drop_oldest) */
   FB_REASON_COUNT
 };
 
@@ -46,17 +46,24 @@ struct fb_metrics {
   atomic_uint_fast64_t heartbeats;
   atomic_uint_fast64_t redis_reconnects;
   atomic_uint_fast64_t http_requests;
-  atomic_int_fast64_t consumer_lag;   /* -1 unknown */
-  atomic_int_fast64_t input_pending;  /* -1 unknown */
-  atomic_int redis_up;                /* ingest connection */
+  atomic_uint_fast64_t heartbeats_rejected; /* malformed, oversized or unknown id */
+  atomic_uint_fast64_t health_changes;
+  atomic_uint_fast64_t nats_published;      /* remote frames confirmed handed on */
+  atomic_uint_fast64_t nats_publish_errors; /* left pending, retried later */
+  atomic_uint_fast64_t results_written;     /* NATS results appended to Redis */
+  atomic_uint_fast64_t results_dropped;     /* unknown processor or queue full */
+  atomic_uint_fast64_t rescued;             /* moved from dead processors' streams */
+  atomic_int_fast64_t consumer_lag;         /* -1 unknown */
+  atomic_int_fast64_t input_pending;        /* -1 unknown */
+  atomic_int redis_up;                      /* ingest connection */
   atomic_int group_ready;
   atomic_int nats_up;
-  struct fb_histogram routing;        /* read-to-handed-off, per frame */
+  struct fb_histogram routing; /* read-to-handed-off, per frame */
   int64_t started_ms;
-  atomic_int_fast64_t rate_in;        /* frames/s consumed over the last tick */
-  atomic_int_fast64_t rate_out;       /* frames/s delivered over the last tick */
-  uint64_t tick_in, tick_out;         /* control thread only */
-  int64_t tick_ms;                    /* control thread only */
+  atomic_int_fast64_t rate_in;  /* frames/s consumed over the last tick */
+  atomic_int_fast64_t rate_out; /* frames/s delivered over the last tick */
+  uint64_t tick_in, tick_out;   /* control thread only */
+  int64_t tick_ms;              /* control thread only */
 };
 
 void fb_metrics_init(struct fb_metrics *m);

@@ -21,7 +21,7 @@ struct fb_redis {
   redisContext *ctx;                  /* NULL while disconnected */
   int64_t next_attempt_ms;            /* monotonic */
   int backoff_ms;
-  bool lost;                          /* a loss was logged, the recovery is not yet */
+  bool lost; /* a loss was logged, the recovery is not yet */
   uint64_t connects;
 };
 

@@ -19,9 +19,9 @@
 
 #include "framebuffer/frame.h"
 
-#define FB_PROC_ID_MAX 128
-#define FB_PROC_MAX_CAPS 64
-#define FB_DEFAULT_MAX_QUEUE 10000
+#define FB_PROC_ID_MAX          128
+#define FB_PROC_MAX_CAPS        64
+#define FB_DEFAULT_MAX_QUEUE    10000
 #define FB_DEFAULT_HEARTBEAT_MS 30000
 
 enum fb_transport { FB_TRANSPORT_REDIS, FB_TRANSPORT_NATS };
@@ -35,6 +35,9 @@ struct fb_proc_live {
   atomic_int_fast64_t queue_depth;       /* last known, from Redis or heartbeat */
   atomic_int_fast64_t last_heartbeat_ms; /* unix ms, 0 = never */
   atomic_int status;                     /* enum fb_health */
+  atomic_bool stopping;                  /* its last heartbeat said "stopping" */
+  atomic_int_fast64_t in_flight;         /* from its heartbeat */
+  atomic_int_fast64_t sent_since_poll;   /* frames this gateway sent since depth was read */
 };
 
 /* A registration: immutable once built, reference-counted. */

@@ -23,12 +23,15 @@ void fb_router_destroy(struct fb_router *r);
 void fb_router_set_strategy(struct fb_router *r, enum fb_strategy strategy);
 enum fb_strategy fb_router_strategy(const struct fb_router *r);
 
+/* Whether processors on NATS can be picked (NATS is connected). */
+void fb_router_set_remote_available(struct fb_router *r, bool available);
+
 /*
  * Picks a processor for frame `f` among the processors of `s` whose
  * capabilities hold its detection type (any processor when it has none).
  * Dead processors are never picked; stale ones only when no healthy one can
- * take the frame. Returns the index into s->procs, or -ENOENT when no
- * processor can take it.
+ * take the frame; remote processors only while NATS is available. Returns the index into s->procs,
+ * or -ENOENT when no processor can take it.
  */
 int fb_router_pick(struct fb_router *r, const struct fb_snapshot *s, const struct fb_frame *f);
 

@@ -13,9 +13,9 @@
 #include "framebuffer/redis.h"
 #include "framebuffer/registry.h"
 
-#define FB_REGISTRY_KEY "processors:registry"
+#define FB_REGISTRY_KEY      "processors:registry"
 #define FB_CAPABILITY_PREFIX "processors:capabilities:"
-#define FB_PROCESSOR_GROUP "frame-processors"
+#define FB_PROCESSOR_GROUP   "frame-processors"
 
 /*
  * Creates the processor's stream and its group `frame-processors`
@@ -36,8 +36,7 @@ int fb_store_delete(struct fb_redis *r, const char *id);
  * skipped. Returns 0 with a new array of new processors in *out (free with
  * fb_store_free), or -EIO.
  */
-int fb_store_load(struct fb_redis *r, const char *input_stream, struct fb_proc ***out,
-                  size_t *n);
+int fb_store_load(struct fb_redis *r, const char *input_stream, struct fb_proc ***out, size_t *n);
 void fb_store_free(struct fb_proc **procs, size_t n);
 
 #endif
