@@ -1,6 +1,9 @@
 /*
  * The control thread (see control.h). One thread, its own Redis connection;
  * it touches shared state only through the registry's API and atomics.
+ * Every HEALTH_INTERVAL_MS it re-evaluates each processor's health; every
+ * change is logged, counted and published, and a dead processor's backlog
+ * is rescued.
  */
 #include "framebuffer/control.h"
 
@@ -11,21 +14,29 @@
 #include <time.h>
 
 #include "framebuffer/clock.h"
+#include "framebuffer/health.h"
 #include "framebuffer/log.h"
+#include "framebuffer/nats_bridge.h"
 #include "framebuffer/redis.h"
+#include "framebuffer/rescue.h"
 #include "framebuffer/store.h"
 
 #define SYNC_INTERVAL_MS 500
 #define LAG_INTERVAL_MS  1000
-#define TICK_MS          100
+#define HEALTH_INTERVAL_MS 200
+#define RESCUE_RETRY_MS  1000 /* a dead processor's stream is checked this often */
+#define RESCUE_MAX       2048 /* frames moved per processor per pass */
+#define TICK_MS          50
 
 struct fb_control {
   struct fb_app *app;
   struct fb_redis redis;
   pthread_t thread;
   atomic_bool stop;
-  int64_t next_sync, next_lag;
+  int64_t next_sync, next_lag, next_health;
+  int64_t started_ms;
   bool loaded_once;
+  struct fb_rescue *rescue;
 };
 
 static void sync_registry(struct fb_control *c)
@@ -74,6 +85,48 @@ static void sample_lag(struct fb_control *c)
   freeReplyObject(rep);
 }
 
+/* Re-evaluates every processor's health; reports changes and rescues the
+ * backlog of the dead. */
+static void check_health(struct fb_control *c)
+{
+  struct fb_app *app = c->app;
+  struct fb_snapshot *s = fb_registry_snapshot(app->registry);
+  int64_t now = fb_wall_ms();
+  for (size_t i = 0; i < s->n; i++) {
+    const struct fb_proc *p = s->procs[i];
+    struct fb_proc_live *live = p->live;
+    struct fb_health_input in = {
+        .now_ms = now,
+        .last_heartbeat_ms = atomic_load(&live->last_heartbeat_ms),
+        .known_since_ms = p->registered_at_ms > c->started_ms ? p->registered_at_ms : c->started_ms,
+        .interval_ms = p->heartbeat_interval_ms,
+        .timeout_ms = app->cfg->heartbeat_timeout_ms,
+        .stopping = atomic_load(&live->stopping),
+    };
+    enum fb_health h = fb_health_eval(&in);
+    enum fb_health old = (enum fb_health)atomic_exchange(&live->status, (int)h);
+    if (old != h) {
+      if (in.last_heartbeat_ms)
+        fb_info("health", "processor %s: %s -> %s (last heartbeat %lld ms ago%s)", p->id,
+                fb_health_name(old), fb_health_name(h), (long long)(now - in.last_heartbeat_ms),
+                in.stopping ? ", it said stopping" : "");
+      else
+        fb_info("health", "processor %s: %s -> %s (no heartbeat in %lld ms)", p->id,
+                fb_health_name(old), fb_health_name(h), (long long)(now - in.known_since_ms));
+      atomic_fetch_add(&app->metrics->health_changes, 1);
+      fb_nats_publish_event(app->nats, "health", p->id, fb_health_name(h));
+      live->next_rescue_ms = 0;
+    }
+    if (h == FB_HEALTH_DEAD && p->transport == FB_TRANSPORT_REDIS &&
+        now >= live->next_rescue_ms) {
+      long moved = fb_rescue_run(c->rescue, &c->redis, s, p, RESCUE_MAX);
+      /* More to move: come back on the next pass; else check again later. */
+      live->next_rescue_ms = moved >= RESCUE_MAX ? 0 : now + RESCUE_RETRY_MS;
+    }
+  }
+  fb_snapshot_release(s);
+}
+
 static void *run(void *arg)
 {
   struct fb_control *c = arg;
@@ -82,6 +135,10 @@ static void *run(void *arg)
     if (now >= c->next_sync) {
       sync_registry(c);
       c->next_sync = now + SYNC_INTERVAL_MS;
+    }
+    if (now >= c->next_health) {
+      check_health(c);
+      c->next_health = now + HEALTH_INTERVAL_MS;
     }
     if (now >= c->next_lag) {
       sample_lag(c);
@@ -99,12 +156,18 @@ int fb_control_start(struct fb_control **out, struct fb_app *app)
   struct fb_control *c = calloc(1, sizeof *c);
   if (!c) return -ENOMEM;
   c->app = app;
+  c->started_ms = fb_wall_ms();
   fb_redis_init(&c->redis, &app->cfg->redis, "control", 2000);
+  if (fb_rescue_create(&c->rescue, app)) {
+    free(c);
+    return -ENOMEM;
+  }
   sync_registry(c);
   c->next_sync = fb_mono_ms() + SYNC_INTERVAL_MS;
   int rc = pthread_create(&c->thread, NULL, run, c);
   if (rc) {
     fb_redis_close(&c->redis);
+    fb_rescue_destroy(c->rescue);
     free(c);
     return -rc;
   }
@@ -118,5 +181,6 @@ void fb_control_stop(struct fb_control *c)
   atomic_store(&c->stop, true);
   pthread_join(c->thread, NULL);
   fb_redis_close(&c->redis);
+  fb_rescue_destroy(c->rescue);
   free(c);
 }

@@ -38,6 +38,7 @@ struct fb_proc_live {
   atomic_bool stopping;                  /* its last heartbeat said "stopping" */
   atomic_int_fast64_t in_flight;         /* from its heartbeat */
   atomic_int_fast64_t sent_since_poll;   /* frames this gateway sent since depth was read */
+  int64_t next_rescue_ms;                /* control thread only */
 };
 
 /* A registration: immutable once built, reference-counted. */
