@@ -163,8 +163,9 @@ static void do_register(struct fb_api *api, const struct fb_request *req, struct
   }
   atomic_store(&p->live->last_heartbeat_ms, 0);
   fb_registry_put(api->app->registry, p);
-  fb_info("api", "registered processor %s (%s, %zu capabilities, capacity %lld, stream %s)", p->id,
+  fb_info("api", "registered processor %s (%s, %zu capabilities, capacity %lld, %s %s)", p->id,
           fb_transport_name(p->transport), p->ncaps, (long long)p->capacity,
+          p->transport == FB_TRANSPORT_REDIS ? "stream" : "subject",
           p->transport == FB_TRANSPORT_REDIS ? p->stream : p->subject);
   fb_nats_publish_event(api->app->nats, "register", p->id, "healthy");
   respond_json(resp, 201, fb_proc_to_json(p));
