@@ -461,6 +461,10 @@ class ApiTokenTest(IntegrationTest):
         self.assertEqual(doc["capacity"], 4, "a PUT without the token changed the processor")
         self.assertStatus(self.gw.put(P + "/" + pid, valid_body(pid, capacity=9),
                                       headers=self.auth()), 200)
+        self.assertStatus(self.gw.post(P + "/heartbeat", {"processor_id": pid},
+                                       headers=self.auth()), 200, "heartbeat with the token")
+        self.assertStatus(self.gw.put("/api/v1/routing", {"strategy": "round_robin"},
+                                      headers=self.auth()), 200, "PUT routing with the token")
         self.assertStatus(self.gw.delete(P + "/" + pid, headers=self.auth()), 204)
 
     def test_reads_stay_open(self):
