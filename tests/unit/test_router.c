@@ -1,0 +1,561 @@
+/*
+ * Unit tests for gateway/router.c: capability selection, round robin,
+ * smooth weighted round robin, health filtering and remote processors while
+ * NATS is down (SPEC §5, §6).
+ * Single-threaded; processors' health is set directly on their live state.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "framebuffer/router.h"
+#include "helpers.h"
+
+/* ============================================================== helpers */
+
+/* A frame with only what routing reads: the detection type ("" = none). */
+static struct fb_frame frame_of(const char *detection_type)
+{
+  struct fb_frame f;
+  memset(&f, 0, sizeof f);
+  f.frame_id = (struct fb_str){"f", 1};
+  f.detection_type = (struct fb_str){detection_type, strlen(detection_type)};
+  return f;
+}
+
+static struct fb_router *router(enum fb_strategy strategy)
+{
+  struct fb_router *r = NULL;
+  assert_int_equal(fb_router_create(&r, strategy), 0);
+  assert_non_null(r);
+  return r;
+}
+
+static int pick(struct fb_router *r, const struct fb_snapshot *s, const char *type)
+{
+  struct fb_frame f = frame_of(type);
+  return fb_router_pick(r, s, &f);
+}
+
+static const char *pick_id(struct fb_router *r, const struct fb_snapshot *s, const char *type)
+{
+  int i = pick(r, s, type);
+  if (i < 0) fail_msg("no processor picked for '%s': %d", type, i);
+  assert_true((size_t)i < s->n);
+  return s->procs[i]->id;
+}
+
+/* A snapshot of the given processors; the snapshot holds the references. */
+static struct fb_snapshot *snapshot_take(struct fb_proc **procs, size_t n)
+{
+  struct fb_snapshot *s = fb_snapshot_build(procs, n, 1);
+  assert_non_null(s);
+  test_release_procs(procs, n);
+  return s;
+}
+
+static struct fb_proc *proc_at(const struct fb_snapshot *s, const char *id)
+{
+  int i = fb_snapshot_find(s, id);
+  assert_true(i >= 0);
+  return s->procs[i];
+}
+
+/* p1, p2, p3 can do `person`; p4 only `vehicle`; p2 also `vehicle`. */
+static struct fb_snapshot *four_processors(void)
+{
+  struct fb_proc *procs[] = {
+      test_proc("p1", "person", NULL, 1),
+      test_proc("p2", "person", "vehicle", 1),
+      test_proc("p3", "person", NULL, 1),
+      test_proc("p4", "vehicle", NULL, 1),
+  };
+  return snapshot_take(procs, 4);
+}
+
+/* Three processors a, b, c sharing capability `x` with the given weights. */
+static struct fb_snapshot *weighted3(int wa, int wb, int wc)
+{
+  struct fb_proc *procs[] = {test_proc("a", "x", NULL, wa), test_proc("b", "x", NULL, wb),
+                             test_proc("c", "x", NULL, wc)};
+  return snapshot_take(procs, 3);
+}
+
+/* Picks `n` times from group `type` into out[] (indexes into s->procs). */
+static void pick_many(struct fb_router *r, const struct fb_snapshot *s, const char *type, int *out,
+                      size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    out[i] = pick(r, s, type);
+    assert_true(out[i] >= 0);
+  }
+}
+
+/* ========================================================= round robin */
+
+static void round_robin_is_exact_over_group(void **state)
+{
+  struct fb_snapshot *s = four_processors();
+  struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
+  enum { N = 30 };
+  int got[N];
+  pick_many(r, s, "person", got, N);
+  size_t count[4] = {0};
+  for (int i = 0; i < N; i++)
+    count[got[i]]++;
+  /* N frames over K=3 processors: N/K each ... */
+  assert_int_equal(count[fb_snapshot_find(s, "p1")], N / 3);
+  assert_int_equal(count[fb_snapshot_find(s, "p2")], N / 3);
+  assert_int_equal(count[fb_snapshot_find(s, "p3")], N / 3);
+  assert_int_equal(count[fb_snapshot_find(s, "p4")], 0);
+  /* ... and in turn: the same processor every K picks, never twice in a row. */
+  for (int i = 3; i < N; i++)
+    assert_int_equal(got[i], got[i - 3]);
+  assert_true(got[0] != got[1] && got[1] != got[2] && got[0] != got[2]);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void round_robin_single_processor(void **state)
+{
+  struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
+  struct fb_proc *procs[] = {test_proc("only", "face", NULL, 1)};
+  struct fb_snapshot *one = snapshot_take(procs, 1);
+  for (int i = 0; i < 5; i++)
+    assert_string_equal(pick_id(r, one, "face"), "only");
+  fb_router_destroy(r);
+  fb_snapshot_release(one);
+}
+
+static void frame_without_type_goes_to_any(void **state)
+{
+  struct fb_snapshot *s = four_processors();
+  struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
+  enum { N = 12 };
+  int got[N];
+  pick_many(r, s, "", got, N);
+  size_t count[4] = {0};
+  for (int i = 0; i < N; i++)
+    count[got[i]]++;
+  for (int k = 0; k < 4; k++)
+    assert_int_equal(count[k], N / 4);
+  for (int i = 4; i < N; i++)
+    assert_int_equal(got[i], got[i - 4]);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void groups_keep_their_own_turn(void **state)
+{
+  struct fb_snapshot *s = four_processors();
+  struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
+  /* Interleaving vehicle frames must not disturb the person rotation. */
+  const char *person[6], *vehicle[6];
+  for (int i = 0; i < 6; i++) {
+    person[i] = pick_id(r, s, "person");
+    vehicle[i] = pick_id(r, s, "vehicle");
+  }
+  for (int i = 3; i < 6; i++)
+    assert_string_equal(person[i], person[i - 3]);
+  for (int i = 2; i < 6; i++)
+    assert_string_equal(vehicle[i], vehicle[i - 2]);
+  assert_string_not_equal(vehicle[0], vehicle[1]);
+  for (int i = 0; i < 6; i++)
+    assert_true(!strcmp(vehicle[i], "p2") || !strcmp(vehicle[i], "p4"));
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void unknown_capability_is_enoent(void **state)
+{
+  struct fb_snapshot *s = four_processors();
+  struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
+  assert_int_equal(pick(r, s, "dog"), -ENOENT);
+  assert_int_equal(pick(r, s, "Person"), -ENOENT);
+  fb_router_set_strategy(r, FB_STRATEGY_WEIGHTED_ROUND_ROBIN);
+  assert_int_equal(pick(r, s, "dog"), -ENOENT);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void empty_snapshot_is_enoent(void **state)
+{
+  struct fb_snapshot *s = fb_snapshot_build(NULL, 0, 1);
+  struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
+  assert_int_equal(pick(r, s, ""), -ENOENT);
+  assert_int_equal(pick(r, s, "person"), -ENOENT);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void parsed_frame_routes_by_metadata_type(void **state)
+{
+  struct fb_snapshot *s = four_processors();
+  struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
+  const char *meta = "{\"detection_type\":\"\\u0076ehicle\"}";
+  struct fb_field fields[] = {
+      {{"frame_id", 8}, {"f1", 2}},
+      {{"metadata", 8}, {meta, strlen(meta)}},
+  };
+  struct fb_frame f;
+  assert_int_equal(fb_frame_parse(&f, fields, 2), FB_FRAME_OK);
+  assert_true(f.detection_escaped);
+  for (int i = 0; i < 4; i++) {
+    int got = fb_router_pick(r, s, &f);
+    assert_true(got >= 0);
+    assert_true(!strcmp(s->procs[got]->id, "p2") || !strcmp(s->procs[got]->id, "p4"));
+  }
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+/* ============================================================== health */
+
+static void dead_processor_is_never_picked(void **state)
+{
+  struct fb_snapshot *s = four_processors();
+  test_set_health(proc_at(s, "p2"), FB_HEALTH_DEAD);
+  for (int strategy = 0; strategy < 2; strategy++) {
+    struct fb_router *r =
+        router(strategy ? FB_STRATEGY_WEIGHTED_ROUND_ROBIN : FB_STRATEGY_ROUND_ROBIN);
+    size_t p1 = 0, p3 = 0;
+    for (int i = 0; i < 20; i++) {
+      const char *id = pick_id(r, s, "person");
+      assert_string_not_equal(id, "p2");
+      p1 += !strcmp(id, "p1");
+      p3 += !strcmp(id, "p3");
+    }
+    assert_int_equal(p1, 10);
+    assert_int_equal(p3, 10);
+    for (int i = 0; i < 8; i++)
+      assert_string_equal(pick_id(r, s, "vehicle"), "p4");
+    fb_router_destroy(r);
+  }
+  fb_snapshot_release(s);
+}
+
+static void all_dead_is_enoent(void **state)
+{
+  struct fb_snapshot *s = four_processors();
+  for (size_t i = 0; i < s->n; i++)
+    test_set_health(s->procs[i], FB_HEALTH_DEAD);
+  struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
+  assert_int_equal(pick(r, s, "person"), -ENOENT);
+  assert_int_equal(pick(r, s, ""), -ENOENT);
+  fb_router_set_strategy(r, FB_STRATEGY_WEIGHTED_ROUND_ROBIN);
+  assert_int_equal(pick(r, s, "person"), -ENOENT);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void stale_is_skipped_while_a_healthy_one_exists(void **state)
+{
+  struct fb_snapshot *s = four_processors();
+  test_set_health(proc_at(s, "p1"), FB_HEALTH_STALE);
+  test_set_health(proc_at(s, "p3"), FB_HEALTH_STALE);
+  for (int strategy = 0; strategy < 2; strategy++) {
+    struct fb_router *r =
+        router(strategy ? FB_STRATEGY_WEIGHTED_ROUND_ROBIN : FB_STRATEGY_ROUND_ROBIN);
+    for (int i = 0; i < 10; i++)
+      assert_string_equal(pick_id(r, s, "person"), "p2");
+    fb_router_destroy(r);
+  }
+  fb_snapshot_release(s);
+}
+
+static void stale_is_used_when_no_healthy_one(void **state)
+{
+  struct fb_snapshot *s = four_processors();
+  test_set_health(proc_at(s, "p1"), FB_HEALTH_STALE);
+  test_set_health(proc_at(s, "p2"), FB_HEALTH_DEAD);
+  test_set_health(proc_at(s, "p3"), FB_HEALTH_STALE);
+  for (int strategy = 0; strategy < 2; strategy++) {
+    struct fb_router *r =
+        router(strategy ? FB_STRATEGY_WEIGHTED_ROUND_ROBIN : FB_STRATEGY_ROUND_ROBIN);
+    size_t p1 = 0, p3 = 0;
+    for (int i = 0; i < 10; i++) {
+      const char *id = pick_id(r, s, "person");
+      p1 += !strcmp(id, "p1");
+      p3 += !strcmp(id, "p3");
+    }
+    assert_int_equal(p1, 5);
+    assert_int_equal(p3, 5);
+    fb_router_destroy(r);
+  }
+  fb_snapshot_release(s);
+}
+
+static void health_change_applies_to_next_pick(void **state)
+{
+  struct fb_snapshot *s = four_processors();
+  struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
+  (void)pick_id(r, s, "vehicle");
+  test_set_health(proc_at(s, "p2"), FB_HEALTH_DEAD);
+  for (int i = 0; i < 4; i++)
+    assert_string_equal(pick_id(r, s, "vehicle"), "p4");
+  test_set_health(proc_at(s, "p2"), FB_HEALTH_HEALTHY);
+  test_set_health(proc_at(s, "p4"), FB_HEALTH_STALE);
+  for (int i = 0; i < 4; i++)
+    assert_string_equal(pick_id(r, s, "vehicle"), "p2");
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+/* ================================================ weighted round robin */
+
+static void weighted_5_1_1_is_the_nginx_sequence(void **state)
+{
+  struct fb_snapshot *s = weighted3(5, 1, 1);
+  struct fb_router *r = router(FB_STRATEGY_WEIGHTED_ROUND_ROBIN);
+  const char *expected[] = {"a", "a", "b", "a", "c", "a", "a"};
+  for (int cycle = 0; cycle < 3; cycle++)
+    for (int i = 0; i < 7; i++)
+      assert_string_equal(pick_id(r, s, "x"), expected[i]);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void weighted_5_1_1_counts_per_cycle(void **state)
+{
+  struct fb_snapshot *s = weighted3(5, 1, 1);
+  struct fb_router *r = router(FB_STRATEGY_WEIGHTED_ROUND_ROBIN);
+  int got[7];
+  pick_many(r, s, "x", got, 7);
+  size_t count[3] = {0};
+  int run = 1, longest = 1;
+  for (int i = 0; i < 7; i++) {
+    count[got[i]]++;
+    if (i) {
+      run = got[i] == got[i - 1] ? run + 1 : 1;
+      if (run > longest) longest = run;
+    }
+  }
+  assert_int_equal(count[0], 5);
+  assert_int_equal(count[1], 1);
+  assert_int_equal(count[2], 1);
+  /* Smooth: the heavy one is spread out, not picked 5 times in a row. */
+  assert_true(longest <= 2);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+/* Every window of sum(weights) consecutive picks holds each processor
+ * exactly `weight` times. */
+static void assert_sliding_windows_exact(int wa, int wb, int wc)
+{
+  struct fb_snapshot *s = weighted3(wa, wb, wc);
+  struct fb_router *r = router(FB_STRATEGY_WEIGHTED_ROUND_ROBIN);
+  int total = wa + wb + wc, n = total * 6;
+  int *got = calloc((size_t)n, sizeof *got);
+  assert_non_null(got);
+  pick_many(r, s, "x", got, (size_t)n);
+  int want[3] = {wa, wb, wc};
+  for (int start = 0; start + total <= n; start++) {
+    int count[3] = {0};
+    for (int i = start; i < start + total; i++)
+      count[got[i]]++;
+    for (int k = 0; k < 3; k++) {
+      if (count[k] != want[k])
+        fail_msg("weights %d,%d,%d: window at %d gives %s %d times, want %d", wa, wb, wc, start,
+                 s->procs[k]->id, count[k], want[k]);
+    }
+  }
+  free(got);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void weighted_windows_are_exact(void **state)
+{
+  assert_sliding_windows_exact(5, 1, 1);
+  assert_sliding_windows_exact(3, 2, 1);
+  assert_sliding_windows_exact(2, 3, 4);
+  assert_sliding_windows_exact(1, 1, 1);
+  assert_sliding_windows_exact(10, 1, 3);
+}
+
+static void weighted_equal_weights_is_round_robin(void **state)
+{
+  struct fb_snapshot *s = weighted3(2, 2, 2);
+  struct fb_router *r = router(FB_STRATEGY_WEIGHTED_ROUND_ROBIN);
+  int got[9];
+  pick_many(r, s, "x", got, 9);
+  for (int i = 1; i < 9; i++)
+    assert_true(got[i] != got[i - 1]);
+  for (int i = 3; i < 9; i++)
+    assert_int_equal(got[i], got[i - 3]);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void weighted_skips_dead_and_keeps_proportion(void **state)
+{
+  struct fb_snapshot *s = weighted3(5, 1, 3);
+  test_set_health(proc_at(s, "a"), FB_HEALTH_DEAD);
+  struct fb_router *r = router(FB_STRATEGY_WEIGHTED_ROUND_ROBIN);
+  int got[40];
+  pick_many(r, s, "x", got, 40);
+  size_t count[3] = {0};
+  for (int i = 0; i < 40; i++)
+    count[got[i]]++;
+  assert_int_equal(count[0], 0);
+  assert_int_equal(count[1], 10);
+  assert_int_equal(count[2], 30);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void weighted_frames_without_type(void **state)
+{
+  struct fb_proc *procs[] = {test_proc("a", "x", NULL, 3), test_proc("b", "y", NULL, 1)};
+  struct fb_snapshot *s = snapshot_take(procs, 2);
+  struct fb_router *r = router(FB_STRATEGY_WEIGHTED_ROUND_ROBIN);
+  int got[8];
+  pick_many(r, s, "", got, 8);
+  size_t count[2] = {0};
+  for (int i = 0; i < 8; i++)
+    count[got[i]]++;
+  assert_int_equal(count[0], 6);
+  assert_int_equal(count[1], 2);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+/* A processor in two groups: each group on its own stays in proportion. */
+static void weighted_groups_stay_proportional_when_interleaved(void **state)
+{
+  struct fb_proc *procs[] = {test_proc("a", "x", "y", 1), test_proc("b", "x", NULL, 1),
+                             test_proc("c", "y", NULL, 3)};
+  struct fb_snapshot *s = snapshot_take(procs, 3);
+  struct fb_router *r = router(FB_STRATEGY_WEIGHTED_ROUND_ROBIN);
+  enum { CYCLES = 50 };
+  size_t x[3] = {0}, y[3] = {0};
+  for (int i = 0; i < CYCLES * 4; i++) {
+    x[pick(r, s, "x")]++; /* x: a=1, b=1: cycle of 2 */
+    y[pick(r, s, "y")]++; /* y: a=1, c=3: cycle of 4 */
+  }
+  assert_int_equal(x[0], CYCLES * 2);
+  assert_int_equal(x[1], CYCLES * 2);
+  assert_int_equal(y[0], CYCLES);
+  assert_int_equal(y[2], CYCLES * 3);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+/* ======================================================== remote (NATS) */
+
+/* p-local on Redis, p-remote on NATS, both `person`. */
+static struct fb_snapshot *local_and_remote(void)
+{
+  struct fb_proc *procs[] = {
+      test_proc("p-local", "person", NULL, 1),
+      test_proc_from_text("{\"id\":\"p-remote\",\"capabilities\":[\"person\"],\"capacity\":1,"
+                          "\"queue\":\"\",\"transport\":\"nats\"}"),
+  };
+  return snapshot_take(procs, 2);
+}
+
+static void remote_processors_are_picked_while_nats_is_up(void **state)
+{
+  struct fb_snapshot *s = local_and_remote();
+  struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
+  size_t remote = 0;
+  for (int i = 0; i < 10; i++)
+    remote += !strcmp(pick_id(r, s, "person"), "p-remote");
+  assert_int_equal(remote, 5);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void remote_processors_are_skipped_while_nats_is_down(void **state)
+{
+  struct fb_snapshot *s = local_and_remote();
+  struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
+  fb_router_set_remote_available(r, false);
+  for (int i = 0; i < 6; i++)
+    assert_string_equal(pick_id(r, s, "person"), "p-local");
+  /* Even a stale local processor beats an unreachable remote one. */
+  test_set_health(proc_at(s, "p-local"), FB_HEALTH_STALE);
+  assert_string_equal(pick_id(r, s, "person"), "p-local");
+  test_set_health(proc_at(s, "p-local"), FB_HEALTH_DEAD);
+  assert_int_equal(pick(r, s, "person"), -ENOENT);
+  fb_router_set_remote_available(r, true);
+  assert_string_equal(pick_id(r, s, "person"), "p-remote");
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+/* ============================================================ strategy */
+
+static void strategy_can_be_changed(void **state)
+{
+  struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
+  assert_int_equal(fb_router_strategy(r), FB_STRATEGY_ROUND_ROBIN);
+  fb_router_set_strategy(r, FB_STRATEGY_WEIGHTED_ROUND_ROBIN);
+  assert_int_equal(fb_router_strategy(r), FB_STRATEGY_WEIGHTED_ROUND_ROBIN);
+  fb_router_destroy(r);
+  fb_router_destroy(NULL);
+}
+
+static void new_snapshot_with_more_processors(void **state)
+{
+  struct fb_router *r = router(FB_STRATEGY_WEIGHTED_ROUND_ROBIN);
+  struct fb_proc *small[] = {test_proc("a", "x", NULL, 1)};
+  struct fb_snapshot *s1 = fb_snapshot_build(small, 1, 1);
+  test_release_procs(small, 1);
+  assert_string_equal(pick_id(r, s1, "x"), "a");
+
+  struct fb_proc *big[] = {test_proc("a", "x", NULL, 1), test_proc("b", "x", NULL, 1),
+                           test_proc("c", "x", NULL, 1), test_proc("d", "y", NULL, 1)};
+  struct fb_snapshot *s2 = fb_snapshot_build(big, 4, 2);
+  test_release_procs(big, 4);
+  size_t count[4] = {0};
+  for (int i = 0; i < 30; i++)
+    count[pick(r, s2, "x")]++;
+  assert_int_equal(count[0], 10);
+  assert_int_equal(count[1], 10);
+  assert_int_equal(count[2], 10);
+  fb_router_set_strategy(r, FB_STRATEGY_ROUND_ROBIN);
+  assert_string_equal(pick_id(r, s2, "y"), "d");
+  fb_snapshot_release(s1);
+  fb_snapshot_release(s2);
+  fb_router_destroy(r);
+}
+
+/* ================================================================ main */
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(round_robin_is_exact_over_group),
+      cmocka_unit_test(round_robin_single_processor),
+      cmocka_unit_test(frame_without_type_goes_to_any),
+      cmocka_unit_test(groups_keep_their_own_turn),
+      cmocka_unit_test(unknown_capability_is_enoent),
+      cmocka_unit_test(empty_snapshot_is_enoent),
+      cmocka_unit_test(parsed_frame_routes_by_metadata_type),
+      cmocka_unit_test(dead_processor_is_never_picked),
+      cmocka_unit_test(all_dead_is_enoent),
+      cmocka_unit_test(stale_is_skipped_while_a_healthy_one_exists),
+      cmocka_unit_test(stale_is_used_when_no_healthy_one),
+      cmocka_unit_test(health_change_applies_to_next_pick),
+      cmocka_unit_test(weighted_5_1_1_is_the_nginx_sequence),
+      cmocka_unit_test(weighted_5_1_1_counts_per_cycle),
+      cmocka_unit_test(weighted_windows_are_exact),
+      cmocka_unit_test(weighted_equal_weights_is_round_robin),
+      cmocka_unit_test(weighted_skips_dead_and_keeps_proportion),
+      cmocka_unit_test(weighted_frames_without_type),
+      cmocka_unit_test(weighted_groups_stay_proportional_when_interleaved),
+      cmocka_unit_test(remote_processors_are_picked_while_nats_is_up),
+      cmocka_unit_test(remote_processors_are_skipped_while_nats_is_down),
+      cmocka_unit_test(strategy_can_be_changed),
+      cmocka_unit_test(new_snapshot_with_more_processors),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
