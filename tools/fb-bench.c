@@ -457,7 +457,7 @@ static int run_throughput(const struct bench_config *cfg)
     if (pending == 0 && lag == 0 && !t_acked) t_acked = now;
     if (t_routed && (t_acked || now - t_routed > 2000000)) break;
     if (gateway_exited(&gw)) {
-      error = "gateway exited";
+      error = "gateway_exited";
       break;
     }
     if (interrupted) {
@@ -484,7 +484,7 @@ static int run_throughput(const struct bench_config *cfg)
   sum = targets_len(c, cfg, &dlq, &lo, &hi);
   int status = 0;
   if (error) {
-    if (strcmp(error, "gateway exited") == 0)
+    if (strcmp(error, "gateway_exited") == 0)
       tk_log("the gateway exited (%s) after %.2f s with %lld of %lld frames routed", how,
              (double)(tk_mono_us() - t0) / 1e6, (long long)sum, (long long)cfg->frames);
     else
