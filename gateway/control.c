@@ -21,12 +21,12 @@
 #include "framebuffer/rescue.h"
 #include "framebuffer/store.h"
 
-#define SYNC_INTERVAL_MS 500
-#define LAG_INTERVAL_MS  1000
+#define SYNC_INTERVAL_MS   500
+#define LAG_INTERVAL_MS    1000
 #define HEALTH_INTERVAL_MS 200
-#define RESCUE_RETRY_MS  1000 /* a dead processor's stream is checked this often */
-#define RESCUE_MAX       2048 /* frames moved per processor per pass */
-#define TICK_MS          50
+#define RESCUE_RETRY_MS    1000 /* a dead processor's stream is checked this often */
+#define RESCUE_MAX         2048 /* frames moved per processor per pass */
+#define TICK_MS            50
 
 struct fb_control {
   struct fb_app *app;
@@ -117,8 +117,7 @@ static void check_health(struct fb_control *c)
       fb_nats_publish_event(app->nats, "health", p->id, fb_health_name(h));
       live->next_rescue_ms = 0;
     }
-    if (h == FB_HEALTH_DEAD && p->transport == FB_TRANSPORT_REDIS &&
-        now >= live->next_rescue_ms) {
+    if (h == FB_HEALTH_DEAD && p->transport == FB_TRANSPORT_REDIS && now >= live->next_rescue_ms) {
       long moved = fb_rescue_run(c->rescue, &c->redis, s, p, RESCUE_MAX);
       /* More to move: come back on the next pass; else check again later. */
       live->next_rescue_ms = moved >= RESCUE_MAX ? 0 : now + RESCUE_RETRY_MS;

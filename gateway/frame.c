@@ -245,17 +245,19 @@ const char *fb_frame_error_str(enum fb_frame_error e)
 
 static bool parse_int64(struct fb_str s, int64_t *out)
 {
-  if (!s.n || s.n > 19) return false;
+  if (!s.n || s.n > 20) return false;
   size_t i = 0;
   bool neg = s.p[0] == '-';
   if (neg || s.p[0] == '+') i++;
   if (i == s.n) return false;
-  int64_t v = 0;
+  uint64_t v = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
   for (; i < s.n; i++) {
     if (s.p[i] < '0' || s.p[i] > '9') return false;
-    v = v * 10 + (s.p[i] - '0');
+    unsigned d = (unsigned)(s.p[i] - '0');
+    if (v > (limit - d) / 10) return false; /* out of range */
+    v = v * 10 + d;
   }
-  *out = neg ? -v : v;
+  *out = neg ? (int64_t)(0 - v) : (int64_t)v;
   return true;
 }
 
@@ -361,7 +363,7 @@ int fb_frame_time_ms(struct fb_str ts, int64_t *ms)
   /* Unix seconds, with an optional fraction. */
   if (ts.n < 4 || ts.p[4] != '-') {
     int64_t sec = 0, frac = 0, scale = 1000;
-    if (p == end) return -EINVAL;
+    if (*p < '0' || *p > '9') return -EINVAL;
     for (; p < end && *p >= '0' && *p <= '9'; p++) {
       if (sec > INT64_C(100000000000)) return -EINVAL;
       sec = sec * 10 + (*p - '0');

@@ -39,8 +39,16 @@
 #define NBATCH            (MAX_TX + 1) /* batches: in flight, plus the one being read */
 #define TX_MAX_BYTES      (256u << 20) /* a batch of 64 KiB entries fits easily */
 #define TX_RETRIES        3            /* then reconnect and re-read from the PEL */
+#define BLOCK_RETRY_MS    50           /* backpressure: how often full queues are checked */
 
 enum phase { PHASE_SETUP, PHASE_RECOVER, PHASE_LIVE };
+
+/* Entries of a batch that are not acked with it. */
+enum hold {
+  HOLD_NONE,
+  HOLD_REMOTE,  /* its remote publish failed: stays pending, claimed again later */
+  HOLD_BLOCKED, /* every candidate is full (OVERLOAD_POLICY=block): retried in place */
+};
 enum op_kind { OP_READ, OP_TX };
 
 struct batch {
@@ -54,10 +62,11 @@ struct batch {
   int32_t *outcome; /* >= 0: processor index; < 0: -1 - enum fb_reason */
   uint32_t *order;  /* hand-off order: higher priority first */
   int32_t *xadd_of; /* entry -> its XADD's index in the transaction, or -1 */
-  bool *held;       /* entry not acked: its remote publish failed */
+  uint8_t *held;    /* enum hold: why an entry is not acked */
   size_t nxadd;
-  size_t nacks; /* entries in the XACK */
-  bool has_tx;  /* false when there was nothing to write */
+  size_t nacks;    /* entries in the XACK */
+  size_t ntrimmed; /* delivered to full streams (drop_oldest) */
+  bool has_tx;     /* false when there was nothing to write */
   struct fb_snapshot *snap;
   uint64_t read_ns;
   struct fb_buf tx; /* the transaction, kept for a resend */
@@ -85,7 +94,8 @@ struct fb_ingest {
   char cursor[64]; /* recover: last id handed off; claim: XAUTOCLAIM cursor */
   bool claiming;   /* draining the pipeline for, or running, a claim pass */
   int64_t next_claim_ms;
-  bool idle; /* the last read found nothing */
+  bool idle;             /* the last read found nothing */
+  struct batch *blocked; /* entries waiting for room (OVERLOAD_POLICY=block) */
 
   struct op ops[NBATCH + 1]; /* FIFO of replies we wait for */
   size_t op_head, op_count;
@@ -280,7 +290,7 @@ static void mark_failed(void *ctx, const char *frame_id)
   for (size_t i = 0; i < b->n; i++)
     if (b->outcome[i] >= 0 && b->snap->procs[b->outcome[i]]->transport == FB_TRANSPORT_NATS &&
         fb_str_eq(b->frames[i].frame_id, frame_id))
-      b->held[i] = true;
+      b->held[i] = HOLD_REMOTE;
 }
 
 /* Publishes the batch's remote frames, in hand-off order, and for JetStream
@@ -292,12 +302,11 @@ static void publish_remote(struct fb_ingest *g, struct batch *b)
   bool any = false;
   for (size_t k = 0; k < b->n; k++) {
     size_t i = b->order[k];
-    b->held[i] = false;
     int32_t out = b->outcome[i];
-    if (out < 0 || b->snap->procs[out]->transport != FB_TRANSPORT_NATS) continue;
+    if (b->held[i] || out < 0 || b->snap->procs[out]->transport != FB_TRANSPORT_NATS) continue;
     any = true;
     if (!g->nats || fb_nats_publish_frame(g->nats, b->snap->procs[out], &b->frames[i]))
-      b->held[i] = true;
+      b->held[i] = HOLD_REMOTE;
   }
   if (!any || !g->nats) return;
   struct failed_ctx ctx = {b};
@@ -305,7 +314,26 @@ static void publish_remote(struct fb_ingest *g, struct batch *b)
   fb_nats_complete(g->nats, mark_failed, &ctx, &all_failed);
   for (size_t i = 0; all_failed && i < b->n; i++)
     if (b->outcome[i] >= 0 && b->snap->procs[b->outcome[i]]->transport == FB_TRANSPORT_NATS)
-      b->held[i] = true;
+      b->held[i] = HOLD_REMOTE;
+}
+
+/* Picks the target of entry `i`, applying OVERLOAD_POLICY when every
+ * candidate is full. Returns the processor's index or -1 - reason. */
+static int32_t route_one(struct fb_ingest *g, struct batch *b, size_t i)
+{
+  bool overloaded;
+  int pick = fb_router_pick(g->router, b->snap, &b->frames[i], &overloaded);
+  if (pick < 0) return -1 - FB_REASON_NO_PROCESSOR;
+  if (!overloaded) return pick;
+  switch (g->cfg->overload_policy) {
+  case FB_OVERLOAD_REJECT: return -1 - FB_REASON_OVERLOADED;
+  case FB_OVERLOAD_BLOCK: b->held[i] = HOLD_BLOCKED; return pick;
+  case FB_OVERLOAD_DROP_OLDEST:
+  default:
+    /* Delivered; the stream's MAXLEN cap trims its oldest frame. */
+    b->ntrimmed++;
+    return pick;
+  }
 }
 
 /* Routes every entry of `b` and builds its transaction in b->tx. */
@@ -318,8 +346,11 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
   }
   fb_router_set_strategy(g->router, (enum fb_strategy)atomic_load(&g->strategy));
   fb_router_set_remote_available(g->router, g->nats && fb_nats_is_connected(g->nats));
+  fb_snapshot_release(b->snap); /* a blocked batch routed again */
   b->snap = g->snap;
   atomic_fetch_add(&b->snap->refs, 1);
+  fb_router_begin(g->router, b->snap);
+  b->ntrimmed = 0;
 
   int64_t now = g->cfg->frame_max_age_ms ? fb_wall_ms() : 0;
   bool prioritised = false;
@@ -328,6 +359,7 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
     const redisReply *fv = b->entries[i]->element[1];
     struct fb_frame *f = &b->frames[i];
     b->order[i] = (uint32_t)i;
+    b->held[i] = HOLD_NONE;
     if (fv->type != REDIS_REPLY_ARRAY || !fv->elements) {
       memset(f, 0, sizeof *f);
       b->outcome[i] = -1 - FB_REASON_MISSING;
@@ -349,10 +381,8 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
       b->outcome[i] = -1 - FB_REASON_MALFORMED;
     else if (now && fb_frame_time_ms(f->timestamp, &ts) == 0 && now - ts > g->cfg->frame_max_age_ms)
       b->outcome[i] = -1 - FB_REASON_EXPIRED;
-    else {
-      int pick = fb_router_pick(g->router, b->snap, f);
-      b->outcome[i] = pick >= 0 ? pick : -1 - FB_REASON_NO_PROCESSOR;
-    }
+    else
+      b->outcome[i] = route_one(g, b, i);
   }
   if (prioritised) qsort_r(b->order, b->n, sizeof *b->order, cmp_priority_desc, b->frames);
   publish_remote(g, b);
@@ -368,6 +398,7 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
     int32_t out = b->outcome[i];
     const redisReply *id = b->entries[i]->element[0];
     b->xadd_of[i] = -1;
+    if (b->held[i]) continue;
     if (out >= 0 && b->snap->procs[out]->transport == FB_TRANSPORT_NATS) continue;
     if (out >= 0) {
       fb_frame_append_xadd(o, &b->frames[i], b->snap->procs[out]->stream,
@@ -440,17 +471,49 @@ static redisReply *read_entries(redisReply *rep)
 
 static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec);
 
-/* Puts the batch's transaction on the wire. A batch with nothing to write
- * (every frame remote, and none published) is done at once. */
-static void send_tx(struct fb_ingest *g, struct batch *b)
+/* A handed-off batch is done, unless backpressure held some of its entries:
+ * those stay in it, to be routed again (see retry_blocked). */
+static void finish_batch(struct fb_ingest *g, struct batch *b)
+{
+  size_t j = 0;
+  for (size_t i = 0; i < b->n; i++)
+    if (b->held[i] == HOLD_BLOCKED) {
+      b->entries[j] = b->entries[i];
+      b->deliveries[j] = b->deliveries[i];
+      j++;
+    }
+  if (j) {
+    if (!g->blocked)
+      fb_warn("ingest",
+              "every processor that can take %zu frames is full: reading paused "
+              "(OVERLOAD_POLICY=block)",
+              j);
+    b->n = j;
+    b->has_tx = false;
+    g->blocked = b;
+    atomic_store(&g->m->blocked_frames, (int64_t)j);
+    return;
+  }
+  if (g->blocked == b) {
+    fb_info("ingest", "processors have room again: reading resumed");
+    g->blocked = NULL;
+    atomic_store(&g->m->blocked_frames, 0);
+  }
+  batch_clear(b);
+}
+
+/* Puts the batch's transaction on the wire and returns true. A batch with
+ * nothing to write (every frame held) is finished at once: false. */
+static bool send_tx(struct fb_ingest *g, struct batch *b)
 {
   if (!b->has_tx) {
     account(g, b, NULL);
-    batch_clear(b);
-    return;
+    finish_batch(g, b);
+    return false;
   }
   redisAppendFormattedCommand(g->redis.ctx, b->tx.data, b->tx.len);
   op_push(g, OP_TX, b);
+  return true;
 }
 
 /* Reads the MULTI/QUEUED.../EXEC replies of `b`. Returns the EXEC reply or
@@ -475,10 +538,8 @@ static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec
   for (size_t i = 0; i < b->n; i++) {
     int32_t out = b->outcome[i];
     const char *entry_id = b->entries[i]->element[0]->str;
-    if (b->held[i]) {
-      atomic_fetch_add(&g->m->nats_publish_errors, 1);
-      continue; /* still pending: it will be read again */
-    }
+    if (b->held[i] == HOLD_REMOTE) atomic_fetch_add(&g->m->nats_publish_errors, 1);
+    if (b->held[i]) continue; /* still pending: it is handed off later */
     consumed++;
     if (out == -1 - FB_REASON_MISSING) {
       atomic_fetch_add(&g->m->dropped[FB_REASON_MISSING], 1);
@@ -507,6 +568,7 @@ static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec
       fb_debug("ingest", "entry %s to %s: %s", entry_id, FB_DLQ_STREAM, fb_reason_name(reason));
     }
   }
+  atomic_fetch_add(&g->m->dropped[FB_REASON_TRIMMED], b->ntrimmed);
   atomic_fetch_add(&g->m->frames_distributed, delivered);
   atomic_fetch_add(&g->m->frames_consumed, consumed);
   atomic_fetch_add(&g->m->batches, 1);
@@ -522,7 +584,7 @@ static int complete_tx(struct fb_ingest *g, struct batch *b, redisReply *first)
   if (exec->type == REDIS_REPLY_ARRAY && exec->elements == b->nxadd + 1) {
     account(g, b, exec);
     freeReplyObject(exec);
-    batch_clear(b);
+    finish_batch(g, b);
     return 0;
   }
   /* EXECABORT (out of memory, a read-only replica, ...): nothing ran; the
@@ -615,16 +677,10 @@ static int load_deliveries(struct fb_ingest *g, struct batch *b)
   return 0;
 }
 
-/* Routes and hands off one batch synchronously (recovery and claims). */
-static int hand_off_now(struct fb_ingest *g, struct batch *b)
+/* Sends the batch's transaction and waits for it (an empty pipeline). */
+static int hand_off_sync(struct fb_ingest *g, struct batch *b)
 {
-  if (load_deliveries(g, b)) return -EIO;
-  if (route_batch(g, b)) {
-    fb_error("ingest", "cannot build the hand-off of %zu entries; retrying", b->n);
-    return -ENOMEM;
-  }
-  send_tx(g, b);
-  if (!b->busy) return 0; /* nothing to write */
+  if (!send_tx(g, b)) return 0;
   for (;;) {
     if (flush(g)) return -EIO;
     redisReply *first = get_reply(g);
@@ -633,6 +689,29 @@ static int hand_off_now(struct fb_ingest *g, struct batch *b)
     int rc = complete_tx(g, b, first);
     if (rc <= 0) return rc;
   }
+}
+
+/* Routes and hands off one batch synchronously (recovery and claims). */
+static int hand_off_now(struct fb_ingest *g, struct batch *b)
+{
+  if (load_deliveries(g, b)) return -EIO;
+  if (route_batch(g, b)) {
+    fb_error("ingest", "cannot build the hand-off of %zu entries; retrying", b->n);
+    return -ENOMEM;
+  }
+  return hand_off_sync(g, b);
+}
+
+/* Backpressure: routes the held entries again once in a while, reading
+ * nothing new until they have gone. */
+static void retry_blocked(struct fb_ingest *g)
+{
+  sleep_ms(BLOCK_RETRY_MS);
+  if (route_batch(g, g->blocked)) {
+    lose_connection(g, "cannot build a hand-off");
+    return;
+  }
+  hand_off_sync(g, g->blocked);
 }
 
 /* Creates the consumer group if needed. */
@@ -757,7 +836,7 @@ static void live_step(struct fb_ingest *g)
     g->claiming = true;
     snprintf(g->cursor, sizeof g->cursor, "0-0");
   }
-  if (!stopping && !g->claiming && !g->read_in_flight && g->tx_in_flight < MAX_TX &&
+  if (!stopping && !g->claiming && !g->blocked && !g->read_in_flight && g->tx_in_flight < MAX_TX &&
       (!g->idle || g->op_count == 0))
     send_read(g, true);
   if (!g->op_count) return; /* drained: the caller may claim or stop */
@@ -791,7 +870,7 @@ static void live_step(struct fb_ingest *g)
   }
   g->idle = false;
   /* Put the next read on the wire before routing this batch. */
-  if (!stopping && !g->claiming && g->tx_in_flight < MAX_TX) {
+  if (!stopping && !g->claiming && !g->blocked && g->tx_in_flight < MAX_TX) {
     send_read(g, false);
     if (flush(g)) return;
   }
@@ -811,6 +890,10 @@ static void *run(void *arg)
     if (fb_redis_ensure(&g->redis)) {
       atomic_store(&g->m->redis_up, 0);
       sleep_ms(50);
+      continue;
+    }
+    if (g->blocked && !g->op_count && g->phase != PHASE_SETUP) {
+      retry_blocked(g);
       continue;
     }
     switch (g->phase) {

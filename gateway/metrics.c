@@ -92,6 +92,10 @@ int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, b
   gauge(o, "frame_buffer_input_pending", "Entries read by the group but not yet acknowledged.",
         atomic_load(&m->input_pending));
 
+  gauge(o, "frame_buffer_blocked_frames",
+        "Frames held back because every candidate's queue is full (OVERLOAD_POLICY=block).",
+        atomic_load(&m->blocked_frames));
+
   const char *hn = "frame_buffer_routing_duration_seconds";
   fb_buf_printf(o,
                 "# HELP %s Time from reading a frame to its confirmed hand-off.\n"

@@ -196,7 +196,8 @@ int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *inpu
   if (opt_str(body, "subject", &s, detail, detail_len)) goto fail;
   if (s && !is_subject(s)) FAIL("subject must be a NATS subject without wildcards");
   snprintf(subject, sizeof subject, "%s%s", s ? "" : "frames.ready.", s ? s : id);
-  if (!s && !is_subject(subject)) FAIL("id is not usable in a NATS subject; give a subject");
+  if (!s && transport == FB_TRANSPORT_NATS && !is_subject(subject))
+    FAIL("id is not usable in a NATS subject; give a subject");
 
   if (opt_str(body, "result_stream", &s, detail, detail_len)) goto fail;
   if (s && (!is_token(s, STREAM_KEY_MAX) || !strcmp(s, input_stream)))

@@ -17,7 +17,7 @@
 #include "framebuffer/store.h"
 
 #define RESCUE_BATCH 128
-#define TX_MAX (64u << 20)
+#define TX_MAX       (64u << 20)
 
 struct fb_rescue {
   struct fb_app *app;
@@ -83,11 +83,13 @@ static long move(struct fb_rescue *r, struct fb_redis *redis, const struct fb_sn
     }
     for (size_t k = 0; k < nf; k++) {
       r->fields[k].name = (struct fb_str){fv->element[2 * k]->str, fv->element[2 * k]->len};
-      r->fields[k].value = (struct fb_str){fv->element[2 * k + 1]->str, fv->element[2 * k + 1]->len};
+      r->fields[k].value =
+          (struct fb_str){fv->element[2 * k + 1]->str, fv->element[2 * k + 1]->len};
     }
     struct fb_frame f;
     fb_frame_parse(&f, r->fields, nf);
-    int pick = fb_router_pick(r->router, s, &f);
+    bool full; /* a rescued frame goes even to a full queue: it has nowhere else */
+    int pick = fb_router_pick(r->router, s, &f, &full);
     if (pick >= 0 && s->procs[pick] != dead) {
       fb_frame_append_xadd(o, &f, s->procs[pick]->stream, s->procs[pick]->max_queue);
       moved++;
@@ -130,8 +132,9 @@ static long move(struct fb_rescue *r, struct fb_redis *redis, const struct fb_sn
     exec = rep;
   }
   bool ok = exec->type == REDIS_REPLY_ARRAY;
-  if (!ok) fb_warn("rescue", "moving frames of %s failed: %s", dead->id,
-                   exec->type == REDIS_REPLY_ERROR ? exec->str : "unexpected reply");
+  if (!ok)
+    fb_warn("rescue", "moving frames of %s failed: %s", dead->id,
+            exec->type == REDIS_REPLY_ERROR ? exec->str : "unexpected reply");
   freeReplyObject(exec);
   if (!ok) return -EIO;
   atomic_fetch_add(&r->app->metrics->rescued, moved);
@@ -146,6 +149,7 @@ long fb_rescue_run(struct fb_rescue *r, struct fb_redis *redis, const struct fb_
   snprintf(count, sizeof count, "%d", RESCUE_BATCH);
   snprintf(idle, sizeof idle, "%lld", (long long)r->app->cfg->claim_idle_ms);
   long total = 0;
+  fb_router_begin(r->router, s);
   /* Our own pending entries first (a rescue cut short), then what the dead
    * processor read and left, then what it never read. */
   for (int source = 0; source < 3 && (size_t)total < max;) {
@@ -156,9 +160,8 @@ long fb_rescue_run(struct fb_rescue *r, struct fb_redis *redis, const struct fb_
                          FB_PROCESSOR_GROUP, FB_RESCUE_CONSUMER, idle, count);
       if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2) entries = rep->element[1];
     } else {
-      rep = fb_redis_cmd(redis, "XREADGROUP GROUP %s %s COUNT %s STREAMS %s %s",
-                         FB_PROCESSOR_GROUP, FB_RESCUE_CONSUMER, count, dead->stream,
-                         source == 0 ? "0" : ">");
+      rep = fb_redis_cmd(redis, "XREADGROUP GROUP %s %s COUNT %s STREAMS %s %s", FB_PROCESSOR_GROUP,
+                         FB_RESCUE_CONSUMER, count, dead->stream, source == 0 ? "0" : ">");
       if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 &&
           rep->element[0]->elements == 2)
         entries = rep->element[0]->element[1];

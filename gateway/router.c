@@ -1,6 +1,6 @@
 /*
  * Routing strategies over a registry snapshot (see router.h).
- * One thread per router; pure computation.
+ * One thread per router; pure computation: no I/O, no locks, no clock.
  */
 #include "framebuffer/router.h"
 
@@ -8,15 +8,33 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define VNODES 64 /* points per processor on a consistent-hash ring */
+
+struct ring_point {
+  uint64_t hash;
+  uint32_t member; /* index into fb_snapshot.procs */
+};
+
+struct ring {
+  bool built;
+  size_t n;
+  struct ring_point *pts;
+};
+
 struct fb_router {
   enum fb_strategy strategy;
   bool remote_ok;
-  uint64_t generation; /* of the snapshot the cursors belong to */
-  size_t ncursors;
-  uint32_t *cursors; /* per capability group, the last one for `all` */
-  int64_t *credit;   /* smooth weighted round robin, per processor */
-  size_t ncredit;
+  double hash_bound;
+  uint64_t generation; /* of the snapshot the state below belongs to */
+  size_t nprocs, ngroups;
+  uint32_t *cursors;  /* round robin, per group; the last one is `all` */
+  int64_t *credit;    /* smooth weighted round robin, per processor */
+  int64_t *load;      /* estimated queue depth, per processor */
+  struct ring *rings; /* consistent hash, per group, built on first use */
+  uint64_t rng;       /* xorshift state for the power of two choices */
 };
+
+/* ================================================================ basics */
 
 int fb_router_create(struct fb_router **out, enum fb_strategy strategy)
 {
@@ -24,16 +42,30 @@ int fb_router_create(struct fb_router **out, enum fb_strategy strategy)
   if (!r) return -ENOMEM;
   r->strategy = strategy;
   r->remote_ok = true;
+  r->hash_bound = FB_HASH_BOUND_DEFAULT;
   r->generation = UINT64_MAX;
+  r->rng = 0x9e3779b97f4a7c15ULL;
   *out = r;
   return 0;
+}
+
+static void free_state(struct fb_router *r)
+{
+  for (size_t g = 0; r->rings && g <= r->ngroups; g++)
+    free(r->rings[g].pts);
+  free(r->rings);
+  free(r->cursors);
+  free(r->credit);
+  free(r->load);
+  r->rings = NULL;
+  r->cursors = NULL;
+  r->credit = r->load = NULL;
 }
 
 void fb_router_destroy(struct fb_router *r)
 {
   if (!r) return;
-  free(r->cursors);
-  free(r->credit);
+  free_state(r);
   free(r);
 }
 
@@ -42,65 +74,124 @@ void fb_router_set_strategy(struct fb_router *r, enum fb_strategy strategy)
   r->strategy = strategy;
 }
 
-void fb_router_set_remote_available(struct fb_router *r, bool available)
-{
-  r->remote_ok = available;
-}
-
 enum fb_strategy fb_router_strategy(const struct fb_router *r)
 {
   return r->strategy;
 }
 
-/* Sizes the per-snapshot state; a new snapshot starts the cursors over. */
+void fb_router_set_remote_available(struct fb_router *r, bool available)
+{
+  r->remote_ok = available;
+}
+
+void fb_router_set_hash_bound(struct fb_router *r, double bound)
+{
+  r->hash_bound = bound < 1.0 ? 1.0 : bound;
+}
+
+int64_t fb_router_load(const struct fb_router *r, uint32_t i)
+{
+  return r->load && i < r->nprocs ? r->load[i] : 0;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a, then mixed */
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+  return mix64(h);
+}
+
+static uint64_t next_random(struct fb_router *r)
+{
+  r->rng ^= r->rng << 13;
+  r->rng ^= r->rng >> 7;
+  r->rng ^= r->rng << 17;
+  return r->rng;
+}
+
+/* Sizes the per-snapshot state; a new snapshot starts it over. */
 static int adopt(struct fb_router *r, const struct fb_snapshot *s)
 {
   if (r->generation == s->generation) return 0;
-  size_t nc = s->ngroups + 1;
-  if (nc > r->ncursors) {
-    uint32_t *c = realloc(r->cursors, nc * sizeof *c);
-    if (!c) return -ENOMEM;
-    r->cursors = c;
-    r->ncursors = nc;
+  free_state(r);
+  r->nprocs = s->n;
+  r->ngroups = s->ngroups;
+  r->cursors = calloc(s->ngroups + 1, sizeof *r->cursors);
+  r->rings = calloc(s->ngroups + 1, sizeof *r->rings);
+  r->credit = calloc(s->n + 1, sizeof *r->credit);
+  r->load = calloc(s->n + 1, sizeof *r->load);
+  if (!r->cursors || !r->rings || !r->credit || !r->load) {
+    free_state(r);
+    r->generation = UINT64_MAX;
+    return -ENOMEM;
   }
-  memset(r->cursors, 0, nc * sizeof *r->cursors);
-  if (s->n > r->ncredit) {
-    int64_t *w = realloc(r->credit, s->n * sizeof *w);
-    if (!w) return -ENOMEM;
-    r->credit = w;
-    r->ncredit = s->n;
-  }
-  if (s->n) memset(r->credit, 0, s->n * sizeof *r->credit);
   r->generation = s->generation;
   return 0;
 }
 
-/* A processor's health as routing sees it: an unreachable remote one is
- * as good as dead. */
-static enum fb_health health_of(const struct fb_router *r, const struct fb_snapshot *s, uint32_t i)
+int fb_router_begin(struct fb_router *r, const struct fb_snapshot *s)
 {
-  if (!r->remote_ok && s->procs[i]->transport == FB_TRANSPORT_NATS) return FB_HEALTH_DEAD;
-  return (enum fb_health)atomic_load_explicit(&s->procs[i]->live->status, memory_order_relaxed);
+  if (adopt(r, s)) return -ENOMEM;
+  for (size_t i = 0; i < s->n; i++) {
+    const struct fb_proc_live *l = s->procs[i]->live;
+    r->load[i] = atomic_load_explicit(&l->queue_depth, memory_order_relaxed) +
+                 atomic_load_explicit(&l->sent_since_poll, memory_order_relaxed);
+  }
+  return 0;
 }
 
-/* The best health present in a group: only members with it are candidates. */
+/* ============================================================ candidates */
+
+/* A processor's health as routing sees it: an unreachable remote one is as
+ * good as dead. */
+static int health_of(const struct fb_router *r, const struct fb_snapshot *s, uint32_t i)
+{
+  if (!r->remote_ok && s->procs[i]->transport == FB_TRANSPORT_NATS) return FB_HEALTH_DEAD;
+  return atomic_load_explicit(&s->procs[i]->live->status, memory_order_relaxed);
+}
+
+/* Who may take the frame: members with health `want`, and room in their
+ * queue unless `allow_full`. */
+struct want {
+  int health;
+  bool allow_full;
+};
+
+static bool eligible(const struct fb_router *r, const struct fb_snapshot *s, uint32_t i,
+                     struct want w)
+{
+  return health_of(r, s, i) == w.health && (w.allow_full || r->load[i] < s->procs[i]->max_queue);
+}
+
 static int best_health(const struct fb_router *r, const struct fb_snapshot *s,
                        const struct fb_cap_group *g)
 {
   int best = FB_HEALTH_DEAD;
   for (size_t k = 0; k < g->n && best != FB_HEALTH_HEALTHY; k++) {
-    int h = (int)health_of(r, s, g->members[k]);
+    int h = health_of(r, s, g->members[k]);
     if (h < best) best = h;
   }
   return best;
 }
 
+/* =============================================================== strategies */
+
 static int pick_round_robin(struct fb_router *r, const struct fb_snapshot *s,
-                            const struct fb_cap_group *g, uint32_t *cursor, int want)
+                            const struct fb_cap_group *g, uint32_t *cursor, struct want w)
 {
   for (size_t k = 0; k < g->n; k++) {
     uint32_t m = g->members[(*cursor + k) % g->n];
-    if ((int)health_of(r, s, m) == want) {
+    if (eligible(r, s, m, w)) {
       *cursor = (uint32_t)((*cursor + k + 1) % g->n);
       return (int)m;
     }
@@ -109,38 +200,146 @@ static int pick_round_robin(struct fb_router *r, const struct fb_snapshot *s,
 }
 
 /* Smooth weighted round robin (as in nginx): every pick adds each
- * candidate's weight to its credit, the richest wins and pays the total. */
+ * candidate's weight to its credit; the richest wins and pays the total. */
 static int pick_weighted(struct fb_router *r, const struct fb_snapshot *s,
-                         const struct fb_cap_group *g, int want)
+                         const struct fb_cap_group *g, struct want w)
 {
   int64_t total = 0;
   int best = -ENOENT;
   for (size_t k = 0; k < g->n; k++) {
     uint32_t m = g->members[k];
-    if ((int)health_of(r, s, m) != want) continue;
-    int64_t w = s->procs[m]->weight;
-    r->credit[m] += w;
-    total += w;
+    if (!eligible(r, s, m, w)) continue;
+    int64_t weight = s->procs[m]->weight;
+    r->credit[m] += weight;
+    total += weight;
     if (best < 0 || r->credit[m] > r->credit[best]) best = (int)m;
   }
   if (best >= 0) r->credit[best] -= total;
   return best;
 }
 
-int fb_router_pick(struct fb_router *r, const struct fb_snapshot *s, const struct fb_frame *f)
+/* a's load per unit of capacity is below b's. */
+static bool lighter(const struct fb_router *r, const struct fb_snapshot *s, uint32_t a, uint32_t b)
 {
+  return r->load[a] * s->procs[b]->capacity < r->load[b] * s->procs[a]->capacity;
+}
+
+/* Power of two choices: two random candidates, the lighter one wins (a
+ * coin decides between equals, so replicas do not herd onto one). */
+static int pick_least_loaded(struct fb_router *r, const struct fb_snapshot *s,
+                             const struct fb_cap_group *g, struct want w)
+{
+  int first = -1, second = -1;
+  for (int tries = 0; tries < 8 && second < 0; tries++) {
+    uint32_t m = g->members[next_random(r) % g->n];
+    if (!eligible(r, s, m, w) || (int)m == first) continue;
+    if (first < 0)
+      first = (int)m;
+    else
+      second = (int)m;
+  }
+  if (second < 0) {
+    /* Few candidates among many members: look at every one. */
+    uint32_t start = (uint32_t)(next_random(r) % g->n);
+    for (size_t k = 0; k < g->n; k++) {
+      uint32_t m = g->members[(start + k) % g->n];
+      if (!eligible(r, s, m, w)) continue;
+      if (first < 0)
+        first = (int)m;
+      else if (lighter(r, s, m, (uint32_t)first))
+        first = (int)m;
+    }
+    return first < 0 ? -ENOENT : first;
+  }
+  if (lighter(r, s, (uint32_t)second, (uint32_t)first)) return second;
+  if (lighter(r, s, (uint32_t)first, (uint32_t)second)) return first;
+  return next_random(r) & 1 ? first : second;
+}
+
+static int cmp_point(const void *a, const void *b)
+{
+  uint64_t x = ((const struct ring_point *)a)->hash, y = ((const struct ring_point *)b)->hash;
+  return x < y ? -1 : x > y;
+}
+
+static int build_ring(struct ring *ring, const struct fb_snapshot *s, const struct fb_cap_group *g)
+{
+  ring->pts = calloc(g->n * VNODES + 1, sizeof *ring->pts);
+  if (!ring->pts) return -ENOMEM;
+  for (size_t k = 0; k < g->n; k++) {
+    const char *id = s->procs[g->members[k]]->id;
+    uint64_t base = hash_bytes(id, strlen(id));
+    for (uint64_t v = 0; v < VNODES; v++)
+      ring->pts[ring->n++] =
+          (struct ring_point){mix64(base + v * 0x9e3779b97f4a7c15ULL), g->members[k]};
+  }
+  qsort(ring->pts, ring->n, sizeof *ring->pts, cmp_point);
+  ring->built = true;
+  return 0;
+}
+
+/* Consistent hashing with bounded loads: the camera's place on the ring
+ * names its processor; one loaded above `hash_bound` times the group's
+ * average (per unit of capacity) passes the camera to the next one on. */
+static int pick_consistent(struct fb_router *r, const struct fb_snapshot *s,
+                           const struct fb_cap_group *g, struct ring *ring,
+                           const struct fb_frame *f, struct want w)
+{
+  if (!ring->built && build_ring(ring, s, g)) return -ENOMEM;
+  struct fb_str key = f->camera_id.n ? f->camera_id : f->frame_id;
+  uint64_t h = hash_bytes(key.p, key.n);
+  size_t lo = 0, hi = ring->n;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (ring->pts[mid].hash < h)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  /* The bound: total load (plus this frame) over total capacity, scaled. */
+  int64_t total_load = 1, total_cap = 0;
+  for (size_t k = 0; k < g->n; k++)
+    if (eligible(r, s, g->members[k], w)) {
+      total_load += r->load[g->members[k]];
+      total_cap += s->procs[g->members[k]]->capacity;
+    }
+  if (!total_cap) return -ENOENT;
+  int first = -ENOENT;
+  for (size_t k = 0; k < ring->n; k++) {
+    uint32_t m = ring->pts[(lo + k) % ring->n].member;
+    if (!eligible(r, s, m, w)) continue;
+    if (first < 0) first = (int)m;
+    double bound =
+        r->hash_bound * (double)total_load * (double)s->procs[m]->capacity / (double)total_cap;
+    if ((double)(r->load[m] + 1) <= bound + 1e-9) return (int)m;
+  }
+  return first; /* unreachable in practice: someone is at or below average */
+}
+
+int fb_router_pick(struct fb_router *r, const struct fb_snapshot *s, const struct fb_frame *f,
+                   bool *overloaded)
+{
+  *overloaded = false;
   const struct fb_cap_group *g = fb_snapshot_group(s, f->detection_type, f->detection_escaped);
   if (!g || !g->n) return -ENOENT;
   if (adopt(r, s)) return -ENOMEM;
-  int want = best_health(r, s, g);
-  if (want == FB_HEALTH_DEAD) return -ENOENT;
+  int health = best_health(r, s, g);
+  if (health == FB_HEALTH_DEAD) return -ENOENT;
 
-  uint32_t *cursor = &r->cursors[g == &s->all ? s->ngroups : (size_t)(g - s->groups)];
-  switch (r->strategy) {
-  case FB_STRATEGY_WEIGHTED_ROUND_ROBIN: return pick_weighted(r, s, g, want);
-  case FB_STRATEGY_ROUND_ROBIN:
-  case FB_STRATEGY_LEAST_LOADED:
-  case FB_STRATEGY_CONSISTENT_HASH:
-  default: return pick_round_robin(r, s, g, cursor, want);
+  size_t gi = g == &s->all ? s->ngroups : (size_t)(g - s->groups);
+  int pick = -ENOENT;
+  for (int pass = 0; pass < 2 && pick < 0; pass++) {
+    struct want w = {health, pass == 1};
+    switch (r->strategy) {
+    case FB_STRATEGY_WEIGHTED_ROUND_ROBIN: pick = pick_weighted(r, s, g, w); break;
+    case FB_STRATEGY_LEAST_LOADED: pick = pick_least_loaded(r, s, g, w); break;
+    case FB_STRATEGY_CONSISTENT_HASH: pick = pick_consistent(r, s, g, &r->rings[gi], f, w); break;
+    case FB_STRATEGY_ROUND_ROBIN:
+    default: pick = pick_round_robin(r, s, g, &r->cursors[gi], w); break;
+    }
+    if (pick == -ENOMEM) return pick;
+    if (pick >= 0 && pass == 1) *overloaded = true;
   }
+  if (pick >= 0) r->load[pick]++;
+  return pick;
 }

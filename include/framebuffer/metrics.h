@@ -55,6 +55,7 @@ struct fb_metrics {
   atomic_uint_fast64_t rescued;             /* moved from dead processors' streams */
   atomic_int_fast64_t consumer_lag;         /* -1 unknown */
   atomic_int_fast64_t input_pending;        /* -1 unknown */
+  atomic_int_fast64_t blocked_frames;       /* held by backpressure (OVERLOAD_POLICY=block) */
   atomic_int redis_up;                      /* ingest connection */
   atomic_int group_ready;
   atomic_int nats_up;

@@ -1,17 +1,28 @@
 /*
  * The router: a pure function of (registry snapshot, frame) that picks the
  * processor a frame goes to. No I/O, no locks, no clock of its own. A router
- * keeps the strategy's memory (round-robin cursors) and belongs to one
- * thread, the ingest thread.
+ * keeps the strategies' memory (round-robin cursors, weighted credits, the
+ * consistent-hash rings, the loads of the current batch) and belongs to one
+ * thread.
+ *
+ * Every strategy works on the candidates for the frame: the processors
+ * whose capabilities hold its detection type (any processor when it has
+ * none), the healthy ones, or the stale ones when no healthy one can take
+ * it; never the dead, and remote ones only while NATS is available. Among
+ * them it prefers those whose queue is not full (estimated depth below
+ * max_queue); when every one is full it still picks, and says so.
  */
 #ifndef FRAMEBUFFER_ROUTER_H
 #define FRAMEBUFFER_ROUTER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "framebuffer/config.h"
 #include "framebuffer/frame.h"
 #include "framebuffer/registry.h"
+
+#define FB_HASH_BOUND_DEFAULT 1.25
 
 struct fb_router;
 
@@ -26,13 +37,27 @@ enum fb_strategy fb_router_strategy(const struct fb_router *r);
 /* Whether processors on NATS can be picked (NATS is connected). */
 void fb_router_set_remote_available(struct fb_router *r, bool available);
 
+/* consistent_hash: how far above the average load (in units of capacity) a
+ * processor may go before a camera spills to the next one (>= 1.0). */
+void fb_router_set_hash_bound(struct fb_router *r, double bound);
+
 /*
- * Picks a processor for frame `f` among the processors of `s` whose
- * capabilities hold its detection type (any processor when it has none).
- * Dead processors are never picked; stale ones only when no healthy one can
- * take the frame; remote processors only while NATS is available. Returns the index into s->procs,
- * or -ENOENT when no processor can take it.
+ * Starts a batch: takes each processor's estimated queue depth (its last
+ * known depth plus what was sent since) as the load the strategies see;
+ * every pick adds one to it. Optional: without it loads start at zero.
+ * Returns 0 or -ENOMEM.
  */
-int fb_router_pick(struct fb_router *r, const struct fb_snapshot *s, const struct fb_frame *f);
+int fb_router_begin(struct fb_router *r, const struct fb_snapshot *s);
+
+/*
+ * Picks a processor for frame `f`. Returns the index into s->procs, or
+ * -ENOENT when no processor can take it (-ENOMEM on allocation failure).
+ * `*overloaded` is set when every candidate's queue was full.
+ */
+int fb_router_pick(struct fb_router *r, const struct fb_snapshot *s, const struct fb_frame *f,
+                   bool *overloaded);
+
+/* The load the router currently sees for processor `i` (tests, stats). */
+int64_t fb_router_load(const struct fb_router *r, uint32_t i);
 
 #endif

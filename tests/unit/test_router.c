@@ -40,7 +40,8 @@ static struct fb_router *router(enum fb_strategy strategy)
 static int pick(struct fb_router *r, const struct fb_snapshot *s, const char *type)
 {
   struct fb_frame f = frame_of(type);
-  return fb_router_pick(r, s, &f);
+  bool overloaded;
+  return fb_router_pick(r, s, &f, &overloaded);
 }
 
 static const char *pick_id(struct fb_router *r, const struct fb_snapshot *s, const char *type)
@@ -207,7 +208,8 @@ static void parsed_frame_routes_by_metadata_type(void **state)
   assert_int_equal(fb_frame_parse(&f, fields, 2), FB_FRAME_OK);
   assert_true(f.detection_escaped);
   for (int i = 0; i < 4; i++) {
-    int got = fb_router_pick(r, s, &f);
+    bool overloaded;
+    int got = fb_router_pick(r, s, &f, &overloaded);
     assert_true(got >= 0);
     assert_true(!strcmp(s->procs[got]->id, "p2") || !strcmp(s->procs[got]->id, "p4"));
   }
