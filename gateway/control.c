@@ -24,6 +24,7 @@
 #define SYNC_INTERVAL_MS   500
 #define LAG_INTERVAL_MS    1000
 #define HEALTH_INTERVAL_MS 200
+#define DEPTH_INTERVAL_MS  250  /* queue depths of Redis processors, for least_loaded */
 #define RESCUE_RETRY_MS    1000 /* a dead processor's stream is checked this often */
 #define RESCUE_MAX         2048 /* frames moved per processor per pass */
 #define TICK_MS            50
@@ -33,7 +34,7 @@ struct fb_control {
   struct fb_redis redis;
   pthread_t thread;
   atomic_bool stop;
-  int64_t next_sync, next_lag, next_health;
+  int64_t next_sync, next_lag, next_health, next_depth;
   int64_t started_ms;
   bool loaded_once;
   struct fb_rescue *rescue;
@@ -85,6 +86,56 @@ static void sample_lag(struct fb_control *c)
   freeReplyObject(rep);
 }
 
+/* Reads the group frame-processors' lag + pending of every Redis
+ * processor's stream in one pipeline: the queue depth least_loaded uses. */
+static void poll_depths(struct fb_control *c)
+{
+  if (fb_redis_ensure(&c->redis)) return;
+  struct fb_snapshot *s = fb_registry_snapshot(c->app->registry);
+  redisContext *ctx = c->redis.ctx;
+  size_t sent = 0;
+  for (size_t i = 0; i < s->n; i++)
+    if (s->procs[i]->transport == FB_TRANSPORT_REDIS) {
+      redisAppendCommand(ctx, "XINFO GROUPS %s", s->procs[i]->stream);
+      sent++;
+    }
+  for (size_t i = 0; i < s->n && sent; i++) {
+    struct fb_proc *p = s->procs[i];
+    if (p->transport != FB_TRANSPORT_REDIS) continue;
+    sent--;
+    void *v = NULL;
+    if (redisGetReply(ctx, &v) != REDIS_OK) {
+      fb_redis_drop(&c->redis, ctx->errstr);
+      break;
+    }
+    redisReply *rep = v;
+    long long depth = -1;
+    for (size_t g = 0; rep->type == REDIS_REPLY_ARRAY && g < rep->elements; g++) {
+      const redisReply *grp = rep->element[g];
+      bool ours = false;
+      long long lag = 0, pending = 0;
+      for (size_t k = 0; grp->type == REDIS_REPLY_ARRAY && k + 1 < grp->elements; k += 2) {
+        const char *key = grp->element[k]->str;
+        const redisReply *val = grp->element[k + 1];
+        if (!key) continue;
+        if (!strcmp(key, "name"))
+          ours = val->str && !strcmp(val->str, FB_PROCESSOR_GROUP);
+        else if (!strcmp(key, "lag") && val->type == REDIS_REPLY_INTEGER)
+          lag = val->integer;
+        else if (!strcmp(key, "pending") && val->type == REDIS_REPLY_INTEGER)
+          pending = val->integer;
+      }
+      if (ours) depth = lag + pending;
+    }
+    freeReplyObject(rep);
+    if (depth >= 0) {
+      atomic_store(&p->live->queue_depth, depth);
+      atomic_store(&p->live->sent_since_poll, 0);
+    }
+  }
+  fb_snapshot_release(s);
+}
+
 /* Re-evaluates every processor's health; reports changes and rescues the
  * backlog of the dead. */
 static void check_health(struct fb_control *c)
@@ -134,6 +185,10 @@ static void *run(void *arg)
     if (now >= c->next_sync) {
       sync_registry(c);
       c->next_sync = now + SYNC_INTERVAL_MS;
+    }
+    if (now >= c->next_depth) {
+      poll_depths(c);
+      c->next_depth = now + DEPTH_INTERVAL_MS;
     }
     if (now >= c->next_health) {
       check_health(c);

@@ -56,10 +56,17 @@ int fb_heartbeat_apply(struct fb_app *app, const char *subject_id, const char *d
     struct fb_proc_live *live = s->procs[idx]->live;
     json_t *depth = json_object_get(doc, "queue_depth");
     json_t *inflight = json_object_get(doc, "in_flight");
-    if (json_is_integer(depth) && json_integer_value(depth) >= 0)
-      atomic_store(&live->queue_depth, json_integer_value(depth));
-    if (json_is_integer(inflight) && json_integer_value(inflight) >= 0)
-      atomic_store(&live->in_flight, json_integer_value(inflight));
+    /* A Redis processor's depth is read from its stream (fresher than a
+     * heartbeat); a remote one's is what it says, in flight included. */
+    int64_t in_hand = json_is_integer(inflight) && json_integer_value(inflight) >= 0
+                          ? json_integer_value(inflight)
+                          : 0;
+    atomic_store(&live->in_flight, in_hand);
+    if (s->procs[idx]->transport == FB_TRANSPORT_NATS && json_is_integer(depth) &&
+        json_integer_value(depth) >= 0) {
+      atomic_store(&live->queue_depth, json_integer_value(depth) + in_hand);
+      atomic_store(&live->sent_since_poll, 0);
+    }
     atomic_store(&live->stopping, status && !strcmp(json_string_value(status), "stopping"));
     atomic_store(&live->last_heartbeat_ms, now_ms);
     atomic_fetch_add(&app->metrics->heartbeats, 1);
