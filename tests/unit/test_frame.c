@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "framebuffer/frame.h"
 
@@ -61,6 +63,36 @@ static char *nested_objects(int depth)
     s[n++] = '}';
   s[n] = '\0';
   return s;
+}
+
+/* A page followed by an inaccessible one: a view copied to the end of the
+ * first page makes any read past it crash the test, with or without
+ * valgrind or ASan. */
+static char *guard_mem;
+static size_t guard_page;
+
+static int guard_setup(void **state)
+{
+  guard_page = (size_t)sysconf(_SC_PAGESIZE);
+  void *m = mmap(NULL, 2 * guard_page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return -1;
+  guard_mem = m;
+  return mprotect(guard_mem + guard_page, guard_page, PROT_NONE);
+}
+
+static int guard_teardown(void **state)
+{
+  munmap(guard_mem, 2 * guard_page);
+  return 0;
+}
+
+/* A copy of the `n` bytes at `s` whose last byte is the last readable one. */
+static struct fb_str guarded(const char *s, size_t n)
+{
+  assert_true(n <= guard_page);
+  char *p = guard_mem + guard_page - n;
+  memcpy(p, s, n);
+  return (struct fb_str){p, n};
 }
 
 /* Expected unix ms of a UTC civil time, computed by libc, not by hand. */
@@ -695,6 +727,25 @@ static void scan_respects_length_not_nul(void **state)
   assert_int_equal(fb_json_scan_object(s, 6, NULL, NULL, NULL, NULL), -EINVAL);
 }
 
+static void scan_stays_inside_its_view(void **state)
+{
+  const char *samples[] = {
+      "{\"detection_type\":\"caf\\u00e9\",\"n\":-0.5e+3,\"a\":[true,false,null,{}]}",
+      "{\"k\\\"\":\"\\\\\",\"x\":1E5}",
+  };
+  for (size_t k = 0; k < sizeof samples / sizeof samples[0]; k++) {
+    size_t len = strlen(samples[k]);
+    for (size_t n = 1; n <= len; n++) {
+      struct fb_str v = guarded(samples[k], n);
+      enum fb_json_type t;
+      struct fb_str val;
+      bool esc;
+      int rc = fb_json_scan_object(v.p, v.n, "detection_type", &t, &val, &esc);
+      assert_int_equal(rc, n == len ? 0 : -EINVAL);
+    }
+  }
+}
+
 /* ========================================================== timestamps */
 
 static void time_iso_utc_z(void **state)
@@ -767,14 +818,26 @@ static void time_unix_seconds_with_fraction(void **state)
 
 static void time_unix_seconds_of_four_digits(void **state)
 {
-  /* An exact-size copy: the parser must not look past the view. */
-  char *ts = malloc(4);
-  assert_non_null(ts);
-  memcpy(ts, "1234", 4);
+  /* The view ends at a guard page: the parser must not look past it. */
   int64_t ms = 0;
-  assert_int_equal(fb_frame_time_ms((struct fb_str){ts, 4}, &ms), 0);
+  assert_int_equal(fb_frame_time_ms(guarded("1234", 4), &ms), 0);
   assert_int_equal(ms, 1234000);
-  free(ts);
+}
+
+/* Every prefix of these, parsed from a view that ends at a guard page,
+ * gives a time or -EINVAL and never reads past the view. */
+static void time_parser_stays_inside_its_view(void **state)
+{
+  const char *samples[] = {"2024-03-15T12:34:56.123456+05:30", "2024-03-15 12:34:56Z",
+                           "1700000000.123456", "2024-03-15T12:34:56,5-0800", "1234"};
+  for (size_t k = 0; k < sizeof samples / sizeof samples[0]; k++) {
+    size_t len = strlen(samples[k]);
+    for (size_t n = 1; n <= len; n++) {
+      int64_t ms;
+      int rc = fb_frame_time_ms(guarded(samples[k], n), &ms);
+      assert_true(rc == 0 || rc == -EINVAL);
+    }
+  }
 }
 
 static void time_view_is_not_nul_terminated(void **state)
@@ -1062,6 +1125,7 @@ int main(void)
       cmocka_unit_test(scan_key_must_match_whole_name),
       cmocka_unit_test(scan_invalid_after_key_is_still_invalid),
       cmocka_unit_test(scan_respects_length_not_nul),
+      cmocka_unit_test(scan_stays_inside_its_view),
       cmocka_unit_test(time_iso_utc_z),
       cmocka_unit_test(time_iso_space_separator),
       cmocka_unit_test(time_iso_without_zone_is_utc),
@@ -1072,6 +1136,7 @@ int main(void)
       cmocka_unit_test(time_unix_seconds),
       cmocka_unit_test(time_unix_seconds_with_fraction),
       cmocka_unit_test(time_unix_seconds_of_four_digits),
+      cmocka_unit_test(time_parser_stays_inside_its_view),
       cmocka_unit_test(time_view_is_not_nul_terminated),
       cmocka_unit_test(time_garbage_is_rejected),
       cmocka_unit_test(time_out_of_range_fields_are_rejected),
@@ -1083,5 +1148,5 @@ int main(void)
       cmocka_unit_test(json_payload_is_object_of_strings_with_defaults),
       cmocka_unit_test(json_payload_keeps_present_priority),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, guard_setup, guard_teardown);
 }

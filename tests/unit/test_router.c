@@ -1,7 +1,8 @@
 /*
  * Unit tests for gateway/router.c: capability selection, round robin,
- * smooth weighted round robin, health filtering and remote processors while
- * NATS is down (SPEC §5, §6).
+ * smooth weighted round robin, least loaded (power of two choices),
+ * consistent hashing with bounded loads, queue room and overload, health
+ * filtering and remote processors while NATS is down (SPEC §5, §6).
  * Single-threaded; processors' health is set directly on their live state.
  */
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -493,6 +495,333 @@ static void remote_processors_are_skipped_while_nats_is_down(void **state)
   fb_snapshot_release(s);
 }
 
+/* ================================================ queue room, overload */
+
+/* A processor of capability `x` with a capacity and a queue cap. */
+static struct fb_proc *proc_cq(const char *id, int capacity, int max_queue)
+{
+  char text[256];
+  snprintf(text, sizeof text,
+           "{\"id\":\"%s\",\"capabilities\":[\"x\"],\"capacity\":%d,\"queue\":\"\","
+           "\"max_queue\":%d}",
+           id, capacity, max_queue);
+  return test_proc_from_text(text);
+}
+
+static void set_depth(const struct fb_snapshot *s, const char *id, int64_t depth)
+{
+  atomic_store(&proc_at(s, id)->live->queue_depth, depth);
+}
+
+static int pick_ov(struct fb_router *r, const struct fb_snapshot *s, bool *overloaded)
+{
+  struct fb_frame f = frame_of("x");
+  *overloaded = true; /* must be cleared when there is room */
+  return fb_router_pick(r, s, &f, overloaded);
+}
+
+static void full_queue_is_avoided_while_another_has_room(void **state)
+{
+  struct fb_proc *procs[] = {proc_cq("a", 1, 10), proc_cq("b", 1, 10)};
+  struct fb_snapshot *s = snapshot_take(procs, 2);
+  set_depth(s, "a", 10);
+  for (int strategy = 0; strategy < FB_STRATEGY_COUNT; strategy++) {
+    struct fb_router *r = router((enum fb_strategy)strategy);
+    assert_int_equal(fb_router_begin(r, s), 0);
+    for (int i = 0; i < 5; i++) {
+      bool overloaded;
+      int got = pick_ov(r, s, &overloaded);
+      assert_int_equal(got, fb_snapshot_find(s, "b"));
+      assert_false(overloaded);
+    }
+    fb_router_destroy(r);
+  }
+  fb_snapshot_release(s);
+}
+
+static void all_full_still_picks_and_says_overloaded(void **state)
+{
+  struct fb_proc *procs[] = {proc_cq("a", 1, 10), proc_cq("b", 1, 10)};
+  struct fb_snapshot *s = snapshot_take(procs, 2);
+  set_depth(s, "a", 10);
+  set_depth(s, "b", 12);
+  for (int strategy = 0; strategy < FB_STRATEGY_COUNT; strategy++) {
+    struct fb_router *r = router((enum fb_strategy)strategy);
+    assert_int_equal(fb_router_begin(r, s), 0);
+    bool overloaded = false;
+    int got = pick_ov(r, s, &overloaded);
+    assert_true(got >= 0);
+    assert_true(overloaded);
+    fb_router_destroy(r);
+  }
+  fb_snapshot_release(s);
+}
+
+static void picks_fill_a_queue_within_a_batch(void **state)
+{
+  struct fb_proc *procs[] = {proc_cq("a", 1, 3), proc_cq("b", 1, 3)};
+  struct fb_snapshot *s = snapshot_take(procs, 2);
+  set_depth(s, "a", 2);
+  struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
+  assert_int_equal(fb_router_begin(r, s), 0);
+  int a = fb_snapshot_find(s, "a"), b = fb_snapshot_find(s, "b");
+  assert_int_equal(fb_router_load(r, (uint32_t)a), 2);
+  bool overloaded;
+  /* a has room for one, b for three: four picks fit, the fifth does not. */
+  size_t to_a = 0;
+  for (int i = 0; i < 4; i++) {
+    int got = pick_ov(r, s, &overloaded);
+    assert_false(overloaded);
+    to_a += got == a;
+  }
+  assert_int_equal(to_a, 1);
+  assert_int_equal(fb_router_load(r, (uint32_t)a), 3);
+  assert_int_equal(fb_router_load(r, (uint32_t)b), 3);
+  assert_true(pick_ov(r, s, &overloaded) >= 0);
+  assert_true(overloaded);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void begin_counts_frames_sent_since_the_last_poll(void **state)
+{
+  struct fb_proc *procs[] = {proc_cq("a", 1, 100)};
+  struct fb_snapshot *s = snapshot_take(procs, 1);
+  set_depth(s, "a", 7);
+  atomic_store(&proc_at(s, "a")->live->sent_since_poll, 5);
+  struct fb_router *r = router(FB_STRATEGY_LEAST_LOADED);
+  assert_int_equal(fb_router_begin(r, s), 0);
+  assert_int_equal(fb_router_load(r, 0), 12);
+  assert_int_equal(pick(r, s, "x"), 0);
+  assert_int_equal(fb_router_load(r, 0), 13);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+/* ========================================================= least loaded */
+
+static void least_loaded_picks_the_lighter_of_two(void **state)
+{
+  struct fb_proc *procs[] = {proc_cq("a", 1, 10000), proc_cq("b", 1, 10000)};
+  struct fb_snapshot *s = snapshot_take(procs, 2);
+  set_depth(s, "a", 10);
+  struct fb_router *r = router(FB_STRATEGY_LEAST_LOADED);
+  assert_int_equal(fb_router_begin(r, s), 0);
+  for (int i = 0; i < 10; i++)
+    assert_string_equal(pick_id(r, s, "x"), "b");
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void least_loaded_divides_by_capacity(void **state)
+{
+  struct fb_proc *procs[] = {proc_cq("big", 4, 10000), proc_cq("small", 1, 10000)};
+  struct fb_snapshot *s = snapshot_take(procs, 2);
+  struct fb_router *r = router(FB_STRATEGY_LEAST_LOADED);
+  assert_int_equal(fb_router_begin(r, s), 0);
+  size_t big = 0;
+  for (int i = 0; i < 50; i++)
+    big += !strcmp(pick_id(r, s, "x"), "big");
+  /* Load per unit of capacity never differs by more than one frame. */
+  assert_int_equal(big, 40);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void least_loaded_never_picks_the_heaviest(void **state)
+{
+  /* Power of two choices compares two distinct candidates: the one that
+   * is heavier than every other can never win. */
+  struct fb_proc *procs[] = {proc_cq("a", 1, 10000), proc_cq("b", 1, 10000), proc_cq("c", 1, 10000),
+                             proc_cq("heavy", 1, 10000)};
+  struct fb_snapshot *s = snapshot_take(procs, 4);
+  set_depth(s, "heavy", 1000);
+  struct fb_router *r = router(FB_STRATEGY_LEAST_LOADED);
+  assert_int_equal(fb_router_begin(r, s), 0);
+  for (int i = 0; i < 300; i++)
+    assert_string_not_equal(pick_id(r, s, "x"), "heavy");
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void least_loaded_respects_capability_and_health(void **state)
+{
+  struct fb_snapshot *s = four_processors();
+  test_set_health(proc_at(s, "p1"), FB_HEALTH_DEAD);
+  struct fb_router *r = router(FB_STRATEGY_LEAST_LOADED);
+  assert_int_equal(fb_router_begin(r, s), 0);
+  for (int i = 0; i < 20; i++) {
+    const char *id = pick_id(r, s, "person");
+    assert_true(!strcmp(id, "p2") || !strcmp(id, "p3"));
+  }
+  assert_int_equal(pick(r, s, "dog"), -ENOENT);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+/* ====================================================== consistent hash */
+
+static int pick_camera(struct fb_router *r, const struct fb_snapshot *s, const char *camera)
+{
+  struct fb_frame f = frame_of("x");
+  f.camera_id = (struct fb_str){camera, strlen(camera)};
+  bool overloaded;
+  int got = fb_router_pick(r, s, &f, &overloaded);
+  assert_true(got >= 0);
+  return got;
+}
+
+enum { CAMERAS = 400 };
+
+/* Where each camera goes, by processor id, with loads out of the way. */
+static void map_cameras(const struct fb_snapshot *s, const char **out)
+{
+  struct fb_router *r = router(FB_STRATEGY_CONSISTENT_HASH);
+  fb_router_set_hash_bound(r, 1e12);
+  char cam[32];
+  for (int c = 0; c < CAMERAS; c++) {
+    snprintf(cam, sizeof cam, "camera-%d", c);
+    out[c] = s->procs[pick_camera(r, s, cam)]->id;
+  }
+  fb_router_destroy(r);
+}
+
+static struct fb_snapshot *ring_of(const char *const *ids, size_t n, uint64_t generation)
+{
+  struct fb_proc *procs[8];
+  assert_true(n <= 8);
+  for (size_t i = 0; i < n; i++)
+    procs[i] = proc_cq(ids[i], 1, 1000000);
+  struct fb_snapshot *s = fb_snapshot_build(procs, n, generation);
+  test_release_procs(procs, n);
+  return s;
+}
+
+static void same_camera_same_processor(void **state)
+{
+  const char *ids[] = {"a", "b", "c", "d"};
+  struct fb_snapshot *s = ring_of(ids, 4, 1);
+  struct fb_router *r = router(FB_STRATEGY_CONSISTENT_HASH);
+  fb_router_set_hash_bound(r, 1e12);
+  char cam[32];
+  for (int c = 0; c < 20; c++) {
+    snprintf(cam, sizeof cam, "camera-%d", c);
+    int first = pick_camera(r, s, cam);
+    for (int i = 0; i < 10; i++)
+      assert_int_equal(pick_camera(r, s, cam), first);
+  }
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void cameras_spread_over_processors(void **state)
+{
+  const char *ids[] = {"a", "b", "c", "d"};
+  struct fb_snapshot *s = ring_of(ids, 4, 1);
+  const char *where[CAMERAS];
+  map_cameras(s, where);
+  for (size_t k = 0; k < 4; k++) {
+    size_t n = 0;
+    for (int c = 0; c < CAMERAS; c++)
+      n += !strcmp(where[c], ids[k]);
+    /* 64 points each: every processor gets a fair share, none is empty. */
+    assert_true(n > CAMERAS / 4 / 3);
+  }
+  fb_snapshot_release(s);
+}
+
+static void removing_a_processor_moves_only_its_cameras(void **state)
+{
+  const char *four[] = {"a", "b", "c", "d"}, *three[] = {"a", "b", "d"};
+  struct fb_snapshot *before = ring_of(four, 4, 1), *after = ring_of(three, 3, 2);
+  const char *was[CAMERAS], *now[CAMERAS];
+  map_cameras(before, was);
+  map_cameras(after, now);
+  size_t moved = 0;
+  for (int c = 0; c < CAMERAS; c++) {
+    if (strcmp(was[c], "c"))
+      assert_string_equal(now[c], was[c]);
+    else
+      moved++;
+  }
+  assert_true(moved > 0);
+  fb_snapshot_release(before);
+  fb_snapshot_release(after);
+}
+
+static void adding_a_processor_moves_cameras_only_to_it(void **state)
+{
+  const char *three[] = {"a", "b", "c"}, *four[] = {"a", "b", "c", "e"};
+  struct fb_snapshot *before = ring_of(three, 3, 1), *after = ring_of(four, 4, 2);
+  const char *was[CAMERAS], *now[CAMERAS];
+  map_cameras(before, was);
+  map_cameras(after, now);
+  size_t moved = 0;
+  for (int c = 0; c < CAMERAS; c++)
+    if (strcmp(now[c], was[c])) {
+      assert_string_equal(now[c], "e");
+      moved++;
+    }
+  assert_true(moved > 0 && moved < CAMERAS / 2);
+  fb_snapshot_release(before);
+  fb_snapshot_release(after);
+}
+
+static void dead_processor_cameras_move_others_stay(void **state)
+{
+  const char *ids[] = {"a", "b", "c", "d"};
+  struct fb_snapshot *s = ring_of(ids, 4, 1);
+  const char *was[CAMERAS], *now[CAMERAS];
+  map_cameras(s, was);
+  test_set_health(proc_at(s, "b"), FB_HEALTH_DEAD);
+  map_cameras(s, now);
+  for (int c = 0; c < CAMERAS; c++) {
+    assert_string_not_equal(now[c], "b");
+    if (strcmp(was[c], "b")) assert_string_equal(now[c], was[c]);
+  }
+  fb_snapshot_release(s);
+}
+
+static void hot_camera_is_bounded(void **state)
+{
+  const char *ids[] = {"a", "b", "c", "d"};
+  struct fb_snapshot *s = ring_of(ids, 4, 1);
+  struct fb_router *r = router(FB_STRATEGY_CONSISTENT_HASH);
+  assert_int_equal(fb_router_begin(r, s), 0);
+  enum { N = 1000 };
+  for (int i = 0; i < N; i++)
+    pick_camera(r, s, "hot-camera");
+  /* Default bound 1.25: nobody goes past 1.25 x the average (+1 frame). */
+  int64_t total = 0;
+  for (uint32_t k = 0; k < 4; k++) {
+    int64_t load = fb_router_load(r, k);
+    total += load;
+    assert_true(load <= (int64_t)(FB_HASH_BOUND_DEFAULT * N / 4) + 1);
+  }
+  assert_int_equal(total, N);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+static void frame_without_camera_hashes_its_frame_id(void **state)
+{
+  const char *ids[] = {"a", "b", "c", "d"};
+  struct fb_snapshot *s = ring_of(ids, 4, 1);
+  struct fb_router *r = router(FB_STRATEGY_CONSISTENT_HASH);
+  fb_router_set_hash_bound(r, 1e12);
+  struct fb_frame f = frame_of("x");
+  f.frame_id = (struct fb_str){"frame-77", 8};
+  bool overloaded;
+  int first = fb_router_pick(r, s, &f, &overloaded);
+  assert_true(first >= 0);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(fb_router_pick(r, s, &f, &overloaded), first);
+  /* And it is the processor the same text gets as a camera id. */
+  assert_int_equal(pick_camera(r, s, "frame-77"), first);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
 /* ============================================================ strategy */
 
 static void strategy_can_be_changed(void **state)
@@ -556,6 +885,21 @@ int main(void)
       cmocka_unit_test(weighted_groups_stay_proportional_when_interleaved),
       cmocka_unit_test(remote_processors_are_picked_while_nats_is_up),
       cmocka_unit_test(remote_processors_are_skipped_while_nats_is_down),
+      cmocka_unit_test(full_queue_is_avoided_while_another_has_room),
+      cmocka_unit_test(all_full_still_picks_and_says_overloaded),
+      cmocka_unit_test(picks_fill_a_queue_within_a_batch),
+      cmocka_unit_test(begin_counts_frames_sent_since_the_last_poll),
+      cmocka_unit_test(least_loaded_picks_the_lighter_of_two),
+      cmocka_unit_test(least_loaded_divides_by_capacity),
+      cmocka_unit_test(least_loaded_never_picks_the_heaviest),
+      cmocka_unit_test(least_loaded_respects_capability_and_health),
+      cmocka_unit_test(same_camera_same_processor),
+      cmocka_unit_test(cameras_spread_over_processors),
+      cmocka_unit_test(removing_a_processor_moves_only_its_cameras),
+      cmocka_unit_test(adding_a_processor_moves_cameras_only_to_it),
+      cmocka_unit_test(dead_processor_cameras_move_others_stay),
+      cmocka_unit_test(hot_camera_is_bounded),
+      cmocka_unit_test(frame_without_camera_hashes_its_frame_id),
       cmocka_unit_test(strategy_can_be_changed),
       cmocka_unit_test(new_snapshot_with_more_processors),
   };
