@@ -361,7 +361,7 @@ int fb_frame_time_ms(struct fb_str ts, int64_t *ms)
   if (!ts.n) return -EINVAL;
 
   /* Unix seconds, with an optional fraction. */
-  if (ts.n < 4 || ts.p[4] != '-') {
+  if (ts.n <= 4 || ts.p[4] != '-') {
     int64_t sec = 0, frac = 0, scale = 1000;
     if (*p < '0' || *p > '9') return -EINVAL;
     for (; p < end && *p >= '0' && *p <= '9'; p++) {

@@ -359,7 +359,7 @@ struct fb_snapshot *fb_snapshot_build(struct fb_proc **procs, size_t n, uint64_t
     s->n++;
     ncaps += procs[i]->ncaps;
   }
-  qsort(s->procs, s->n, sizeof *s->procs, cmp_proc);
+  if (s->n) qsort(s->procs, s->n, sizeof *s->procs, cmp_proc);
   s->all.n = n;
   for (size_t i = 0; i < n; i++)
     s->all.members[i] = (uint32_t)i;
