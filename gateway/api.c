@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "framebuffer/clock.h"
+#include "framebuffer/events.h"
 #include "framebuffer/heartbeat.h"
 #include "framebuffer/ingest.h"
 #include "framebuffer/log.h"
@@ -167,7 +168,8 @@ static void do_register(struct fb_api *api, const struct fb_request *req, struct
           fb_transport_name(p->transport), p->ncaps, (long long)p->capacity,
           p->transport == FB_TRANSPORT_REDIS ? "stream" : "subject",
           p->transport == FB_TRANSPORT_REDIS ? p->stream : p->subject);
-  fb_nats_publish_event(api->app->nats, "register", p->id, "healthy");
+  fb_event_emit(api->app, "register", p->id, "healthy", "%s processor with %zu capabilities",
+                fb_transport_name(p->transport), p->ncaps);
   respond_json(resp, 201, fb_proc_to_json(p));
   fb_proc_release(p);
 }
@@ -228,7 +230,7 @@ static void do_delete(struct fb_api *api, const char *id, struct fb_response *re
   }
   fb_registry_remove(api->app->registry, id);
   fb_info("api", "unregistered processor %s", id);
-  fb_nats_publish_event(api->app->nats, "unregister", id, "removed");
+  fb_event_emit(api->app, "unregister", id, "removed", "unregistered over the API");
   resp->status = 204;
   resp->content_type = NULL;
   fb_buf_reset(&resp->body);
@@ -369,9 +371,12 @@ static void routing(struct fb_api *api, const struct fb_request *req, struct fb_
   json_decref(body);
   enum fb_strategy old = fb_ingest_strategy(api->app->ingest);
   fb_ingest_set_strategy(api->app->ingest, s);
-  if (old != s)
+  if (old != s) {
     fb_info("api", "routing strategy changed from %s to %s", fb_strategy_name(old),
             fb_strategy_name(s));
+    fb_event_emit(api->app, "strategy", NULL, fb_strategy_name(s), "changed from %s",
+                  fb_strategy_name(old));
+  }
   respond_json(resp, 200, routing_json(api->app));
 }
 
@@ -382,6 +387,25 @@ static bool ready(struct fb_app *app)
   struct fb_metrics *m = app->metrics;
   return atomic_load(&m->redis_up) && atomic_load(&m->group_ready) &&
          (!app->cfg->nats_enabled || atomic_load(&m->nats_up));
+}
+
+/* A processor as the dashboard's table shows it. */
+static json_t *proc_summary(const struct fb_proc *p)
+{
+  const struct fb_proc_live *l = p->live;
+  json_t *caps = json_array();
+  for (size_t c = 0; c < p->ncaps; c++)
+    json_array_append_new(caps, json_string(p->caps[c]));
+  int64_t hb = atomic_load(&l->last_heartbeat_ms);
+  return json_pack(
+      "{s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:I}", "id", p->id, "status",
+      fb_health_name((enum fb_health)atomic_load(&l->status)), "transport",
+      fb_transport_name(p->transport), "capabilities", caps, "frames_routed",
+      (json_int_t)atomic_load(&l->frames_routed), "rate", (json_int_t)atomic_load(&l->rate),
+      "queue_depth", (json_int_t)(atomic_load(&l->queue_depth) + atomic_load(&l->sent_since_poll)),
+      "max_queue", (json_int_t)p->max_queue, "capacity", (json_int_t)p->capacity, "weight",
+      (json_int_t)p->weight, "last_heartbeat_ms", hb ? json_integer(hb) : json_null(),
+      "heartbeat_interval_ms", (json_int_t)p->heartbeat_interval_ms);
 }
 
 json_t *fb_api_stats(struct fb_app *app)
@@ -396,7 +420,9 @@ json_t *fb_api_stats(struct fb_app *app)
                           json_integer((json_int_t)atomic_load(&m->dlq[r])));
   }
   struct fb_snapshot *s = fb_registry_snapshot(app->registry);
-  json_t *procs = list_json(s, NULL, -1);
+  json_t *procs = json_array();
+  for (size_t i = 0; i < s->n; i++)
+    json_array_append_new(procs, proc_summary(s->procs[i]));
   json_t *counts = json_pack("{s:i,s:i,s:i}", "healthy", 0, "stale", 0, "dead", 0);
   for (size_t i = 0; i < s->n; i++) {
     const char *h = fb_health_name((enum fb_health)atomic_load(&s->procs[i]->live->status));
@@ -406,7 +432,7 @@ json_t *fb_api_stats(struct fb_app *app)
   fb_snapshot_release(s);
   int64_t now = fb_wall_ms();
   return json_pack(
-      "{s:s,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:{s:f,s:f,s:f},s:o,s:o,s:o,s:o,s:o,"
+      "{s:s,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:{s:f,s:f,s:f},s:o,s:o,s:o,s:o,s:o,"
       "s:{s:b,s:b,s:b},s:s}",
       "service", "frame-buffer-v2", "now_ms", (json_int_t)now, "uptime_s",
       (json_int_t)((now - m->started_ms) / 1000), "frames", "consumed",
@@ -415,7 +441,8 @@ json_t *fb_api_stats(struct fb_app *app)
       (json_int_t)atomic_load(&m->rate_in), "out_per_s", (json_int_t)atomic_load(&m->rate_out),
       "consumer_lag", (json_int_t)atomic_load(&m->consumer_lag), "pending",
       (json_int_t)atomic_load(&m->input_pending), "batches", (json_int_t)atomic_load(&m->batches),
-      "routing_latency_ms", "p50", fb_histogram_quantile(&m->routing, 0.5) * 1000, "p99",
+      "blocked", (json_int_t)atomic_load(&m->blocked_frames), "routing_latency_ms", "p50",
+      fb_histogram_quantile(&m->routing, 0.5) * 1000, "p99",
       fb_histogram_quantile(&m->routing, 0.99) * 1000, "mean",
       atomic_load(&m->routing.count)
           ? (double)atomic_load(&m->routing.sum_ns) / 1e6 / (double)atomic_load(&m->routing.count)

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "framebuffer/clock.h"
+#include "framebuffer/events.h"
 #include "framebuffer/health.h"
 #include "framebuffer/log.h"
 #include "framebuffer/nats_bridge.h"
@@ -84,6 +85,20 @@ static void sample_lag(struct fb_control *c)
     }
   }
   freeReplyObject(rep);
+}
+
+/* Per-processor frames/s over the last second, for the dashboard. */
+static void sample_rates(struct fb_control *c, int64_t elapsed_ms)
+{
+  struct fb_snapshot *s = fb_registry_snapshot(c->app->registry);
+  for (size_t i = 0; i < s->n; i++) {
+    struct fb_proc_live *l = s->procs[i]->live;
+    uint64_t now = atomic_load(&l->frames_routed);
+    if (elapsed_ms > 0 && now >= l->rate_prev)
+      atomic_store(&l->rate, (int64_t)((now - l->rate_prev) * 1000 / (uint64_t)elapsed_ms));
+    l->rate_prev = now;
+  }
+  fb_snapshot_release(s);
 }
 
 /* Reads the group frame-processors' lag + pending of every Redis
@@ -165,7 +180,7 @@ static void check_health(struct fb_control *c)
         fb_info("health", "processor %s: %s -> %s (no heartbeat in %lld ms)", p->id,
                 fb_health_name(old), fb_health_name(h), (long long)(now - in.known_since_ms));
       atomic_fetch_add(&app->metrics->health_changes, 1);
-      fb_nats_publish_event(app->nats, "health", p->id, fb_health_name(h));
+      fb_event_emit(app, "health", p->id, fb_health_name(h), "was %s", fb_health_name(old));
       live->next_rescue_ms = 0;
     }
     if (h == FB_HEALTH_DEAD && p->transport == FB_TRANSPORT_REDIS && now >= live->next_rescue_ms) {
@@ -195,6 +210,7 @@ static void *run(void *arg)
       c->next_health = now + HEALTH_INTERVAL_MS;
     }
     if (now >= c->next_lag) {
+      sample_rates(c, now - (c->next_lag - LAG_INTERVAL_MS));
       sample_lag(c);
       fb_metrics_tick(c->app->metrics, fb_wall_ms());
       c->next_lag = now + LAG_INTERVAL_MS;

@@ -15,6 +15,7 @@
 #include "framebuffer/api.h"
 #include "framebuffer/clock.h"
 #include "framebuffer/dashboard.h"
+#include "framebuffer/events.h"
 #include "framebuffer/log.h"
 
 #define RESPONSE_MAX (32u << 20) /* /metrics and lists of many processors */
@@ -256,6 +257,12 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
 
 /* =============================================================== service */
 
+struct fb_app *fb_http_app(struct lws_context *ctx)
+{
+  struct fb_http *h = lws_context_user(ctx);
+  return h->app;
+}
+
 static void lws_log(int level, const char *line)
 {
   char msg[512];
@@ -285,6 +292,7 @@ int fb_http_start(struct fb_http **out, struct fb_app *app)
   h->protocols[0] = (struct lws_protocols){
       .name = "http", .callback = callback_http, .per_session_data_size = sizeof(struct session)};
   h->protocols[1] = fb_dashboard_protocol();
+  h->protocols[2] = (struct lws_protocols){NULL, NULL, 0, 0, 0, NULL, 0};
 
   struct lws_context_creation_info info;
   memset(&info, 0, sizeof info);
@@ -306,7 +314,7 @@ int fb_http_start(struct fb_http **out, struct fb_app *app)
     free(h);
     return -EADDRINUSE;
   }
-  fb_dashboard_attach(h->ctx, app);
+  if (app->events) fb_events_set_waker(app->events, fb_dashboard_wake, h->ctx);
   int rc = pthread_create(&h->thread, NULL, service, h);
   if (rc) {
     lws_context_destroy(h->ctx);
@@ -326,7 +334,7 @@ void fb_http_stop(struct fb_http *h)
   atomic_store(&h->stop, true);
   lws_cancel_service(h->ctx);
   pthread_join(h->thread, NULL);
-  fb_dashboard_detach();
+  if (h->app->events) fb_events_set_waker(h->app->events, NULL, NULL);
   lws_context_destroy(h->ctx);
   fb_api_close(&h->api);
   free(h);

@@ -26,6 +26,7 @@
 
 #include "framebuffer/buf.h"
 #include "framebuffer/clock.h"
+#include "framebuffer/events.h"
 #include "framebuffer/frame.h"
 #include "framebuffer/log.h"
 #include "framebuffer/nats_bridge.h"
@@ -496,6 +497,7 @@ static void finish_batch(struct fb_ingest *g, struct batch *b)
   }
   if (g->blocked == b) {
     fb_info("ingest", "processors have room again: reading resumed");
+    fb_event_emit(g->app, "backpressure", NULL, "off", "reading resumed");
     g->blocked = NULL;
     atomic_store(&g->m->blocked_frames, 0);
   }

@@ -13,6 +13,7 @@
 #include "framebuffer/app.h"
 #include "framebuffer/config.h"
 #include "framebuffer/control.h"
+#include "framebuffer/events.h"
 #include "framebuffer/http_server.h"
 #include "framebuffer/ingest.h"
 #include "framebuffer/log.h"
@@ -51,6 +52,7 @@ int main(int argc, char **argv)
   int status = 1;
 
   if ((rc = fb_registry_create(&app.registry))) goto out;
+  if ((rc = fb_events_create(&app.events))) goto out;
   if ((rc = fb_control_start(&control, &app))) goto out;
   if (cfg.nats_enabled && (rc = fb_nats_start(&app.nats, &app))) goto out;
   if ((rc = fb_ingest_start(&app.ingest, &app))) goto out;
@@ -69,6 +71,7 @@ out:
   fb_control_stop(control);
   fb_nats_stop(app.nats);
   fb_registry_destroy(app.registry);
+  fb_events_destroy(app.events);
   if (!rc) fb_info("main", "stopped");
   return status;
 }

@@ -9,6 +9,7 @@
 #include "framebuffer/metrics.h"
 #include "framebuffer/registry.h"
 
+struct fb_events;
 struct fb_ingest;
 struct fb_nats;
 
@@ -18,6 +19,7 @@ struct fb_app {
   struct fb_metrics *metrics;
   struct fb_ingest *ingest;
   struct fb_nats *nats; /* NULL when NATS_URL=none */
+  struct fb_events *events;
 };
 
 #endif

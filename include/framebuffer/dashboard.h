@@ -11,14 +11,25 @@
 #include "framebuffer/api.h"
 #include "framebuffer/app.h"
 
-/* Fills `resp` when `path` is a dashboard asset. Returns true if it was. */
+/* A file of the page, embedded at build time. */
+struct fb_asset {
+  const char *path; /* "/index.html" */
+  const char *type; /* Content-Type */
+  const unsigned char *data;
+  unsigned long size;
+};
+
+/* Terminated by an entry whose path is NULL. */
+extern const struct fb_asset fb_dashboard_assets[];
+
+/* Fills `resp` when `path` is a dashboard asset ("/" is /index.html).
+ * Returns true if it was. */
 bool fb_dashboard_serve(const char *path, struct fb_response *resp);
 
 /* The WebSocket protocol entry for the lws protocol list. */
 struct lws_protocols fb_dashboard_protocol(void);
 
-/* Starts and stops the periodic push on the service thread's context. */
-void fb_dashboard_attach(struct lws_context *ctx, struct fb_app *app);
-void fb_dashboard_detach(void);
+/* Any thread: wakes the service thread (an lws_context) to push new events. */
+void fb_dashboard_wake(void *ctx);
 
 #endif

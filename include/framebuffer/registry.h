@@ -39,6 +39,8 @@ struct fb_proc_live {
   atomic_int_fast64_t in_flight;         /* from its heartbeat */
   atomic_int_fast64_t sent_since_poll;   /* frames this gateway sent since depth was read */
   int64_t next_rescue_ms;                /* control thread only */
+  uint64_t rate_prev;                    /* control thread only: frames_routed a second ago */
+  atomic_int_fast64_t rate;              /* frames/s routed to it over the last second */
 };
 
 /* A registration: immutable once built, reference-counted. */

@@ -1,0 +1,102 @@
+/*
+ * The event ring (see events.h). Any thread; `lock` guards the ring.
+ */
+#include "framebuffer/events.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "framebuffer/app.h"
+#include "framebuffer/clock.h"
+#include "framebuffer/nats_bridge.h"
+
+struct fb_events {
+  pthread_mutex_t lock;
+  struct fb_event ring[FB_EVENTS_KEEP]; /* guarded by lock */
+  uint64_t next_seq;                    /* guarded by lock; first is 1 */
+  void (*wake)(void *arg);              /* guarded by lock */
+  void *wake_arg;                       /* guarded by lock */
+};
+
+int fb_events_create(struct fb_events **out)
+{
+  struct fb_events *e = calloc(1, sizeof *e);
+  if (!e) return -ENOMEM;
+  pthread_mutex_init(&e->lock, NULL);
+  e->next_seq = 1;
+  *out = e;
+  return 0;
+}
+
+void fb_events_destroy(struct fb_events *e)
+{
+  if (!e) return;
+  pthread_mutex_destroy(&e->lock);
+  free(e);
+}
+
+void fb_events_set_waker(struct fb_events *e, void (*wake)(void *arg), void *arg)
+{
+  pthread_mutex_lock(&e->lock);
+  e->wake = wake;
+  e->wake_arg = arg;
+  pthread_mutex_unlock(&e->lock);
+}
+
+void fb_event_emit(struct fb_app *app, const char *event, const char *processor_id,
+                   const char *status, const char *fmt, ...)
+{
+  struct fb_event ev = {.at_ms = fb_wall_ms()};
+  snprintf(ev.event, sizeof ev.event, "%s", event);
+  snprintf(ev.processor_id, sizeof ev.processor_id, "%s", processor_id ? processor_id : "");
+  snprintf(ev.status, sizeof ev.status, "%s", status);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(ev.detail, sizeof ev.detail, fmt, ap);
+  va_end(ap);
+
+  if (processor_id) fb_nats_publish_event(app->nats, event, processor_id, status);
+  struct fb_events *e = app->events;
+  if (!e) return;
+  pthread_mutex_lock(&e->lock);
+  ev.seq = e->next_seq++;
+  e->ring[ev.seq % FB_EVENTS_KEEP] = ev;
+  /* Under the lock, so that the waker cannot be cleared (and its context
+   * destroyed) while it runs. */
+  if (e->wake) e->wake(e->wake_arg);
+  pthread_mutex_unlock(&e->lock);
+}
+
+size_t fb_events_since(struct fb_events *e, uint64_t *after, struct fb_event *out, size_t max)
+{
+  pthread_mutex_lock(&e->lock);
+  uint64_t first = e->next_seq > FB_EVENTS_KEEP ? e->next_seq - FB_EVENTS_KEEP : 1;
+  uint64_t from = *after + 1 > first ? *after + 1 : first;
+  if (e->next_seq > from && e->next_seq - from > max) from = e->next_seq - max;
+  size_t n = 0;
+  for (uint64_t s = from; s < e->next_seq; s++)
+    out[n++] = e->ring[s % FB_EVENTS_KEEP];
+  if (e->next_seq > 1) *after = e->next_seq - 1;
+  pthread_mutex_unlock(&e->lock);
+  return n;
+}
+
+void fb_event_json(const struct fb_event *ev, struct fb_buf *o)
+{
+  fb_buf_puts(o, "{\"type\":\"event\",\"event\":");
+  fb_buf_json_string(o, ev->event, strlen(ev->event));
+  fb_buf_puts(o, ",\"processor_id\":");
+  if (ev->processor_id[0])
+    fb_buf_json_string(o, ev->processor_id, strlen(ev->processor_id));
+  else
+    fb_buf_puts(o, "null");
+  fb_buf_puts(o, ",\"status\":");
+  fb_buf_json_string(o, ev->status, strlen(ev->status));
+  fb_buf_puts(o, ",\"detail\":");
+  fb_buf_json_string(o, ev->detail, strlen(ev->detail));
+  fb_buf_printf(o, ",\"at\":%lld}", (long long)ev->at_ms);
+}
