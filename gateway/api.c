@@ -345,11 +345,62 @@ static void processors(struct fb_api *api, const char *rest, const struct fb_req
 static json_t *routing_json(struct fb_app *app)
 {
   const struct fb_config *c = app->cfg;
-  return json_pack("{s:s,s:s,s:I,s:I,s:I}", "strategy",
-                   fb_strategy_name(fb_ingest_strategy(app->ingest)), "overload_policy",
-                   fb_overload_policy_name(c->overload_policy), "frame_max_age_ms",
-                   (json_int_t)c->frame_max_age_ms, "max_deliveries", (json_int_t)c->max_deliveries,
-                   "batch_size", (json_int_t)c->batch_size);
+  struct fb_routing r;
+  fb_ingest_routing(app->ingest, &r);
+  return json_pack("{s:s,s:s,s:I,s:I,s:f,s:I,s:I,s:[s,s,s,s],s:[s,s,s]}", "strategy",
+                   fb_strategy_name(r.strategy), "overload_policy",
+                   fb_overload_policy_name(r.overload_policy), "frame_max_age_ms",
+                   (json_int_t)r.frame_max_age_ms, "slow_start_ms", (json_int_t)r.slow_start_ms,
+                   "hash_bound", r.hash_bound, "max_deliveries", (json_int_t)c->max_deliveries,
+                   "batch_size", (json_int_t)c->batch_size, "strategies", "round_robin",
+                   "weighted_round_robin", "least_loaded", "consistent_hash", "overload_policies",
+                   "drop_oldest", "reject", "block");
+}
+
+/* Applies the members of a PUT /api/v1/routing body to `r`. Returns NULL,
+ * or what is wrong (then `r` is only partly changed: the caller drops it). */
+static const char *routing_from_json(json_t *body, struct fb_routing *r)
+{
+  const char *key;
+  json_t *v;
+  if (!json_object_size(body))
+    return "no routing setting given (strategy, overload_policy, frame_max_age_ms, "
+           "slow_start_ms, hash_bound)";
+  json_object_foreach(body, key, v)
+  {
+    if (!strcmp(key, "strategy")) {
+      if (!json_is_string(v) || fb_strategy_parse(json_string_value(v), &r->strategy))
+        return "strategy must be one of round_robin, weighted_round_robin, least_loaded, "
+               "consistent_hash";
+    } else if (!strcmp(key, "overload_policy")) {
+      const char *p = json_is_string(v) ? json_string_value(v) : "";
+      if (!strcmp(p, "drop_oldest"))
+        r->overload_policy = FB_OVERLOAD_DROP_OLDEST;
+      else if (!strcmp(p, "reject"))
+        r->overload_policy = FB_OVERLOAD_REJECT;
+      else if (!strcmp(p, "block"))
+        r->overload_policy = FB_OVERLOAD_BLOCK;
+      else
+        return "overload_policy must be one of drop_oldest, reject, block";
+    } else if (!strcmp(key, "frame_max_age_ms") || !strcmp(key, "slow_start_ms")) {
+      if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+          json_integer_value(v) > INT64_C(86400000) * 365)
+        return "frame_max_age_ms and slow_start_ms must be integers >= 0 (0 = off)";
+      if (key[0] == 'f')
+        r->frame_max_age_ms = json_integer_value(v);
+      else
+        r->slow_start_ms = json_integer_value(v);
+    } else if (!strcmp(key, "hash_bound")) {
+      if (!json_is_number(v) || json_number_value(v) < 1.0 || json_number_value(v) > 100.0)
+        return "hash_bound must be a number between 1.0 and 100";
+      r->hash_bound = json_number_value(v);
+    } else if (strcmp(key, "max_deliveries") && strcmp(key, "batch_size") &&
+               strcmp(key, "strategies") && strcmp(key, "overload_policies")) {
+      return "unknown routing setting (strategy, overload_policy, frame_max_age_ms, "
+             "slow_start_ms, hash_bound)";
+    }
+  }
+  return NULL;
 }
 
 static void routing(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)
@@ -359,24 +410,28 @@ static void routing(struct fb_api *api, const struct fb_request *req, struct fb_
   if (!authorized(api, req, resp)) return;
   json_t *body = parse_body(req, resp);
   if (!body) return;
-  json_t *js = json_object_get(body, "strategy");
-  enum fb_strategy s;
-  if (!json_is_string(js) || fb_strategy_parse(json_string_value(js), &s)) {
-    json_decref(body);
-    fb_api_error(resp, 422,
-                 "strategy must be one of round_robin, weighted_round_robin, least_loaded, "
-                 "consistent_hash");
+  struct fb_routing old, next;
+  fb_ingest_routing(api->app->ingest, &old);
+  next = old;
+  const char *bad = routing_from_json(body, &next);
+  json_decref(body);
+  if (bad) {
+    fb_api_error(resp, 422, bad);
     return;
   }
-  json_decref(body);
-  enum fb_strategy old = fb_ingest_strategy(api->app->ingest);
-  fb_ingest_set_strategy(api->app->ingest, s);
-  if (old != s) {
-    fb_info("api", "routing strategy changed from %s to %s", fb_strategy_name(old),
-            fb_strategy_name(s));
-    fb_event_emit(api->app, "strategy", NULL, fb_strategy_name(s), "changed from %s",
-                  fb_strategy_name(old));
+  fb_ingest_set_routing(api->app->ingest, &next);
+  if (old.strategy != next.strategy) {
+    fb_info("api", "routing strategy changed from %s to %s", fb_strategy_name(old.strategy),
+            fb_strategy_name(next.strategy));
+    fb_event_emit(api->app, "strategy", NULL, fb_strategy_name(next.strategy), "changed from %s",
+                  fb_strategy_name(old.strategy));
   }
+  if (memcmp(&old, &next, sizeof old))
+    fb_info("api",
+            "routing: strategy=%s overload=%s frame_max_age_ms=%lld slow_start_ms=%lld "
+            "hash_bound=%.2f",
+            fb_strategy_name(next.strategy), fb_overload_policy_name(next.overload_policy),
+            (long long)next.frame_max_age_ms, (long long)next.slow_start_ms, next.hash_bound);
   respond_json(resp, 200, routing_json(api->app));
 }
 

@@ -264,6 +264,19 @@ static int p_count(struct fb_config *cfg, void *dst, const char *v, char *why, s
   return parse_i64(v, 1, INT64_C(1000000000), dst, why, n);
 }
 
+static int p_hash_bound(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  char *end;
+  errno = 0;
+  double x = strtod(v, &end);
+  if (errno || end == v || *end || !(x >= 1.0 && x <= 100.0)) {
+    snprintf(why, n, "'%s' is not a number between 1.0 and 100", v);
+    return -EINVAL;
+  }
+  cfg->hash_bound = x;
+  return 0;
+}
+
 static int p_log_level(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
 {
   if (fb_log_level_parse(v, &cfg->log_level)) {
@@ -338,6 +351,10 @@ static const struct setting settings[] = {
      "claim entries another consumer left pending this long"},
     {"DLQ_MAXLEN", "dlq-maxlen", "N", "100000", p_count, OFF(dlq_maxlen),
      "frames:dlq is capped at about this many entries"},
+    {"SLOW_START_MS", "slow-start-ms", "MS", "0 (off)", p_ms, OFF(slow_start_ms),
+     "ramp a new processor's share up over this long"},
+    {"HASH_BOUND", "hash-bound", "X", "1.25", p_hash_bound, 0,
+     "consistent_hash: load above X times the average spills to the next processor"},
     {"API_TOKEN", "api-token", "TOKEN", "unset", p_api_token, 0,
      "require 'Authorization: Bearer TOKEN' on requests that change state"},
     {"LOG_LEVEL", "log-level", "LEVEL", "info", p_log_level, 0, "debug, info, warn, error"},
@@ -366,6 +383,7 @@ static void set_defaults(struct fb_config *cfg)
   cfg->batch_size = 256;
   cfg->claim_idle_ms = 30000;
   cfg->dlq_maxlen = 100000;
+  cfg->hash_bound = 1.25;
   cfg->log_level = FB_LOG_INFO;
   cfg->log_format = FB_LOG_TEXT;
 }
@@ -522,10 +540,11 @@ void fb_config_log(const struct fb_config *cfg)
           cfg->listen_host, cfg->listen_port);
   fb_info("config",
           "strategy=%s overload=%s heartbeat_timeout_ms=%lld frame_max_age_ms=%lld "
-          "max_deliveries=%d batch=%d claim_idle_ms=%lld api_token=%s log=%s/%s",
+          "max_deliveries=%d batch=%d claim_idle_ms=%lld slow_start_ms=%lld hash_bound=%.2f "
+          "api_token=%s log=%s/%s",
           fb_strategy_name(cfg->strategy), fb_overload_policy_name(cfg->overload_policy),
           (long long)cfg->heartbeat_timeout_ms, (long long)cfg->frame_max_age_ms,
           cfg->max_deliveries, cfg->batch_size, (long long)cfg->claim_idle_ms,
-          cfg->api_token[0] ? "set" : "unset", fb_log_level_name(cfg->log_level),
-          cfg->log_format == FB_LOG_JSON ? "json" : "text");
+          (long long)cfg->slow_start_ms, cfg->hash_bound, cfg->api_token[0] ? "set" : "unset",
+          fb_log_level_name(cfg->log_level), cfg->log_format == FB_LOG_JSON ? "json" : "text");
 }

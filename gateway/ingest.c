@@ -87,7 +87,11 @@ struct fb_ingest {
   struct fb_metrics *m;
   struct fb_redis redis;
   struct fb_router *router;
-  atomic_int strategy;
+  pthread_mutex_t routing_lock;
+  struct fb_routing routing_shared; /* guarded by routing_lock */
+  atomic_uint routing_gen;          /* bumped by every change */
+  unsigned routing_seen;            /* ingest thread */
+  struct fb_routing routing;        /* ingest thread: the settings in use */
   atomic_bool stop;
   pthread_t thread;
 
@@ -326,7 +330,7 @@ static int32_t route_one(struct fb_ingest *g, struct batch *b, size_t i)
   int pick = fb_router_pick(g->router, b->snap, &b->frames[i], &overloaded);
   if (pick < 0) return -1 - FB_REASON_NO_PROCESSOR;
   if (!overloaded) return pick;
-  switch (g->cfg->overload_policy) {
+  switch (g->routing.overload_policy) {
   case FB_OVERLOAD_REJECT: return -1 - FB_REASON_OVERLOADED;
   case FB_OVERLOAD_BLOCK: b->held[i] = HOLD_BLOCKED; return pick;
   case FB_OVERLOAD_DROP_OLDEST:
@@ -345,15 +349,23 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
     fb_snapshot_release(g->snap);
     g->snap = fb_registry_snapshot(g->reg);
   }
-  fb_router_set_strategy(g->router, (enum fb_strategy)atomic_load(&g->strategy));
+  unsigned gen = atomic_load(&g->routing_gen);
+  if (gen != g->routing_seen) {
+    fb_ingest_routing(g, &g->routing);
+    g->routing_seen = gen;
+    fb_router_set_strategy(g->router, g->routing.strategy);
+    fb_router_set_hash_bound(g->router, g->routing.hash_bound);
+    fb_router_set_slow_start(g->router, g->routing.slow_start_ms);
+  }
   fb_router_set_remote_available(g->router, g->nats && fb_nats_is_connected(g->nats));
   fb_snapshot_release(b->snap); /* a blocked batch routed again */
   b->snap = g->snap;
   atomic_fetch_add(&b->snap->refs, 1);
-  fb_router_begin(g->router, b->snap);
+  int64_t wall = fb_wall_ms();
+  fb_router_begin(g->router, b->snap, wall);
   b->ntrimmed = 0;
 
-  int64_t now = g->cfg->frame_max_age_ms ? fb_wall_ms() : 0;
+  int64_t max_age = g->routing.frame_max_age_ms;
   bool prioritised = false;
   size_t used = 0;
   for (size_t i = 0; i < b->n; i++) {
@@ -380,7 +392,7 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
       b->outcome[i] = -1 - FB_REASON_POISON;
     else if (err != FB_FRAME_OK)
       b->outcome[i] = -1 - FB_REASON_MALFORMED;
-    else if (now && fb_frame_time_ms(f->timestamp, &ts) == 0 && now - ts > g->cfg->frame_max_age_ms)
+    else if (max_age && fb_frame_time_ms(f->timestamp, &ts) == 0 && wall - ts > max_age)
       b->outcome[i] = -1 - FB_REASON_EXPIRED;
     else
       b->outcome[i] = route_one(g, b, i);
@@ -416,7 +428,7 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
         snprintf(detail, sizeof detail, "delivered %lld times", (long long)b->deliveries[i]);
         break;
       case FB_REASON_EXPIRED:
-        snprintf(detail, sizeof detail, "older than %lld ms", (long long)g->cfg->frame_max_age_ms);
+        snprintf(detail, sizeof detail, "older than %lld ms", (long long)max_age);
         break;
       default:
         snprintf(detail, sizeof detail, "no live processor has capability '%.*s'",
@@ -572,6 +584,7 @@ static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec
   }
   atomic_fetch_add(&g->m->dropped[FB_REASON_TRIMMED], b->ntrimmed);
   atomic_fetch_add(&g->m->frames_distributed, delivered);
+  atomic_fetch_add(&g->m->decisions[g->routing.strategy], delivered);
   atomic_fetch_add(&g->m->frames_consumed, consumed);
   atomic_fetch_add(&g->m->batches, 1);
   fb_histogram_observe(&g->m->routing, fb_mono_ns() - b->read_ns, consumed);
@@ -927,7 +940,11 @@ int fb_ingest_start(struct fb_ingest **out, struct fb_app *app)
   g->cfg = cfg;
   g->reg = app->registry;
   g->m = app->metrics;
-  atomic_init(&g->strategy, (int)cfg->strategy);
+  pthread_mutex_init(&g->routing_lock, NULL);
+  g->routing_shared =
+      (struct fb_routing){cfg->strategy, cfg->overload_policy, cfg->frame_max_age_ms,
+                          cfg->slow_start_ms, cfg->hash_bound};
+  atomic_init(&g->routing_gen, 1);
   fb_redis_init(&g->redis, &cfg->redis, "ingest", REDIS_TIMEOUT_MS);
   int rc = fb_router_create(&g->router, cfg->strategy);
   for (int i = 0; i < NBATCH && !rc; i++)
@@ -957,16 +974,22 @@ void fb_ingest_stop(struct fb_ingest *g)
   fb_redis_close(&g->redis);
   fb_router_destroy(g->router);
   fb_snapshot_release(g->snap);
+  pthread_mutex_destroy(&g->routing_lock);
   free(g->fields);
   free(g);
 }
 
-void fb_ingest_set_strategy(struct fb_ingest *g, enum fb_strategy s)
+void fb_ingest_set_routing(struct fb_ingest *g, const struct fb_routing *r)
 {
-  atomic_store(&g->strategy, (int)s);
+  pthread_mutex_lock(&g->routing_lock);
+  g->routing_shared = *r;
+  pthread_mutex_unlock(&g->routing_lock);
+  atomic_fetch_add(&g->routing_gen, 1);
 }
 
-enum fb_strategy fb_ingest_strategy(const struct fb_ingest *g)
+void fb_ingest_routing(struct fb_ingest *g, struct fb_routing *out)
 {
-  return (enum fb_strategy)atomic_load(&g->strategy);
+  pthread_mutex_lock(&g->routing_lock);
+  *out = g->routing_shared;
+  pthread_mutex_unlock(&g->routing_lock);
 }

@@ -125,6 +125,16 @@ int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, b
     fb_buf_puts(o, "\n");
   }
 
+  fb_buf_puts(o, "# HELP frame_buffer_routing_decisions_total Frames placed on a processor, by "
+                 "the strategy that placed them.\n"
+                 "# TYPE frame_buffer_routing_decisions_total counter\n");
+  for (int st = 0; st < FB_STRATEGY_COUNT; st++) {
+    fb_buf_printf(o, "frame_buffer_routing_decisions_total{strategy=\"%s\"} ",
+                  fb_strategy_name((enum fb_strategy)st));
+    fb_buf_u64(o, atomic_load(&m->decisions[st]));
+    fb_buf_puts(o, "\n");
+  }
+
   fb_buf_puts(o, "# HELP frame_buffer_frames_dropped_total Frames not delivered, by reason.\n"
                  "# TYPE frame_buffer_frames_dropped_total counter\n");
   for (int r = 0; r < FB_REASON_COUNT; r++) {

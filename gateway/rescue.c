@@ -149,7 +149,7 @@ long fb_rescue_run(struct fb_rescue *r, struct fb_redis *redis, const struct fb_
   snprintf(count, sizeof count, "%d", RESCUE_BATCH);
   snprintf(idle, sizeof idle, "%lld", (long long)r->app->cfg->claim_idle_ms);
   long total = 0;
-  fb_router_begin(r->router, s);
+  fb_router_begin(r->router, s, 0);
   /* Our own pending entries first (a rescue cut short), then what the dead
    * processor read and left, then what it never read. */
   for (int source = 0; source < 3 && (size_t)total < max;) {

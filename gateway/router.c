@@ -25,11 +25,13 @@ struct fb_router {
   enum fb_strategy strategy;
   bool remote_ok;
   double hash_bound;
+  int64_t slow_start_ms;
   uint64_t generation; /* of the snapshot the state below belongs to */
   size_t nprocs, ngroups;
   uint32_t *cursors;  /* round robin, per group; the last one is `all` */
   int64_t *credit;    /* smooth weighted round robin, per processor */
   int64_t *load;      /* estimated queue depth, per processor */
+  double *share;      /* slow start: the part of its traffic it may take, 0..1 */
   struct ring *rings; /* consistent hash, per group, built on first use */
   uint64_t rng;       /* xorshift state for the power of two choices */
 };
@@ -57,6 +59,8 @@ static void free_state(struct fb_router *r)
   free(r->cursors);
   free(r->credit);
   free(r->load);
+  free(r->share);
+  r->share = NULL;
   r->rings = NULL;
   r->cursors = NULL;
   r->credit = r->load = NULL;
@@ -130,22 +134,35 @@ static int adopt(struct fb_router *r, const struct fb_snapshot *s)
   r->rings = calloc(s->ngroups + 1, sizeof *r->rings);
   r->credit = calloc(s->n + 1, sizeof *r->credit);
   r->load = calloc(s->n + 1, sizeof *r->load);
-  if (!r->cursors || !r->rings || !r->credit || !r->load) {
+  r->share = calloc(s->n + 1, sizeof *r->share);
+  if (!r->cursors || !r->rings || !r->credit || !r->load || !r->share) {
     free_state(r);
     r->generation = UINT64_MAX;
     return -ENOMEM;
   }
+  for (size_t i = 0; i < s->n; i++)
+    r->share[i] = 1.0;
   r->generation = s->generation;
   return 0;
 }
 
-int fb_router_begin(struct fb_router *r, const struct fb_snapshot *s)
+void fb_router_set_slow_start(struct fb_router *r, int64_t ms)
+{
+  r->slow_start_ms = ms > 0 ? ms : 0;
+}
+
+int fb_router_begin(struct fb_router *r, const struct fb_snapshot *s, int64_t now_ms)
 {
   if (adopt(r, s)) return -ENOMEM;
   for (size_t i = 0; i < s->n; i++) {
-    const struct fb_proc_live *l = s->procs[i]->live;
+    const struct fb_proc *p = s->procs[i];
+    const struct fb_proc_live *l = p->live;
     r->load[i] = atomic_load_explicit(&l->queue_depth, memory_order_relaxed) +
                  atomic_load_explicit(&l->sent_since_poll, memory_order_relaxed);
+    int64_t age = now_ms - p->registered_at_ms;
+    r->share[i] = 1.0;
+    if (r->slow_start_ms && p->registered_at_ms && age < r->slow_start_ms)
+      r->share[i] = age <= 0 ? 0.05 : 0.05 + 0.95 * (double)age / (double)r->slow_start_ms;
   }
   return 0;
 }
@@ -186,12 +203,19 @@ static int best_health(const struct fb_router *r, const struct fb_snapshot *s,
 
 /* =============================================================== strategies */
 
+/* Slow start for the strategies that take turns: a ramping processor lets
+ * its turn pass with the probability of the share it may not yet take. */
+static bool pass_turn(struct fb_router *r, uint32_t m)
+{
+  return r->share[m] < 1.0 && (double)(next_random(r) % 10000) >= r->share[m] * 10000.0;
+}
+
 static int pick_round_robin(struct fb_router *r, const struct fb_snapshot *s,
                             const struct fb_cap_group *g, uint32_t *cursor, struct want w)
 {
   for (size_t k = 0; k < g->n; k++) {
     uint32_t m = g->members[(*cursor + k) % g->n];
-    if (eligible(r, s, m, w)) {
+    if (eligible(r, s, m, w) && (k + 1 == g->n || !pass_turn(r, m))) {
       *cursor = (uint32_t)((*cursor + k + 1) % g->n);
       return (int)m;
     }
@@ -209,7 +233,9 @@ static int pick_weighted(struct fb_router *r, const struct fb_snapshot *s,
   for (size_t k = 0; k < g->n; k++) {
     uint32_t m = g->members[k];
     if (!eligible(r, s, m, w)) continue;
-    int64_t weight = s->procs[m]->weight;
+    /* In thousandths, so that a ramping share stays smooth. */
+    int64_t weight = (int64_t)((double)s->procs[m]->weight * 1000.0 * r->share[m]);
+    if (weight < 1) weight = 1;
     r->credit[m] += weight;
     total += weight;
     if (best < 0 || r->credit[m] > r->credit[best]) best = (int)m;
@@ -218,10 +244,17 @@ static int pick_weighted(struct fb_router *r, const struct fb_snapshot *s,
   return best;
 }
 
+/* What a processor can take as the strategies see it: its capacity,
+ * scaled down while it ramps up. */
+static double room(const struct fb_router *r, const struct fb_snapshot *s, uint32_t i)
+{
+  return (double)s->procs[i]->capacity * r->share[i];
+}
+
 /* a's load per unit of capacity is below b's. */
 static bool lighter(const struct fb_router *r, const struct fb_snapshot *s, uint32_t a, uint32_t b)
 {
-  return r->load[a] * s->procs[b]->capacity < r->load[b] * s->procs[a]->capacity;
+  return (double)r->load[a] * room(r, s, b) < (double)r->load[b] * room(r, s, a);
 }
 
 /* Power of two choices: two random candidates, the lighter one wins (a
@@ -297,13 +330,14 @@ static int pick_consistent(struct fb_router *r, const struct fb_snapshot *s,
       hi = mid;
   }
   /* The bound: total load (plus this frame) over total capacity, scaled. */
-  int64_t total_load = 1, total_cap = 0;
+  int64_t total_load = 1;
+  double total_cap = 0;
   for (size_t k = 0; k < g->n; k++)
     if (eligible(r, s, g->members[k], w)) {
       total_load += r->load[g->members[k]];
-      total_cap += s->procs[g->members[k]]->capacity;
+      total_cap += room(r, s, g->members[k]);
     }
-  if (!total_cap) return -ENOENT;
+  if (total_cap <= 0) return -ENOENT;
   int first = -ENOENT;
   for (size_t k = 0; k < ring->n; k++) {
     uint32_t m = ring->pts[(lo + k) % ring->n].member;

@@ -60,6 +60,8 @@ struct fb_config {
   int batch_size;
   int64_t claim_idle_ms;
   int64_t dlq_maxlen;
+  int64_t slow_start_ms;
+  double hash_bound;
 
   char api_token[256];
   enum fb_log_level log_level;

@@ -7,7 +7,8 @@
  * batch is already being read.
  *
  * Threads: one ingest thread owns its Redis connection and router. Other
- * threads only call fb_ingest_set_strategy/fb_ingest_strategy (atomics).
+ * threads only call fb_ingest_set_routing/fb_ingest_routing (under
+ * `routing_lock`; the ingest thread checks a generation counter per batch).
  */
 #ifndef FRAMEBUFFER_INGEST_H
 #define FRAMEBUFFER_INGEST_H
@@ -23,8 +24,17 @@ int fb_ingest_start(struct fb_ingest **out, struct fb_app *app);
 /* Stops reading, finishes the batches in flight, joins the thread, frees. */
 void fb_ingest_stop(struct fb_ingest *g);
 
-/* Any thread: changes the routing strategy from the next batch on. */
-void fb_ingest_set_strategy(struct fb_ingest *g, enum fb_strategy s);
-enum fb_strategy fb_ingest_strategy(const struct fb_ingest *g);
+/* The routing settings that can change while the gateway runs. */
+struct fb_routing {
+  enum fb_strategy strategy;
+  enum fb_overload_policy overload_policy;
+  int64_t frame_max_age_ms; /* 0 = off */
+  int64_t slow_start_ms;    /* 0 = off */
+  double hash_bound;        /* consistent_hash, >= 1.0 */
+};
+
+/* Any thread: the settings take effect from the next batch on. */
+void fb_ingest_set_routing(struct fb_ingest *g, const struct fb_routing *r);
+void fb_ingest_routing(struct fb_ingest *g, struct fb_routing *out);
 
 #endif

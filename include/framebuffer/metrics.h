@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "framebuffer/buf.h"
+#include "framebuffer/config.h"
 #include "framebuffer/registry.h"
 
 /* Why a frame was not delivered to a processor. The first five are also
@@ -40,6 +41,7 @@ extern const double fb_hist_bounds[FB_HIST_BUCKETS];
 struct fb_metrics {
   atomic_uint_fast64_t frames_consumed;
   atomic_uint_fast64_t frames_distributed;
+  atomic_uint_fast64_t decisions[FB_STRATEGY_COUNT]; /* frames placed, by strategy */
   atomic_uint_fast64_t dropped[FB_REASON_COUNT];
   atomic_uint_fast64_t dlq[FB_REASON_COUNT];
   atomic_uint_fast64_t batches;

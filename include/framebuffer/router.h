@@ -41,13 +41,18 @@ void fb_router_set_remote_available(struct fb_router *r, bool available);
  * processor may go before a camera spills to the next one (>= 1.0). */
 void fb_router_set_hash_bound(struct fb_router *r, double bound);
 
+/* Slow start: a processor registered less than `ms` ago gets a share of
+ * its normal traffic that grows linearly from 5% to 100% (0 = off). */
+void fb_router_set_slow_start(struct fb_router *r, int64_t ms);
+
 /*
- * Starts a batch: takes each processor's estimated queue depth (its last
- * known depth plus what was sent since) as the load the strategies see;
- * every pick adds one to it. Optional: without it loads start at zero.
+ * Starts a batch at time `now_ms` (unix ms, for slow start): takes each
+ * processor's estimated queue depth (its last known depth plus what was sent
+ * since) as the load the strategies see; every pick adds one to it.
+ * Optional: without it loads start at zero and nobody ramps up.
  * Returns 0 or -ENOMEM.
  */
-int fb_router_begin(struct fb_router *r, const struct fb_snapshot *s);
+int fb_router_begin(struct fb_router *r, const struct fb_snapshot *s, int64_t now_ms);
 
 /*
  * Picks a processor for frame `f`. Returns the index into s->procs, or

@@ -527,7 +527,7 @@ static void full_queue_is_avoided_while_another_has_room(void **state)
   set_depth(s, "a", 10);
   for (int strategy = 0; strategy < FB_STRATEGY_COUNT; strategy++) {
     struct fb_router *r = router((enum fb_strategy)strategy);
-    assert_int_equal(fb_router_begin(r, s), 0);
+    assert_int_equal(fb_router_begin(r, s, 0), 0);
     for (int i = 0; i < 5; i++) {
       bool overloaded;
       int got = pick_ov(r, s, &overloaded);
@@ -547,7 +547,7 @@ static void all_full_still_picks_and_says_overloaded(void **state)
   set_depth(s, "b", 12);
   for (int strategy = 0; strategy < FB_STRATEGY_COUNT; strategy++) {
     struct fb_router *r = router((enum fb_strategy)strategy);
-    assert_int_equal(fb_router_begin(r, s), 0);
+    assert_int_equal(fb_router_begin(r, s, 0), 0);
     bool overloaded = false;
     int got = pick_ov(r, s, &overloaded);
     assert_true(got >= 0);
@@ -563,7 +563,7 @@ static void picks_fill_a_queue_within_a_batch(void **state)
   struct fb_snapshot *s = snapshot_take(procs, 2);
   set_depth(s, "a", 2);
   struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
-  assert_int_equal(fb_router_begin(r, s), 0);
+  assert_int_equal(fb_router_begin(r, s, 0), 0);
   int a = fb_snapshot_find(s, "a"), b = fb_snapshot_find(s, "b");
   assert_int_equal(fb_router_load(r, (uint32_t)a), 2);
   bool overloaded;
@@ -590,7 +590,7 @@ static void begin_counts_frames_sent_since_the_last_poll(void **state)
   set_depth(s, "a", 7);
   atomic_store(&proc_at(s, "a")->live->sent_since_poll, 5);
   struct fb_router *r = router(FB_STRATEGY_LEAST_LOADED);
-  assert_int_equal(fb_router_begin(r, s), 0);
+  assert_int_equal(fb_router_begin(r, s, 0), 0);
   assert_int_equal(fb_router_load(r, 0), 12);
   assert_int_equal(pick(r, s, "x"), 0);
   assert_int_equal(fb_router_load(r, 0), 13);
@@ -606,7 +606,7 @@ static void least_loaded_picks_the_lighter_of_two(void **state)
   struct fb_snapshot *s = snapshot_take(procs, 2);
   set_depth(s, "a", 10);
   struct fb_router *r = router(FB_STRATEGY_LEAST_LOADED);
-  assert_int_equal(fb_router_begin(r, s), 0);
+  assert_int_equal(fb_router_begin(r, s, 0), 0);
   for (int i = 0; i < 10; i++)
     assert_string_equal(pick_id(r, s, "x"), "b");
   fb_router_destroy(r);
@@ -618,7 +618,7 @@ static void least_loaded_divides_by_capacity(void **state)
   struct fb_proc *procs[] = {proc_cq("big", 4, 10000), proc_cq("small", 1, 10000)};
   struct fb_snapshot *s = snapshot_take(procs, 2);
   struct fb_router *r = router(FB_STRATEGY_LEAST_LOADED);
-  assert_int_equal(fb_router_begin(r, s), 0);
+  assert_int_equal(fb_router_begin(r, s, 0), 0);
   size_t big = 0;
   for (int i = 0; i < 50; i++)
     big += !strcmp(pick_id(r, s, "x"), "big");
@@ -637,7 +637,7 @@ static void least_loaded_never_picks_the_heaviest(void **state)
   struct fb_snapshot *s = snapshot_take(procs, 4);
   set_depth(s, "heavy", 1000);
   struct fb_router *r = router(FB_STRATEGY_LEAST_LOADED);
-  assert_int_equal(fb_router_begin(r, s), 0);
+  assert_int_equal(fb_router_begin(r, s, 0), 0);
   for (int i = 0; i < 300; i++)
     assert_string_not_equal(pick_id(r, s, "x"), "heavy");
   fb_router_destroy(r);
@@ -649,7 +649,7 @@ static void least_loaded_respects_capability_and_health(void **state)
   struct fb_snapshot *s = four_processors();
   test_set_health(proc_at(s, "p1"), FB_HEALTH_DEAD);
   struct fb_router *r = router(FB_STRATEGY_LEAST_LOADED);
-  assert_int_equal(fb_router_begin(r, s), 0);
+  assert_int_equal(fb_router_begin(r, s, 0), 0);
   for (int i = 0; i < 20; i++) {
     const char *id = pick_id(r, s, "person");
     assert_true(!strcmp(id, "p2") || !strcmp(id, "p3"));
@@ -787,7 +787,7 @@ static void hot_camera_is_bounded(void **state)
   const char *ids[] = {"a", "b", "c", "d"};
   struct fb_snapshot *s = ring_of(ids, 4, 1);
   struct fb_router *r = router(FB_STRATEGY_CONSISTENT_HASH);
-  assert_int_equal(fb_router_begin(r, s), 0);
+  assert_int_equal(fb_router_begin(r, s, 0), 0);
   enum { N = 1000 };
   for (int i = 0; i < N; i++)
     pick_camera(r, s, "hot-camera");
