@@ -143,14 +143,41 @@ int fb_buf_json_string(struct fb_buf *b, const char *s, size_t n)
   return rc;
 }
 
+/* Writes the decimal digits of `v` ending just before `end`; returns the
+ * first digit. */
+static char *digits_before(char *end, uint64_t v)
+{
+  do {
+    *--end = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  return end;
+}
+
+/* The hot path of every hand-off: one reserve, then plain copies. */
 int fb_buf_resp_bulk(struct fb_buf *b, const char *s, size_t n)
 {
-  int rc = fb_buf_append(b, "$", 1);
-  if (!rc) rc = fb_buf_u64(b, n);
-  if (!rc) rc = fb_buf_append(b, "\r\n", 2);
-  if (!rc) rc = fb_buf_append(b, s, n);
-  if (!rc) rc = fb_buf_append(b, "\r\n", 2);
-  return rc;
+  char head[24];
+  char *end = head + sizeof head;
+  *--end = '\n';
+  *--end = '\r';
+  char *p = digits_before(end, n);
+  *--p = '$';
+  size_t hl = (size_t)(head + sizeof head - p);
+  int rc = reserve(b, hl + n + 2);
+  if (rc) {
+    /* Let the slow path keep what fits in a fixed buffer. */
+    if (!(rc = fb_buf_append(b, p, hl))) rc = fb_buf_append(b, s, n);
+    if (!rc) rc = fb_buf_append(b, "\r\n", 2);
+    return rc;
+  }
+  char *d = b->data + b->len;
+  memcpy(d, p, hl);
+  memcpy(d + hl, s, n);
+  d[hl + n] = '\r';
+  d[hl + n + 1] = '\n';
+  b->len += hl + n + 2;
+  return 0;
 }
 
 int fb_buf_resp_array(struct fb_buf *b, size_t n)
