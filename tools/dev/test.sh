@@ -3,8 +3,11 @@
 # unit tests and the integration tests, which start their own redis-server
 # and nats-server on free loopback ports (so a running demo is never touched).
 #
+# Before that, the unit tests run in an AddressSanitizer + UBSan build.
+#
 # Usage: tools/dev/test.sh [ctest arguments, e.g. -L unit or -R api]
 # Env:   FB_TEST_BUILD  build directory (default build-test)
+#        FB_SANITIZE=0  skip the sanitizer pass
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${FB_TEST_BUILD:-$root/build-test}
@@ -16,6 +19,19 @@ for tool in cmake redis-server nats-server python3; do
   }
 done
 
+status=0
+if [ "${FB_SANITIZE:-1}" != 0 ] && [ $# = 0 ]; then
+  echo "== unit tests under AddressSanitizer + UBSan"
+  cmake -S "$root" -B "$build-asan" -DFB_WERROR=ON -DFB_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
+    >/dev/null
+  cmake --build "$build-asan" -j"$(nproc)" --target \
+    $(cd "$root/tests/unit" && ls test_*.c | sed 's/\.c$//')
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    ctest --test-dir "$build-asan" --output-on-failure -L unit || status=$?
+fi
+
+echo "== every test"
 cmake -S "$root" -B "$build" -DFB_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc)"
-ctest --test-dir "$build" --output-on-failure -j2 "$@"
+ctest --test-dir "$build" --output-on-failure -j2 "$@" || status=$?
+exit $status
