@@ -1,0 +1,1100 @@
+/*
+ * frame-buffer live dashboard. Plain JavaScript, no dependencies.
+ *
+ * The gateway pushes everything over one WebSocket (/ws, subprotocol
+ * "fb-dashboard"): a "hello" on connect (recent events and the throughput
+ * history), a "snapshot" (the fields of GET /api/v1/stats) about four times a
+ * second, and an "event" whenever something happens. The page itself only
+ * asks GET /readyz once (to tell NATS "disabled" from "down") and sends
+ * PUT /api/v1/routing when the operator changes the strategy.
+ */
+"use strict";
+
+(function () {
+  // ------------------------------------------------------------ helpers
+
+  var root = document.documentElement;
+
+  function $(sel) { return document.querySelector(sel); }
+  function tid(name) { return document.querySelector('[data-testid="' + name + '"]'); }
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text != null) e.textContent = text;
+    return e;
+  }
+  function num(v) { return typeof v === "number" && isFinite(v) ? v : null; }
+
+  var nfInt = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+  var nf1 = new Intl.NumberFormat("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+  var collator = new Intl.Collator("en", { numeric: true, sensitivity: "base" });
+
+  function fmtInt(v) { return num(v) == null ? "—" : nfInt.format(v); }
+  function fmtRate(v) {
+    if (num(v) == null) return "—";
+    return v > 0 && v < 10 ? nf1.format(v) : nfInt.format(Math.round(v));
+  }
+  function fmtMs(v) {
+    if (num(v) == null) return "—";
+    if (v === 0) return "0 ms";
+    if (v < 1) return Math.max(1, Math.round(v * 1000)) + " µs";
+    if (v < 10) return v.toFixed(2) + " ms";
+    if (v < 100) return v.toFixed(1) + " ms";
+    return nfInt.format(Math.round(v)) + " ms";
+  }
+  function fmtAge(ms) {
+    if (ms == null) return "never";
+    if (ms < 0) ms = 0;
+    var s = ms / 1000;
+    if (s < 10) return s.toFixed(1) + " s";
+    if (s < 90) return Math.round(s) + " s";
+    var m = Math.floor(s / 60);
+    if (m < 90) return m + " min";
+    var h = Math.floor(m / 60);
+    if (h < 48) return h + " h " + (m % 60) + " min";
+    return Math.floor(h / 24) + " d";
+  }
+  function fmtUptime(s) {
+    if (num(s) == null) return "—";
+    var d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600);
+    var m = Math.floor((s % 3600) / 60), sec = Math.floor(s % 60);
+    if (d) return d + "d " + h + "h";
+    if (h) return h + "h " + m + "m";
+    if (m) return m + "m " + sec + "s";
+    return sec + "s";
+  }
+  function fmtClock(ms) {
+    var d = new Date(ms);
+    function p(n) { return (n < 10 ? "0" : "") + n; }
+    return p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
+  }
+
+  /* Sets an element's text and its raw value (data-value, read by tests and
+   * tools) only when they change, so the DOM is not touched 4 times a second
+   * for nothing. */
+  function show(elem, value, text) {
+    if (!elem) return;
+    var v = value == null ? "" : String(value);
+    if (elem.getAttribute("data-value") !== v) elem.setAttribute("data-value", v);
+    if (elem.textContent !== text) elem.textContent = text;
+  }
+  function setText(elem, text) {
+    if (elem && elem.textContent !== text) elem.textContent = text;
+  }
+
+  function storageGet(store, key) {
+    try { return window[store].getItem(key); } catch (e) { return null; }
+  }
+  function storageSet(store, key, value) {
+    try {
+      if (value) window[store].setItem(key, value);
+      else window[store].removeItem(key);
+    } catch (e) { /* storage blocked: keep it in memory only */ }
+  }
+
+  // -------------------------------------------------------------- state
+
+  var HISTORY_MS = 5 * 60 * 1000;
+  var MAX_EVENTS = 200;
+  var STATUS_ORDER = { dead: 0, stale: 1, stopping: 1, healthy: 2, removed: 3 };
+
+  var state = {
+    authRequired: false,
+    snap: null,            // the last snapshot
+    history: [],           // [{t, in, out}], oldest first, server clock
+    events: [],            // newest first
+    procs: [],             // the last snapshot's processors, with derived fields
+    rates: new Map(),      // id -> {routed, t, rate}: frames/s when the gateway sends none
+    dropWin: [],           // [{t, dropped, dlq}] over the last few seconds
+    sort: { key: "id", dir: 1 },
+    filterText: "",
+    filterStatus: "",
+    strategy: null,        // what the gateway says
+    strategyDirty: false,  // the operator picked something not yet applied
+    logPaused: false
+  };
+
+  // --------------------------------------------------------- connection
+
+  var conn = {
+    ws: null,
+    everConnected: false,
+    attempt: 0,
+    retryAt: 0,
+    retryTimer: 0,
+    lastMessage: 0
+  };
+  var BACKOFF_S = [1, 2, 4, 8, 15];
+  var SILENCE_MS = 6000; // no message for this long on an open socket: treat it as lost
+
+  var pill = tid("conn-status");
+  var banner = tid("conn-banner");
+  var bannerText = tid("conn-banner-text");
+  var mainEl = $("#main");
+
+  function setConnState(s) {
+    if (pill.getAttribute("data-state") === s) return;
+    pill.setAttribute("data-state", s);
+    setText(pill.querySelector(".conn-text"),
+      s === "live" ? "Live" : s === "connecting" ? "Connecting…" : "Disconnected");
+    pill.title = s === "live" ? "Receiving live updates from the gateway"
+      : s === "connecting" ? "Connecting to the gateway" : "Not connected to the gateway";
+    mainEl.classList.toggle("stale", s !== "live");
+  }
+
+  function wsUrl() {
+    return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+  }
+
+  function connect() {
+    clearTimeout(conn.retryTimer);
+    conn.retryTimer = 0;
+    conn.retryAt = 0;
+    if (conn.ws) {
+      var old = conn.ws;
+      conn.ws = null;
+      try { old.close(); } catch (e) { /* already closed */ }
+    }
+    setConnState("connecting");
+    if (!banner.hidden) setText(bannerText, bannerPrefix() + " — reconnecting…");
+    var ws;
+    try {
+      ws = new WebSocket(wsUrl(), "fb-dashboard");
+    } catch (e) {
+      lost();
+      return;
+    }
+    conn.ws = ws;
+    conn.lastMessage = performance.now();
+    ws.onopen = function () { conn.lastMessage = performance.now(); };
+    ws.onmessage = function (ev) {
+      if (conn.ws !== ws) return;
+      conn.lastMessage = performance.now();
+      var msg;
+      try { msg = JSON.parse(ev.data); } catch (e) { return; }
+      if (!msg || typeof msg !== "object") return;
+      if (pill.getAttribute("data-state") !== "live") online();
+      if (msg.type === "hello") onHello(msg);
+      else if (msg.type === "snapshot") onSnapshot(msg);
+      else if (msg.type === "event") onEvent(msg, true);
+    };
+    ws.onclose = function () {
+      if (conn.ws !== ws) return;
+      conn.ws = null;
+      lost();
+    };
+    ws.onerror = function () { /* a close follows */ };
+  }
+
+  function online() {
+    conn.everConnected = true;
+    setConnState("live");
+    banner.hidden = true;
+  }
+
+  function bannerPrefix() {
+    return conn.everConnected ? "Connection to the gateway lost" : "Cannot reach the gateway";
+  }
+
+  function lost() {
+    setConnState("disconnected");
+    var delay = BACKOFF_S[Math.min(conn.attempt, BACKOFF_S.length - 1)] * 1000;
+    delay = Math.round(delay * (0.85 + Math.random() * 0.3));
+    conn.attempt++;
+    conn.retryAt = Date.now() + delay;
+    clearTimeout(conn.retryTimer);
+    conn.retryTimer = setTimeout(connect, delay);
+    banner.hidden = false;
+    updateBanner();
+  }
+
+  function updateBanner() {
+    if (banner.hidden || !conn.retryAt) return;
+    var s = Math.max(1, Math.ceil((conn.retryAt - Date.now()) / 1000));
+    setText(bannerText, bannerPrefix() + " — reconnecting in " + s + " s");
+  }
+
+  setInterval(function () {
+    updateBanner();
+    // An open socket that has gone quiet (a stalled gateway, a dead NAT
+    // mapping) is as good as closed.
+    var ws = conn.ws;
+    if (ws && performance.now() - conn.lastMessage > SILENCE_MS) {
+      conn.ws = null;
+      try { ws.close(); } catch (e) { /* nothing to do */ }
+      lost();
+    }
+  }, 250);
+
+  $("#retry-now").addEventListener("click", function () { conn.attempt = 0; connect(); });
+  window.addEventListener("online", function () { if (!conn.ws) { conn.attempt = 0; connect(); } });
+
+  // ------------------------------------------------------------ messages
+
+  function onHello(m) {
+    conn.attempt = 0;
+    state.authRequired = !!m.auth_required;
+    $("#token-row").hidden = !state.authRequired && !$("#token-row").dataset.forced;
+    setText(tid("consumer"), m.consumer || "—");
+    setText(tid("version"), m.version ? "v" + m.version : "v—");
+    if (Array.isArray(m.history)) {
+      state.history = m.history
+        .filter(function (p) { return p && num(p.t) != null; })
+        .map(function (p) { return { t: p.t, in: num(p.in) || 0, out: num(p.out) || 0 }; });
+    }
+    if (Array.isArray(m.events)) {
+      state.events = m.events.slice(-MAX_EVENTS).reverse();
+      renderLog();
+    }
+    scheduleRender();
+  }
+
+  function onSnapshot(s) {
+    state.snap = s;
+    var f = s.frames || {};
+    var t = num(s.now_ms) || Date.now();
+    var h = state.history;
+    var last = h.length ? h[h.length - 1] : null;
+    if (!last || t - last.t >= 1000) {
+      h.push({ t: t, in: num(f.in_per_s) || 0, out: num(f.out_per_s) || 0 });
+    } else if (last) {
+      // Keep the newest second's point current between whole seconds.
+      last.in = num(f.in_per_s) || 0;
+      last.out = num(f.out_per_s) || 0;
+    }
+    while (h.length && h[0].t < t - HISTORY_MS - 2000) h.shift();
+    if (h.length > 400) h.splice(0, h.length - 400);
+    if (s.routing && s.routing.strategy) state.strategy = s.routing.strategy;
+    updateProcs(s, t);
+    trackDrops(s, t);
+    scheduleRender();
+  }
+
+  function onEvent(e, live) {
+    state.events.unshift(e);
+    if (state.events.length > MAX_EVENTS) state.events.length = MAX_EVENTS;
+    if (live) {
+      if (!state.logPaused) prependLog(e);
+      else setText(tid("event-count"), "· " + state.events.length + " (paused)");
+      // Apply what the event says at once; the next snapshot confirms it.
+      if (e.processor_id && (e.event === "health" || e.event === "register")) {
+        for (var i = 0; i < state.procs.length; i++) {
+          if (state.procs[i].id === e.processor_id && e.status) {
+            state.procs[i].status = e.status;
+            state.viewDirty = true;
+          }
+        }
+      } else if (e.processor_id && e.event === "unregister") {
+        state.procs = state.procs.filter(function (p) { return p.id !== e.processor_id; });
+        state.viewDirty = true;
+      } else if (e.event === "strategy" && e.status) {
+        state.strategy = e.status;
+      }
+      scheduleRender();
+    }
+  }
+
+  // ---------------------------------------------------------- processors
+
+  function updateProcs(s, now) {
+    var list = Array.isArray(s.processors) ? s.processors : [];
+    var seen = new Set();
+    var out = new Array(list.length);
+    for (var i = 0; i < list.length; i++) {
+      var p = list[i] || {};
+      var id = String(p.id);
+      seen.add(id);
+      var routed = num(p.frames_routed) || 0;
+      var rate = num(p.rate);
+      if (rate == null) {
+        // No rate from the gateway: derive it from frames_routed.
+        var r = state.rates.get(id);
+        if (!r) state.rates.set(id, (r = { routed: routed, t: now, rate: 0 }));
+        else if (now - r.t >= 900) {
+          var inst = Math.max(0, routed - r.routed) * 1000 / (now - r.t);
+          r.rate = r.rate ? r.rate * 0.5 + inst * 0.5 : inst;
+          r.routed = routed;
+          r.t = now;
+        }
+        rate = r.rate;
+      }
+      var hb = num(p.last_heartbeat_ms);
+      if (hb == null && typeof p.last_heartbeat === "string") {
+        var parsed = Date.parse(p.last_heartbeat);
+        hb = isNaN(parsed) ? null : parsed;
+      }
+      var maxq = num(p.max_queue);
+      if (maxq == null && p.metadata && num(p.metadata.queue_maxlen) != null) maxq = p.metadata.queue_maxlen;
+      if (maxq == null) maxq = 10000;
+      var caps = Array.isArray(p.capabilities) ? p.capabilities.map(String) : [];
+      out[i] = {
+        id: id,
+        status: String(p.status || "unknown"),
+        transport: String(p.transport || "redis"),
+        caps: caps,
+        capsText: caps.join(", "),
+        rate: rate,
+        routed: routed,
+        depth: num(p.queue_depth) || 0,
+        maxq: maxq,
+        capacity: num(p.capacity),
+        weight: num(p.weight),
+        hb: hb,
+        hbAge: hb == null ? null : Math.max(0, now - hb),
+        hbInterval: num(p.heartbeat_interval_ms),
+        search: (id + " " + caps.join(" ") + " " + (p.transport || "redis") + " " + (p.status || "")).toLowerCase()
+      };
+    }
+    state.rates.forEach(function (_, id) { if (!seen.has(id)) state.rates.delete(id); });
+    state.procs = out;
+    state.viewDirty = true;
+  }
+
+  function sortValue(p, key) {
+    switch (key) {
+      case "status": return STATUS_ORDER[p.status] != null ? STATUS_ORDER[p.status] : 9;
+      case "transport": return p.transport;
+      case "capabilities": return p.capsText;
+      case "rate": return p.rate || 0;
+      case "frames_routed": return p.routed;
+      case "queue": return p.maxq > 0 ? p.depth / p.maxq : p.depth;
+      case "heartbeat": return p.hbAge == null ? Infinity : p.hbAge;
+      default: return p.id;
+    }
+  }
+
+  function computeView() {
+    var terms = state.filterText.toLowerCase().split(/\s+/).filter(Boolean);
+    var st = state.filterStatus;
+    var key = state.sort.key, dir = state.sort.dir;
+    var v = state.procs.filter(function (p) {
+      if (st && p.status !== st) return false;
+      for (var i = 0; i < terms.length; i++) if (p.search.indexOf(terms[i]) < 0) return false;
+      return true;
+    });
+    v.sort(function (a, b) {
+      var x = sortValue(a, key), y = sortValue(b, key), c;
+      if (typeof x === "string" || typeof y === "string") c = collator.compare(String(x), String(y));
+      else c = x < y ? -1 : x > y ? 1 : 0;
+      return c * dir || collator.compare(a.id, b.id);
+    });
+    state.view = v;
+    state.viewDirty = false;
+  }
+
+  var procScroll = $("#proc-scroll");
+  var procBody = $("#proc-body");
+  var COLS = ["c-status", "c-id", "c-transport", "c-caps", "c-num c-rate", "c-num c-routed", "c-queue", "c-num c-hb"];
+  /* The rows above and below the rendered window. They have one cell per
+   * column (no colspan): a fixed-layout table gives hidden columns width
+   * when a row spans them. */
+  function spacer() {
+    var tr = el("tr", "spacer");
+    tr.setAttribute("aria-hidden", "true");
+    COLS.forEach(function (c) { tr.appendChild(el("td", c)); });
+    return tr;
+  }
+  var topSpacer = spacer();
+  var bottomSpacer = spacer();
+  var rowCache = new Map(); // id -> tr, only rows in the DOM
+  var rowH = 0;
+  var OVERSCAN = 10;
+
+  function makeRow(id) {
+    var tr = el("tr");
+    tr.setAttribute("data-testid", "proc-row-" + id);
+    tr.setAttribute("data-id", id);
+    tr._cells = COLS.map(function (c) { var td = el("td", c); tr.appendChild(td); return td; });
+    tr._vals = [];
+    // status
+    var st = el("span", "status");
+    st.appendChild(el("i"));
+    st.appendChild(el("span"));
+    tr._cells[0].appendChild(st);
+    tr._cells[1].textContent = id;
+    tr._cells[1].title = id;
+    tr._cells[1].setAttribute("data-testid", "proc-id");
+    tr._cells[0].setAttribute("data-testid", "proc-status");
+    tr._cells[4].setAttribute("data-testid", "proc-rate");
+    tr._cells[5].setAttribute("data-testid", "proc-routed");
+    tr._cells[7].setAttribute("data-testid", "proc-heartbeat");
+    // queue
+    var q = el("div", "qcell");
+    var bar = el("div", "qbar");
+    bar.appendChild(el("b"));
+    q.appendChild(bar);
+    var qn = el("span", "qnum");
+    qn.appendChild(el("span", "qdepth"));
+    qn.appendChild(el("span", "qmax"));
+    q.appendChild(qn);
+    tr._cells[6].appendChild(q);
+    tr._cells[6].setAttribute("data-testid", "proc-queue");
+    return tr;
+  }
+
+  function put(tr, i, key, fn) {
+    if (tr._vals[i] === key) return;
+    tr._vals[i] = key;
+    fn(tr._cells[i]);
+  }
+
+  function updateRow(tr, p) {
+    if (tr.getAttribute("data-status") !== p.status) {
+      var prev = tr.getAttribute("data-status");
+      tr.setAttribute("data-status", p.status);
+      if (prev) {
+        tr.classList.remove("flash");
+        void tr.offsetWidth; // restart the animation
+        tr.classList.add("flash");
+      }
+    }
+    put(tr, 0, p.status, function (td) {
+      var s = td.firstChild;
+      s.className = "status " + p.status;
+      s.lastChild.textContent = p.status;
+    });
+    put(tr, 2, p.transport, function (td) {
+      td.textContent = "";
+      td.appendChild(el("span", "tag " + (p.transport === "nats" ? "nats" : "redis"), p.transport));
+    });
+    put(tr, 3, p.capsText, function (td) {
+      td.textContent = "";
+      p.caps.forEach(function (c) { td.appendChild(el("span", "tag", c)); });
+      td.title = p.capsText;
+    });
+    var rate = fmtRate(p.rate);
+    put(tr, 4, rate, function (td) { td.textContent = rate; td.setAttribute("data-value", String(p.rate)); });
+    var routed = fmtInt(p.routed);
+    put(tr, 5, routed, function (td) { td.textContent = routed; td.setAttribute("data-value", String(p.routed)); });
+    var frac = p.maxq > 0 ? Math.min(1, p.depth / p.maxq) : 0;
+    var qkey = p.depth + "/" + p.maxq;
+    put(tr, 6, qkey, function (td) {
+      var bar = td.firstChild.firstChild;
+      bar.className = "qbar" + (frac >= 0.9 ? " full" : frac >= 0.6 ? " warn" : "");
+      bar.firstChild.style.width = (frac * 100).toFixed(1) + "%";
+      var qn = td.firstChild.lastChild;
+      qn.firstChild.textContent = fmtInt(p.depth);
+      qn.lastChild.textContent = " / " + fmtInt(p.maxq);
+      td.title = "queue depth " + p.depth + " of at most " + p.maxq +
+        (p.capacity != null ? " · capacity " + p.capacity : "") + (p.weight != null ? " · weight " + p.weight : "");
+      td.setAttribute("data-value", String(p.depth));
+    });
+    var age = p.hb == null ? (p.hbInterval === 0 ? "untracked" : "never") : fmtAge(p.hbAge);
+    var late = p.hbAge != null && p.hbInterval > 0 && p.hbAge > p.hbInterval * 1.5;
+    put(tr, 7, age + (late ? "!" : ""), function (td) {
+      td.textContent = age;
+      td.className = "c-num c-hb" + (late ? " late" : "") + (p.hb == null ? " never" : "");
+      td.title = p.hb == null ? "no heartbeat received yet"
+        : "last heartbeat " + new Date(p.hb).toLocaleString() +
+          (p.hbInterval ? " · expected every " + fmtAge(p.hbInterval) : "");
+      td.setAttribute("data-value", p.hbAge == null ? "" : String(p.hbAge));
+    });
+  }
+
+  function renderTable() {
+    if (state.viewDirty || !state.view) computeView();
+    var v = state.view;
+    var total = state.procs.length;
+    var empty = $("#proc-empty");
+    empty.hidden = v.length > 0;
+    setText(empty, total ? "No processor matches the filter." : "No processors registered.");
+    setText(tid("proc-summary"),
+      total ? "· " + fmtInt(total) + (v.length !== total ? " · showing " + fmtInt(v.length) : "") : "");
+
+    var h = rowH || 37;
+    var headH = procScroll.querySelector("thead").offsetHeight || 36;
+    var viewH = Math.max(procScroll.clientHeight - headH, h * 8);
+    var scrollTop = Math.max(0, procScroll.scrollTop);
+    var first = Math.max(0, Math.floor(scrollTop / h) - OVERSCAN);
+    var last = Math.min(v.length, Math.ceil((scrollTop + viewH) / h) + OVERSCAN);
+
+    var wanted = [topSpacer];
+    var keep = new Map();
+    for (var i = first; i < last; i++) {
+      var p = v[i];
+      var tr = rowCache.get(p.id) || makeRow(p.id);
+      updateRow(tr, p);
+      keep.set(p.id, tr);
+      wanted.push(tr);
+    }
+    wanted.push(bottomSpacer);
+    rowCache = keep;
+
+    // Move only what is out of place.
+    var node = procBody.firstChild;
+    for (var j = 0; j < wanted.length; j++) {
+      if (node !== wanted[j]) procBody.insertBefore(wanted[j], node);
+      else node = node.nextSibling;
+    }
+    while (bottomSpacer.nextSibling) procBody.removeChild(bottomSpacer.nextSibling);
+
+    topSpacer.style.height = first * h + "px";
+    bottomSpacer.style.height = (v.length - last) * h + "px";
+    topSpacer.hidden = first === 0;
+    bottomSpacer.hidden = last >= v.length;
+    if (!rowH && wanted.length > 2) {
+      var measured = wanted[1].getBoundingClientRect().height;
+      if (measured > 0) rowH = measured;
+    }
+  }
+
+  procScroll.addEventListener("scroll", function () { scheduleRender(); }, { passive: true });
+
+  document.querySelectorAll(".procs thead th").forEach(function (th) {
+    var btn = th.querySelector("button");
+    var full = btn.querySelector(".lbl-full");
+    btn.setAttribute("aria-label", "Sort by " + (full ? full.textContent : btn.textContent).toLowerCase());
+    btn.addEventListener("click", function () {
+      var key = th.getAttribute("data-key");
+      if (state.sort.key === key) state.sort.dir = -state.sort.dir;
+      else {
+        state.sort.key = key;
+        // Numbers read best largest first; names and the status (worst first) ascending.
+        state.sort.dir = /^(rate|frames_routed|queue|heartbeat)$/.test(key) ? -1 : 1;
+      }
+      document.querySelectorAll(".procs thead th").forEach(function (o) {
+        o.setAttribute("aria-sort", o === th ? (state.sort.dir > 0 ? "ascending" : "descending") : "none");
+      });
+      state.viewDirty = true;
+      scheduleRender();
+    });
+  });
+
+  var filterInput = tid("proc-filter");
+  filterInput.addEventListener("input", function () {
+    state.filterText = filterInput.value.trim();
+    state.viewDirty = true;
+    procScroll.scrollTop = 0;
+    scheduleRender();
+  });
+  tid("status-filter").addEventListener("click", function (e) {
+    var b = e.target.closest("button");
+    if (!b) return;
+    state.filterStatus = b.getAttribute("data-status");
+    this.querySelectorAll("button").forEach(function (o) {
+      o.setAttribute("aria-pressed", o === b ? "true" : "false");
+    });
+    state.viewDirty = true;
+    procScroll.scrollTop = 0;
+    scheduleRender();
+  });
+
+  // --------------------------------------------------------- KPI, drops
+
+  var REASONS = ["malformed", "no_processor", "expired", "overloaded", "poison", "missing", "trimmed"];
+
+  function sum(o) {
+    var t = 0;
+    if (o) for (var k in o) if (num(o[k]) != null) t += o[k];
+    return t;
+  }
+
+  function trackDrops(s, t) {
+    var w = state.dropWin;
+    w.push({ t: t, dropped: s.dropped || {}, dlq: s.dlq || {} });
+    while (w.length > 2 && w[0].t < t - 10000) w.shift();
+  }
+
+  /* Per-second growth of a counter over the window (null: not enough data). */
+  function growth(kind, reason) {
+    var w = state.dropWin;
+    if (w.length < 2) return null;
+    var a = w[0], b = w[w.length - 1];
+    var dt = (b.t - a.t) / 1000;
+    if (dt < 1) return null;
+    var x = reason ? (a[kind][reason] || 0) : sum(a[kind]);
+    var y = reason ? (b[kind][reason] || 0) : sum(b[kind]);
+    return Math.max(0, y - x) / dt;
+  }
+
+  var reasonsBody = $("#reasons-body");
+  var reasonRows = new Map();
+
+  function renderReasons(s) {
+    var dropped = s.dropped || {}, dlq = s.dlq || {};
+    var names = REASONS.slice();
+    Object.keys(dropped).concat(Object.keys(dlq)).forEach(function (k) {
+      if (names.indexOf(k) < 0) names.push(k);
+    });
+    names.forEach(function (name) {
+      var row = reasonRows.get(name);
+      if (!row) {
+        row = el("tr");
+        row.setAttribute("data-testid", "reason-" + name);
+        row.appendChild(el("td", "", name));
+        row.appendChild(el("td", "c-num"));
+        row.appendChild(el("td", "c-num"));
+        reasonsBody.appendChild(row);
+        reasonRows.set(name, row);
+      }
+      var d = num(dropped[name]), q = num(dlq[name]);
+      var dr = growth("dropped", name), qr = growth("dlq", name);
+      cell(row.children[1], d, dr);
+      cell(row.children[2], q, qr);
+      var nz = (d || 0) + (q || 0) > 0;
+      row.className = nz ? "nz" : "zero";
+    });
+  }
+
+  function cell(td, v, rate) {
+    var text = v == null ? "–" : fmtInt(v);
+    var r = rate && rate >= 0.05 ? "+" + fmtRate(rate) + "/s" : "";
+    var key = text + "|" + r;
+    if (td._key === key) return;
+    td._key = key;
+    td.textContent = text;
+    td.setAttribute("data-value", v == null ? "" : String(v));
+    if (r) td.appendChild(el("span", "delta", r));
+  }
+
+  function renderKpis(s) {
+    var f = s.frames || {};
+    var lat = s.routing_latency_ms || {};
+    show(tid("frames-in"), f.in_per_s, fmtRate(f.in_per_s));
+    show(tid("frames-out"), f.out_per_s, fmtRate(f.out_per_s));
+    show(tid("frames-consumed"), f.consumed, fmtInt(f.consumed));
+    show(tid("frames-distributed"), f.distributed, fmtInt(f.distributed));
+    show(tid("consumer-lag"), f.consumer_lag, fmtInt(f.consumer_lag));
+    show(tid("frames-pending"), f.pending, fmtInt(f.pending));
+    tid("consumer-lag").classList.toggle("warn",
+      (f.consumer_lag || 0) > Math.max(1000, 2 * (f.in_per_s || 0)));
+    tid("blocked").hidden = !f.blocked;
+    show(tid("latency-p50"), lat.p50, fmtMs(lat.p50));
+    show(tid("latency-p99"), lat.p99, fmtMs(lat.p99));
+    show(tid("latency-mean"), lat.mean, fmtMs(lat.mean));
+
+    var c = s.processor_counts || {};
+    ["healthy", "stale", "dead"].forEach(function (k) {
+      var e = tid("count-" + k);
+      show(e, c[k], fmtInt(c[k] || 0));
+      e.parentNode.classList.toggle("zero", !c[k]);
+    });
+
+    var dt = sum(s.dropped), qt = sum(s.dlq);
+    show(tid("dropped-total"), dt, fmtInt(dt));
+    show(tid("dlq-total"), qt, fmtInt(qt));
+    tid("dropped-total").classList.toggle("bad", dt > 0);
+    tid("dlq-total").classList.toggle("bad", qt > 0);
+    var gr = (growth("dropped") || 0) + (growth("dlq") || 0);
+    setText(tid("drop-hint"), gr >= 0.05 ? "rising: +" + fmtRate(gr) + "/s" : "since start");
+    tid("drop-hint").classList.toggle("bad", gr >= 0.05);
+
+    setText(tid("uptime"), fmtUptime(s.uptime_s));
+    if (s.consumer) setText(tid("consumer"), s.consumer);
+    document.body.setAttribute("data-now-ms", String(s.now_ms));
+
+    var r = s.routing || {};
+    setText(tid("strategy-current"), state.strategy || r.strategy || "—");
+    setText(tid("overload-policy"), r.overload_policy || "—");
+    setText(tid("frame-max-age"), r.frame_max_age_ms ? fmtInt(r.frame_max_age_ms) + " ms" : "off");
+    setText(tid("max-deliveries"), fmtInt(r.max_deliveries));
+    setText(tid("batch-size"), fmtInt(r.batch_size));
+
+    var cn = s.connections || {};
+    setUp("conn-redis", cn.redis);
+    setUp("conn-group", cn.group);
+    setUp("conn-nats", cn.nats);
+  }
+
+  function setUp(name, v) {
+    var e = tid(name);
+    var val = v === true ? "true" : v === false ? "false" : "off";
+    // A gateway run with NATS_URL=none reports nats:false: say "off", not "down".
+    if (name === "conn-nats" && v === false && state.natsOff) val = "off";
+    if (e.getAttribute("data-up") !== val) e.setAttribute("data-up", val);
+    e.title = name.slice(5) + (val === "true" ? ": connected" : val === "false" ? ": down" : ": not used");
+  }
+
+  // ------------------------------------------------------------ routing
+
+  var select = tid("strategy-select");
+  var applyBtn = tid("strategy-apply");
+  var tokenInput = tid("api-token");
+  var formMsg = tid("strategy-msg");
+
+  tokenInput.value = storageGet("sessionStorage", "fb-api-token") || "";
+  tokenInput.addEventListener("input", function () {
+    storageSet("sessionStorage", "fb-api-token", tokenInput.value.trim());
+  });
+
+  function renderStrategy() {
+    var cur = state.strategy;
+    if (!cur) return;
+    if (!state.strategyDirty && select.value !== cur && document.activeElement !== select) {
+      if (!select.querySelector('option[value="' + cur + '"]')) select.appendChild(el("option", "", cur)).value = cur;
+      select.value = cur;
+    }
+    if (state.strategyDirty && select.value === cur) state.strategyDirty = false;
+    applyBtn.disabled = select.value === cur || applyBtn.dataset.busy === "1";
+  }
+
+  select.addEventListener("change", function () {
+    state.strategyDirty = select.value !== state.strategy;
+    setMsg("", "");
+    renderStrategy();
+  });
+
+  function setMsg(text, kind) {
+    formMsg.textContent = text;
+    formMsg.className = "form-msg" + (kind ? " " + kind : "");
+  }
+
+  $("#strategy-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    var strategy = select.value;
+    var headers = { "Content-Type": "application/json" };
+    var token = tokenInput.value.trim();
+    if (token) headers.Authorization = "Bearer " + token;
+    applyBtn.dataset.busy = "1";
+    applyBtn.disabled = true;
+    setMsg("Applying " + strategy + "…", "");
+    fetch("/api/v1/routing", { method: "PUT", headers: headers, body: JSON.stringify({ strategy: strategy }) })
+      .then(function (r) {
+        return r.text().then(function (text) {
+          var body = null;
+          try { body = JSON.parse(text); } catch (err) { /* not JSON */ }
+          if (r.ok) {
+            state.strategy = (body && body.strategy) || strategy;
+            state.strategyDirty = false;
+            setMsg("Routing strategy is now " + state.strategy + ".", "ok");
+          } else {
+            var detail = body && body.detail ? body.detail : text || r.statusText;
+            setMsg(r.status + ": " + detail, "err");
+            if (r.status === 401) {
+              var row = $("#token-row");
+              row.dataset.forced = "1";
+              row.hidden = false;
+              tokenInput.focus();
+            }
+          }
+        });
+      })
+      .catch(function (err) {
+        setMsg("Could not reach the gateway: " + (err && err.message ? err.message : err), "err");
+      })
+      .then(function () {
+        applyBtn.dataset.busy = "";
+        renderStrategy();
+      });
+  });
+
+  // ---------------------------------------------------------- event log
+
+  var logEl = tid("event-log");
+
+  function eventLine(e) {
+    var li = el("li");
+    li.setAttribute("data-testid", "event");
+    li.setAttribute("data-event", String(e.event || ""));
+    if (e.processor_id) li.setAttribute("data-processor", String(e.processor_id));
+    if (e.status) li.setAttribute("data-status", String(e.status));
+    var at = num(e.at) || Date.now();
+    var time = el("time", "", fmtClock(at));
+    time.dateTime = new Date(at).toISOString();
+    time.title = new Date(at).toLocaleString();
+    li.appendChild(time);
+    var kind = String(e.event || "event");
+    li.appendChild(el("span", "ev " + kind + (e.status ? " " + e.status : ""), kind));
+    var msg = el("span", "msg");
+    if (e.processor_id) {
+      msg.appendChild(el("code", "", String(e.processor_id)));
+      if (e.status) msg.appendChild(document.createTextNode(" → " + e.status));
+    } else if (e.status) {
+      msg.appendChild(el("code", "", String(e.status)));
+    }
+    if (e.detail) msg.appendChild(el("span", "muted", (msg.childNodes.length ? " · " : "") + e.detail));
+    li.appendChild(msg);
+    return li;
+  }
+
+  function renderLog() {
+    logEl.textContent = "";
+    if (!state.events.length) {
+      logEl.appendChild(el("li", "empty-li", "No events yet. Registrations, health changes and strategy changes appear here as they happen."));
+    } else {
+      var frag = document.createDocumentFragment();
+      state.events.forEach(function (e) { frag.appendChild(eventLine(e)); });
+      logEl.appendChild(frag);
+    }
+    setText(tid("event-count"), state.events.length ? "· " + state.events.length : "");
+  }
+
+  function prependLog(e) {
+    var placeholder = logEl.querySelector(".empty-li");
+    if (placeholder) placeholder.remove();
+    var li = eventLine(e);
+    li.classList.add("new");
+    logEl.insertBefore(li, logEl.firstChild);
+    while (logEl.children.length > MAX_EVENTS) logEl.removeChild(logEl.lastChild);
+    setText(tid("event-count"), "· " + state.events.length);
+  }
+
+  $("#log-pause").addEventListener("change", function () {
+    state.logPaused = this.checked;
+    if (!state.logPaused) renderLog();
+  });
+
+  // --------------------------------------------------------------- chart
+
+  var canvas = $("#chart");
+  var tip = $("#chart-tip");
+  var hoverX = null;
+
+  function cssVar(name) { return getComputedStyle(root).getPropertyValue(name).trim(); }
+
+  function niceMax(v) {
+    if (v <= 0) return 10;
+    var p = Math.pow(10, Math.floor(Math.log10(v)));
+    var steps = [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10];
+    for (var i = 0; i < steps.length; i++) if (steps[i] * p >= v) return steps[i] * p;
+    return 10 * p;
+  }
+
+  function drawChart() {
+    var rect = canvas.getBoundingClientRect();
+    var dpr = window.devicePixelRatio || 1;
+    var W = Math.max(1, Math.round(rect.width)), H = Math.max(1, Math.round(rect.height));
+    if (canvas.width !== W * dpr || canvas.height !== H * dpr) {
+      canvas.width = W * dpr;
+      canvas.height = H * dpr;
+    }
+    var ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, W, H);
+
+    var colIn = cssVar("--in"), colOut = cssVar("--out");
+    var grid = cssVar("--grid"), muted = cssVar("--muted"), faint = cssVar("--faint");
+    var font = "11px " + cssVar("--sans");
+
+    var h = state.history;
+    var tEnd = state.snap && num(state.snap.now_ms) ? state.snap.now_ms : (h.length ? h[h.length - 1].t : Date.now());
+    var tStart = tEnd - HISTORY_MS;
+    var maxV = 0;
+    for (var i = 0; i < h.length; i++) {
+      if (h[i].t < tStart) continue;
+      if (h[i].in > maxV) maxV = h[i].in;
+      if (h[i].out > maxV) maxV = h[i].out;
+    }
+    var yMax = niceMax(maxV * 1.08);
+
+    ctx.font = font;
+    var yLabelW = Math.max(ctx.measureText(nfInt.format(yMax)).width, 16) + 10;
+    var padL = yLabelW, padR = 8, padT = 8, padB = 22;
+    var cw = W - padL - padR, ch = H - padT - padB;
+    if (cw < 20 || ch < 20) return;
+    function X(t) { return padL + (t - tStart) / HISTORY_MS * cw; }
+    function Y(v) { return padT + ch - v / yMax * ch; }
+
+    // Grid and axes.
+    ctx.lineWidth = 1;
+    ctx.strokeStyle = grid;
+    ctx.fillStyle = muted;
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    var ticks = 4;
+    for (var k = 0; k <= ticks; k++) {
+      var v = yMax * k / ticks;
+      var y = Math.round(Y(v)) + 0.5;
+      ctx.beginPath();
+      ctx.moveTo(padL, y);
+      ctx.lineTo(W - padR, y);
+      ctx.stroke();
+      ctx.fillText(v >= 10 || v === 0 ? nfInt.format(v) : nf1.format(v), padL - 6, y);
+    }
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    ctx.fillStyle = faint;
+    for (var m = 5; m >= 0; m--) {
+      var tx = X(tEnd - m * 60000);
+      ctx.fillText(m === 0 ? "now" : "−" + m + " min", Math.min(Math.max(tx, padL + 18), W - padR - 14), padT + ch + 6);
+      if (m > 0 && m < 5) {
+        ctx.strokeStyle = grid;
+        ctx.beginPath();
+        ctx.moveTo(Math.round(tx) + 0.5, padT);
+        ctx.lineTo(Math.round(tx) + 0.5, padT + ch);
+        ctx.stroke();
+      }
+    }
+
+    // Series: a gap of more than 5 s (no connection) breaks the line.
+    function series(key, color, fill) {
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(padL, padT - 2, cw, ch + 4);
+      ctx.clip();
+      var segs = [], cur = [];
+      for (var i = 0; i < h.length; i++) {
+        if (h[i].t < tStart - 2000) continue;
+        if (cur.length && h[i].t - cur[cur.length - 1].t > 5000) { segs.push(cur); cur = []; }
+        cur.push(h[i]);
+      }
+      if (cur.length) segs.push(cur);
+      segs.forEach(function (s) {
+        if (fill && s.length > 1) {
+          ctx.beginPath();
+          ctx.moveTo(X(s[0].t), Y(0));
+          s.forEach(function (p) { ctx.lineTo(X(p.t), Y(p[key])); });
+          ctx.lineTo(X(s[s.length - 1].t), Y(0));
+          ctx.closePath();
+          var g = ctx.createLinearGradient(0, padT, 0, padT + ch);
+          g.addColorStop(0, hexAlpha(color, 0.22));
+          g.addColorStop(1, hexAlpha(color, 0.02));
+          ctx.fillStyle = g;
+          ctx.fill();
+        }
+        ctx.beginPath();
+        s.forEach(function (p, j) {
+          if (j) ctx.lineTo(X(p.t), Y(p[key]));
+          else ctx.moveTo(X(p.t), Y(p[key]));
+        });
+        ctx.strokeStyle = color;
+        ctx.lineWidth = fill ? 2 : 1.75;
+        ctx.lineJoin = "round";
+        if (!fill) ctx.setLineDash([5, 3]);
+        ctx.stroke();
+        ctx.setLineDash([]);
+        if (s.length === 1) {
+          ctx.fillStyle = color;
+          ctx.beginPath();
+          ctx.arc(X(s[0].t), Y(s[0][key]), 2, 0, Math.PI * 2);
+          ctx.fill();
+        }
+      });
+      ctx.restore();
+    }
+    series("in", colIn, true);
+    series("out", colOut, false);
+
+    if (!h.length) {
+      ctx.fillStyle = muted;
+      ctx.textAlign = "center";
+      ctx.textBaseline = "middle";
+      ctx.font = "13px " + cssVar("--sans");
+      ctx.fillText("Waiting for data…", padL + cw / 2, padT + ch / 2);
+    }
+
+    // Hover: the nearest second.
+    if (hoverX != null && h.length && hoverX >= padL && hoverX <= W - padR) {
+      var tHover = tStart + (hoverX - padL) / cw * HISTORY_MS;
+      var best = null;
+      for (var q = 0; q < h.length; q++) {
+        if (!best || Math.abs(h[q].t - tHover) < Math.abs(best.t - tHover)) best = h[q];
+      }
+      if (best && Math.abs(best.t - tHover) < 5000) {
+        var bx = Math.round(X(best.t)) + 0.5;
+        ctx.strokeStyle = muted;
+        ctx.setLineDash([3, 3]);
+        ctx.beginPath();
+        ctx.moveTo(bx, padT);
+        ctx.lineTo(bx, padT + ch);
+        ctx.stroke();
+        ctx.setLineDash([]);
+        [["in", colIn], ["out", colOut]].forEach(function (sv) {
+          ctx.fillStyle = sv[1];
+          ctx.beginPath();
+          ctx.arc(bx, Y(best[sv[0]]), 3.5, 0, Math.PI * 2);
+          ctx.fill();
+        });
+        tip.hidden = false;
+        tip.textContent = "";
+        tip.appendChild(el("b", "", fmtClock(best.t)));
+        tip.appendChild(document.createTextNode("  "));
+        tip.appendChild(el("span", "in", "in " + fmtRate(best.in)));
+        tip.appendChild(document.createTextNode(" · "));
+        tip.appendChild(el("span", "out", "out " + fmtRate(best.out)));
+        var tw = tip.offsetWidth;
+        tip.style.left = Math.min(Math.max(bx - tw / 2, 0), W - tw) + "px";
+        return;
+      }
+    }
+    tip.hidden = true;
+  }
+
+  function hexAlpha(color, a) {
+    var m = /^#([0-9a-f]{6})$/i.exec(color);
+    if (!m) return color;
+    var n = parseInt(m[1], 16);
+    return "rgba(" + (n >> 16) + "," + ((n >> 8) & 255) + "," + (n & 255) + "," + a + ")";
+  }
+
+  canvas.addEventListener("mousemove", function (e) {
+    hoverX = e.clientX - canvas.getBoundingClientRect().left;
+    scheduleRender();
+  });
+  canvas.addEventListener("mouseleave", function () { hoverX = null; scheduleRender(); });
+  if (window.ResizeObserver) new ResizeObserver(function () { scheduleRender(); }).observe(canvas);
+  else window.addEventListener("resize", scheduleRender);
+
+  // --------------------------------------------------------------- theme
+
+  var darkQuery = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
+
+  function resolvedTheme() {
+    var t = root.getAttribute("data-theme");
+    if (t === "light" || t === "dark") return t;
+    return darkQuery && darkQuery.matches ? "dark" : "light";
+  }
+  function applyTheme() {
+    var t = resolvedTheme();
+    root.setAttribute("data-resolved-theme", t);
+    var b = tid("theme-toggle");
+    var label = "Switch to " + (t === "dark" ? "light" : "dark") + " theme";
+    b.setAttribute("aria-label", label);
+    b.title = label;
+    scheduleRender();
+  }
+  tid("theme-toggle").addEventListener("click", function () {
+    var next = resolvedTheme() === "dark" ? "light" : "dark";
+    root.setAttribute("data-theme", next);
+    storageSet("localStorage", "fb-theme", next);
+    applyTheme();
+  });
+  if (darkQuery) {
+    var onScheme = function () { applyTheme(); };
+    if (darkQuery.addEventListener) darkQuery.addEventListener("change", onScheme);
+    else if (darkQuery.addListener) darkQuery.addListener(onScheme);
+  }
+  window.addEventListener("storage", function (e) {
+    if (e.key !== "fb-theme") return;
+    if (e.newValue === "light" || e.newValue === "dark") root.setAttribute("data-theme", e.newValue);
+    else root.removeAttribute("data-theme");
+    applyTheme();
+  });
+
+  // -------------------------------------------------------------- render
+
+  var renderQueued = false;
+  function scheduleRender() {
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(render);
+  }
+  function render() {
+    renderQueued = false;
+    var s = state.snap;
+    if (s) {
+      renderKpis(s);
+      renderReasons(s);
+    }
+    renderStrategy();
+    renderTable();
+    drawChart();
+  }
+
+  // NATS_URL=none shows in the snapshot as nats:false with a healthy gateway;
+  // the readiness endpoint tells "disabled" apart from "down".
+  fetch("/readyz").then(function (r) { return r.json(); }).then(function (j) {
+    state.natsOff = j && j.checks && j.checks.nats === "disabled";
+    scheduleRender();
+  }).catch(function () { /* the snapshot still shows what it can */ });
+
+  applyTheme();
+  renderLog();
+  connect();
+
+  // For tests and curious operators: the page's own view of things.
+  window.fbDashboard = {
+    state: state,
+    reconnect: function () { conn.attempt = 0; connect(); }
+  };
+})();
