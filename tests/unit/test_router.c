@@ -859,12 +859,82 @@ static void new_snapshot_with_more_processors(void **state)
   fb_router_destroy(r);
 }
 
+/* =========================================================== slow start */
+
+#define T0 INT64_C(1800000000000) /* after test_proc's registration time */
+
+/* p-old was registered long ago (test_proc's time), p-new at `registered`;
+ * both can do person. */
+static struct fb_snapshot *old_and_new(int64_t registered)
+{
+  char text[256];
+  snprintf(text, sizeof text,
+           "{\"id\":\"p-new\",\"capabilities\":[\"person\"],\"capacity\":4,\"queue\":\"\","
+           "\"registered_at_ms\":%lld}",
+           (long long)registered);
+  struct fb_proc *procs[] = {test_proc("p-old", "person", NULL, 1), test_proc_from_text(text)};
+  return snapshot_take(procs, 2);
+}
+
+/* Counts p-new's frames out of `n` picks, a batch of 256 at a time. */
+static int new_ones_share(enum fb_strategy strategy, int64_t slow_start, int64_t now, int n)
+{
+  struct fb_snapshot *s = old_and_new(T0);
+  struct fb_router *r = router(strategy);
+  fb_router_set_slow_start(r, slow_start);
+  int got = 0;
+  for (int i = 0; i < n; i++) {
+    if (i % 256 == 0) {
+      assert_int_equal(fb_router_begin(r, s, now), 0);
+      /* Loads start over each batch, as if both streams were drained. */
+    }
+    if (!strcmp(pick_id(r, s, "person"), "p-new")) got++;
+  }
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+  return got;
+}
+
+static void slow_start_ramps_a_new_processor(void **state)
+{
+  (void)state;
+  const int n = 20000;
+  /* 1 s into a 10 s window its share is 0.05 + 0.95 * 0.1 = 14.5% of a
+   * full one: round robin gives it about that part of its half. */
+  int early = new_ones_share(FB_STRATEGY_ROUND_ROBIN, 10000, T0 + 1000, n);
+  int late = new_ones_share(FB_STRATEGY_ROUND_ROBIN, 10000, T0 + 9000, n);
+  int done = new_ones_share(FB_STRATEGY_ROUND_ROBIN, 10000, T0 + 20000, n);
+  assert_true(early > 0);
+  assert_true(early < n / 5);
+  assert_true(early < late);
+  assert_int_equal(done, n / 2); /* ramp over: exact round robin */
+}
+
+static void slow_start_off_is_full_share(void **state)
+{
+  (void)state;
+  assert_int_equal(new_ones_share(FB_STRATEGY_ROUND_ROBIN, 0, T0 + 10, 1000), 500);
+}
+
+static void slow_start_weighted_is_proportional(void **state)
+{
+  (void)state;
+  const int n = 20000;
+  /* Halfway through: share 0.05 + 0.95 * 0.5 = 0.525; weights 1 : 0.525. */
+  int got = new_ones_share(FB_STRATEGY_WEIGHTED_ROUND_ROBIN, 10000, T0 + 5000, n);
+  double expect = n * 0.525 / 1.525;
+  assert_true(got > expect - n * 0.01 && got < expect + n * 0.01);
+}
+
 /* ================================================================ main */
 
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(round_robin_is_exact_over_group),
+      cmocka_unit_test(slow_start_ramps_a_new_processor),
+      cmocka_unit_test(slow_start_off_is_full_share),
+      cmocka_unit_test(slow_start_weighted_is_proportional),
       cmocka_unit_test(round_robin_single_processor),
       cmocka_unit_test(frame_without_type_goes_to_any),
       cmocka_unit_test(groups_keep_their_own_turn),
