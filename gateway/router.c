@@ -33,6 +33,10 @@ struct fb_router {
   int64_t *load;      /* estimated queue depth, per processor */
   double *share;      /* slow start: the part of its traffic it may take, 0..1 */
   struct ring *rings; /* consistent hash, per group, built on first use */
+  int64_t *gload;     /* consistent hash, per group: candidates' total load */
+  double *gcap;       /* ... and total capacity, as of gstamp */
+  uint64_t *gstamp;   /* the batch the two above were summed in */
+  uint64_t batch;     /* counts fb_router_begin calls */
   uint64_t rng;       /* xorshift state for the power of two choices */
 };
 
@@ -60,7 +64,13 @@ static void free_state(struct fb_router *r)
   free(r->credit);
   free(r->load);
   free(r->share);
+  free(r->gload);
+  free(r->gcap);
+  free(r->gstamp);
   r->share = NULL;
+  r->gload = NULL;
+  r->gcap = NULL;
+  r->gstamp = NULL;
   r->rings = NULL;
   r->cursors = NULL;
   r->credit = r->load = NULL;
@@ -135,7 +145,11 @@ static int adopt(struct fb_router *r, const struct fb_snapshot *s)
   r->credit = calloc(s->n + 1, sizeof *r->credit);
   r->load = calloc(s->n + 1, sizeof *r->load);
   r->share = calloc(s->n + 1, sizeof *r->share);
-  if (!r->cursors || !r->rings || !r->credit || !r->load || !r->share) {
+  r->gload = calloc(s->ngroups + 1, sizeof *r->gload);
+  r->gcap = calloc(s->ngroups + 1, sizeof *r->gcap);
+  r->gstamp = calloc(s->ngroups + 1, sizeof *r->gstamp);
+  if (!r->cursors || !r->rings || !r->credit || !r->load || !r->share || !r->gload || !r->gcap ||
+      !r->gstamp) {
     free_state(r);
     r->generation = UINT64_MAX;
     return -ENOMEM;
@@ -154,6 +168,7 @@ void fb_router_set_slow_start(struct fb_router *r, int64_t ms)
 int fb_router_begin(struct fb_router *r, const struct fb_snapshot *s, int64_t now_ms)
 {
   if (adopt(r, s)) return -ENOMEM;
+  r->batch++;
   for (size_t i = 0; i < s->n; i++) {
     const struct fb_proc *p = s->procs[i];
     const struct fb_proc_live *l = p->live;
@@ -313,12 +328,25 @@ static int build_ring(struct ring *ring, const struct fb_snapshot *s, const stru
 
 /* Consistent hashing with bounded loads: the camera's place on the ring
  * names its processor; one loaded above `hash_bound` times the group's
- * average (per unit of capacity) passes the camera to the next one on. */
+ * average (per unit of capacity) passes the camera to the next one on. The
+ * group's totals are summed once a batch and then kept up to date. */
 static int pick_consistent(struct fb_router *r, const struct fb_snapshot *s,
-                           const struct fb_cap_group *g, struct ring *ring,
-                           const struct fb_frame *f, struct want w)
+                           const struct fb_cap_group *g, size_t gi, const struct fb_frame *f,
+                           struct want w)
 {
+  struct ring *ring = &r->rings[gi];
   if (!ring->built && build_ring(ring, s, g)) return -ENOMEM;
+  if (r->gstamp[gi] != r->batch + 1 || w.allow_full) {
+    r->gload[gi] = 0;
+    r->gcap[gi] = 0;
+    for (size_t k = 0; k < g->n; k++)
+      if (eligible(r, s, g->members[k], w)) {
+        r->gload[gi] += r->load[g->members[k]];
+        r->gcap[gi] += room(r, s, g->members[k]);
+      }
+    r->gstamp[gi] = w.allow_full ? 0 : r->batch + 1;
+  }
+  if (r->gcap[gi] <= 0) return -ENOENT;
   struct fb_str key = f->camera_id.n ? f->camera_id : f->frame_id;
   uint64_t h = hash_bytes(key.p, key.n);
   size_t lo = 0, hi = ring->n;
@@ -329,25 +357,20 @@ static int pick_consistent(struct fb_router *r, const struct fb_snapshot *s,
     else
       hi = mid;
   }
-  /* The bound: total load (plus this frame) over total capacity, scaled. */
-  int64_t total_load = 1;
-  double total_cap = 0;
-  for (size_t k = 0; k < g->n; k++)
-    if (eligible(r, s, g->members[k], w)) {
-      total_load += r->load[g->members[k]];
-      total_cap += room(r, s, g->members[k]);
-    }
-  if (total_cap <= 0) return -ENOENT;
+  /* The bound: total load (this frame included) over total capacity. */
+  double per_cap = r->hash_bound * (double)(r->gload[gi] + 1) / r->gcap[gi];
   int first = -ENOENT;
   for (size_t k = 0; k < ring->n; k++) {
     uint32_t m = ring->pts[(lo + k) % ring->n].member;
     if (!eligible(r, s, m, w)) continue;
     if (first < 0) first = (int)m;
-    double bound =
-        r->hash_bound * (double)total_load * (double)s->procs[m]->capacity / (double)total_cap;
-    if ((double)(r->load[m] + 1) <= bound + 1e-9) return (int)m;
+    if ((double)(r->load[m] + 1) <= per_cap * room(r, s, m) + 1e-9) {
+      first = (int)m;
+      break;
+    }
   }
-  return first; /* unreachable in practice: someone is at or below average */
+  if (first >= 0) r->gload[gi]++;
+  return first; /* the fallback is unreachable in practice: someone is at or below average */
 }
 
 int fb_router_pick(struct fb_router *r, const struct fb_snapshot *s, const struct fb_frame *f,
@@ -367,7 +390,7 @@ int fb_router_pick(struct fb_router *r, const struct fb_snapshot *s, const struc
     switch (r->strategy) {
     case FB_STRATEGY_WEIGHTED_ROUND_ROBIN: pick = pick_weighted(r, s, g, w); break;
     case FB_STRATEGY_LEAST_LOADED: pick = pick_least_loaded(r, s, g, w); break;
-    case FB_STRATEGY_CONSISTENT_HASH: pick = pick_consistent(r, s, g, &r->rings[gi], f, w); break;
+    case FB_STRATEGY_CONSISTENT_HASH: pick = pick_consistent(r, s, g, gi, f, w); break;
     case FB_STRATEGY_ROUND_ROBIN:
     default: pick = pick_round_robin(r, s, g, &r->cursors[gi], w); break;
     }
