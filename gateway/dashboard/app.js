@@ -109,8 +109,10 @@
     sort: { key: "id", dir: 1 },
     filterText: "",
     filterStatus: "",
-    strategy: null,        // what the gateway says
-    strategyDirty: false,  // the operator picked something not yet applied
+    current: {},           // routing settings in force: {strategy, overload_policy}
+    options: {},           // the values the gateway accepts for each
+    dirty: {},             // the operator picked something not yet applied
+    snapshots: 0,          // snapshots received (tests read it)
     logPaused: false
   };
 
@@ -238,9 +240,13 @@
     setText(tid("consumer"), m.consumer || "—");
     setText(tid("version"), m.version ? "v" + m.version : "v—");
     if (Array.isArray(m.history)) {
-      state.history = m.history
+      var server = m.history
         .filter(function (p) { return p && num(p.t) != null; })
         .map(function (p) { return { t: p.t, in: num(p.in) || 0, out: num(p.out) || 0 }; });
+      // After a reconnect (perhaps to a restarted gateway with a short
+      // history) keep what the page saw before the gateway's first point.
+      var firstT = server.length ? server[0].t : Infinity;
+      state.history = state.history.filter(function (p) { return p.t < firstT - 500; }).concat(server);
     }
     if (Array.isArray(m.events)) {
       state.events = m.events.slice(-MAX_EVENTS).reverse();
@@ -264,7 +270,8 @@
     }
     while (h.length && h[0].t < t - HISTORY_MS - 2000) h.shift();
     if (h.length > 400) h.splice(0, h.length - 400);
-    if (s.routing && s.routing.strategy) state.strategy = s.routing.strategy;
+    state.snapshots++;
+    routingFromSnapshot(s.routing);
     updateProcs(s, t);
     trackDrops(s, t);
     scheduleRender();
@@ -288,7 +295,7 @@
         state.procs = state.procs.filter(function (p) { return p.id !== e.processor_id; });
         state.viewDirty = true;
       } else if (e.event === "strategy" && e.status) {
-        state.strategy = e.status;
+        state.current.strategy = e.status;
       }
       scheduleRender();
     }
@@ -643,6 +650,7 @@
     if (td._key === key) return;
     td._key = key;
     td.textContent = text;
+    td.classList.toggle("nzc", !!v);
     td.setAttribute("data-value", v == null ? "" : String(v));
     if (r) td.appendChild(el("span", "delta", r));
   }
@@ -684,9 +692,9 @@
     document.body.setAttribute("data-now-ms", String(s.now_ms));
 
     var r = s.routing || {};
-    setText(tid("strategy-current"), state.strategy || r.strategy || "—");
-    setText(tid("overload-policy"), r.overload_policy || "—");
     setText(tid("frame-max-age"), r.frame_max_age_ms ? fmtInt(r.frame_max_age_ms) + " ms" : "off");
+    setText(tid("slow-start"), num(r.slow_start_ms) == null ? "—" : r.slow_start_ms ? fmtInt(r.slow_start_ms) + " ms" : "off");
+    setText(tid("hash-bound"), num(r.hash_bound) == null ? "—" : "×" + (+r.hash_bound).toFixed(2));
     setText(tid("max-deliveries"), fmtInt(r.max_deliveries));
     setText(tid("batch-size"), fmtInt(r.batch_size));
 
@@ -707,31 +715,68 @@
 
   // ------------------------------------------------------------ routing
 
-  var select = tid("strategy-select");
+  /* The settings the page can change, each a <select> filled from the list
+   * the gateway gives in routing (strategies, overload_policies). */
+  var FIELDS = [
+    { key: "strategy", list: "strategies", sel: tid("strategy-select") },
+    { key: "overload_policy", list: "overload_policies", sel: tid("overload-select") }
+  ];
   var applyBtn = tid("strategy-apply");
   var tokenInput = tid("api-token");
   var formMsg = tid("strategy-msg");
+  var routingBusy = false;
+  var appliedAt = 0; // local time of the last successful PUT
 
   tokenInput.value = storageGet("sessionStorage", "fb-api-token") || "";
   tokenInput.addEventListener("input", function () {
     storageSet("sessionStorage", "fb-api-token", tokenInput.value.trim());
   });
 
-  function renderStrategy() {
-    var cur = state.strategy;
-    if (!cur) return;
-    if (!state.strategyDirty && select.value !== cur && document.activeElement !== select) {
-      if (!select.querySelector('option[value="' + cur + '"]')) select.appendChild(el("option", "", cur)).value = cur;
-      select.value = cur;
-    }
-    if (state.strategyDirty && select.value === cur) state.strategyDirty = false;
-    applyBtn.disabled = select.value === cur || applyBtn.dataset.busy === "1";
+  function routingFromSnapshot(r) {
+    // A snapshot that left the gateway before our PUT was answered would
+    // undo what the operator sees for a moment: trust the PUT's answer first.
+    if (!r || performance.now() - appliedAt < 800) return;
+    FIELDS.forEach(function (f) {
+      if (typeof r[f.key] === "string") state.current[f.key] = r[f.key];
+      if (Array.isArray(r[f.list])) state.options[f.key] = r[f.list].map(String);
+    });
   }
 
-  select.addEventListener("change", function () {
-    state.strategyDirty = select.value !== state.strategy;
-    setMsg("", "");
-    renderStrategy();
+  function syncOptions(f) {
+    var want = (state.options[f.key] || []).slice();
+    var cur = state.current[f.key];
+    if (cur && want.indexOf(cur) < 0) want.push(cur);
+    if (!want.length) return;
+    var have = Array.prototype.map.call(f.sel.options, function (o) { return o.value; });
+    if (have.join("\n") === want.join("\n")) return;
+    var keep = f.sel.value;
+    f.sel.textContent = "";
+    want.forEach(function (v) { var o = el("option", "", v); o.value = v; f.sel.appendChild(o); });
+    if (want.indexOf(keep) >= 0) f.sel.value = keep;
+  }
+
+  function renderRouting() {
+    var changed = false;
+    FIELDS.forEach(function (f) {
+      var cur = state.current[f.key];
+      if (!cur) return;
+      syncOptions(f);
+      if (state.dirty[f.key] && f.sel.value === cur) state.dirty[f.key] = false;
+      if (!state.dirty[f.key] && f.sel.value !== cur && document.activeElement !== f.sel) f.sel.value = cur;
+      if (f.sel.value !== cur) changed = true;
+      f.sel.classList.toggle("changed", f.sel.value !== cur);
+    });
+    applyBtn.disabled = routingBusy || !changed;
+    setText(tid("strategy-current"), state.current.strategy || "—");
+    setText(tid("overload-policy"), state.current.overload_policy || "—");
+  }
+
+  FIELDS.forEach(function (f) {
+    f.sel.addEventListener("change", function () {
+      state.dirty[f.key] = f.sel.value !== state.current[f.key];
+      setMsg("", "");
+      renderRouting();
+    });
   });
 
   function setMsg(text, kind) {
@@ -741,24 +786,32 @@
 
   $("#strategy-form").addEventListener("submit", function (e) {
     e.preventDefault();
-    var strategy = select.value;
+    var body = {};
+    FIELDS.forEach(function (f) {
+      if (f.sel.value !== state.current[f.key]) body[f.key] = f.sel.value;
+    });
+    var keys = Object.keys(body);
+    if (!keys.length) return;
     var headers = { "Content-Type": "application/json" };
     var token = tokenInput.value.trim();
     if (token) headers.Authorization = "Bearer " + token;
-    applyBtn.dataset.busy = "1";
-    applyBtn.disabled = true;
-    setMsg("Applying " + strategy + "…", "");
-    fetch("/api/v1/routing", { method: "PUT", headers: headers, body: JSON.stringify({ strategy: strategy }) })
+    routingBusy = true;
+    renderRouting();
+    setMsg("Applying…", "");
+    fetch("/api/v1/routing", { method: "PUT", headers: headers, body: JSON.stringify(body) })
       .then(function (r) {
         return r.text().then(function (text) {
-          var body = null;
-          try { body = JSON.parse(text); } catch (err) { /* not JSON */ }
+          var j = null;
+          try { j = JSON.parse(text); } catch (err) { /* not JSON */ }
           if (r.ok) {
-            state.strategy = (body && body.strategy) || strategy;
-            state.strategyDirty = false;
-            setMsg("Routing strategy is now " + state.strategy + ".", "ok");
+            appliedAt = performance.now();
+            FIELDS.forEach(function (f) {
+              state.current[f.key] = j && typeof j[f.key] === "string" ? j[f.key] : body[f.key] || state.current[f.key];
+              state.dirty[f.key] = false;
+            });
+            setMsg(keys.map(function (k) { return (k === "strategy" ? "Strategy" : "Overload policy") + " is now " + state.current[k]; }).join("; ") + ".", "ok");
           } else {
-            var detail = body && body.detail ? body.detail : text || r.statusText;
+            var detail = j && j.detail ? (typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail)) : text || r.statusText;
             setMsg(r.status + ": " + detail, "err");
             if (r.status === 401) {
               var row = $("#token-row");
@@ -773,8 +826,8 @@
         setMsg("Could not reach the gateway: " + (err && err.message ? err.message : err), "err");
       })
       .then(function () {
-        applyBtn.dataset.busy = "";
-        renderStrategy();
+        routingBusy = false;
+        renderRouting();
       });
   });
 
@@ -868,7 +921,14 @@
 
     var h = state.history;
     var tEnd = state.snap && num(state.snap.now_ms) ? state.snap.now_ms : (h.length ? h[h.length - 1].t : Date.now());
-    var tStart = tEnd - HISTORY_MS;
+    // Five minutes once there are five minutes to show; until then the
+    // whole history, in whole minutes, so a young gateway's line is not a
+    // sliver at the right edge.
+    var firstT = tEnd;
+    for (var f = 0; f < h.length; f++) if (h[f].t >= tEnd - HISTORY_MS) { firstT = h[f].t; break; }
+    var span = Math.min(HISTORY_MS, Math.max(60000, Math.ceil((tEnd - firstT) / 60000) * 60000));
+    var tStart = tEnd - span;
+    setText(tid("chart-span"), span >= 120000 ? "last " + span / 60000 + " minutes" : "last minute");
     var maxV = 0;
     for (var i = 0; i < h.length; i++) {
       if (h[i].t < tStart) continue;
@@ -882,7 +942,7 @@
     var padL = yLabelW, padR = 8, padT = 8, padB = 22;
     var cw = W - padL - padR, ch = H - padT - padB;
     if (cw < 20 || ch < 20) return;
-    function X(t) { return padL + (t - tStart) / HISTORY_MS * cw; }
+    function X(t) { return padL + (t - tStart) / span * cw; }
     function Y(v) { return padT + ch - v / yMax * ch; }
 
     // Grid and axes.
@@ -904,10 +964,15 @@
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
     ctx.fillStyle = faint;
-    for (var m = 5; m >= 0; m--) {
-      var tx = X(tEnd - m * 60000);
-      ctx.fillText(m === 0 ? "now" : "−" + m + " min", Math.min(Math.max(tx, padL + 18), W - padR - 14), padT + ch + 6);
-      if (m > 0 && m < 5) {
+    var step = [10000, 15000, 20000, 30000, 60000].filter(function (st) { return span / st <= 6; })[0] || 60000;
+    var nTicks = Math.round(span / step);
+    var short = cw / nTicks < 56;
+    for (var m = nTicks; m >= 0; m--) {
+      var ago = m * step;
+      var tx = X(tEnd - ago);
+      var label = ago === 0 ? "now" : ago % 60000 === 0 ? "−" + ago / 60000 + (short ? "m" : " min") : "−" + ago / 1000 + (short ? "s" : " s");
+      ctx.fillText(label, Math.min(Math.max(tx, padL + 18), W - padR - 14), padT + ch + 6);
+      if (m > 0 && m < nTicks) {
         ctx.strokeStyle = grid;
         ctx.beginPath();
         ctx.moveTo(Math.round(tx) + 0.5, padT);
@@ -975,7 +1040,7 @@
 
     // Hover: the nearest second.
     if (hoverX != null && h.length && hoverX >= padL && hoverX <= W - padR) {
-      var tHover = tStart + (hoverX - padL) / cw * HISTORY_MS;
+      var tHover = tStart + (hoverX - padL) / cw * span;
       var best = null;
       for (var q = 0; q < h.length; q++) {
         if (!best || Math.abs(h[q].t - tHover) < Math.abs(best.t - tHover)) best = h[q];
@@ -1076,7 +1141,7 @@
       renderKpis(s);
       renderReasons(s);
     }
-    renderStrategy();
+    renderRouting();
     renderTable();
     drawChart();
   }
