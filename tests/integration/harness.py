@@ -557,3 +557,36 @@ def wait_no_pending(r, timeout=10.0, stream="frames:metadata", group="frame-buff
 
 def dumps(obj):
     return json.dumps(obj, separators=(",", ":"))
+
+
+# ------------------------------------------------------------- metrics
+def scrape(gw):
+    """GET /metrics as {series: value}, a series written as Prometheus
+    renders it: 'frame_buffer_dlq_total{reason="expired"}'."""
+    status, _, text = gw.get("/metrics")
+    if status != 200:
+        raise AssertionError("GET /metrics answered %d: %r" % (status, text))
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        out[series] = float(value)
+    return out
+
+
+def metric(samples, name, **labels):
+    """One value from scrape()'s result; labels in any order. Raises
+    AssertionError naming the series when it is not there."""
+    want = {k: str(v) for k, v in labels.items()}
+    for series, value in samples.items():
+        base, _, rest = series.partition("{")
+        if base != name:
+            continue
+        got = {}
+        for part in rest.rstrip("}").split(",") if rest else []:
+            k, _, v = part.partition("=")
+            got[k] = v.strip('"')
+        if got == want:
+            return value
+    raise AssertionError("metric %s%s is not in /metrics" % (name, want or ""))
