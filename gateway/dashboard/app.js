@@ -136,6 +136,8 @@
 
   function setConnState(s) {
     if (pill.getAttribute("data-state") === s) return;
+    state.conn = s;
+    updateTitle();
     pill.setAttribute("data-state", s);
     setText(pill.querySelector(".conn-text"),
       s === "live" ? "Live" : s === "connecting" ? "Connecting…" : "Disconnected");
@@ -249,7 +251,13 @@
       state.history = state.history.filter(function (p) { return p.t < firstT - 500; }).concat(server);
     }
     if (Array.isArray(m.events)) {
-      state.events = m.events.slice(-MAX_EVENTS).reverse();
+      // Newest first; after a reconnect the page's older events stay below
+      // the gateway's recent ones.
+      var recent = m.events.filter(function (e) { return e && typeof e === "object"; }).reverse();
+      var oldest = recent.length ? num(recent[recent.length - 1].at) : null;
+      var older = oldest == null ? state.events
+        : state.events.filter(function (e) { return num(e.at) != null && e.at < oldest; });
+      state.events = recent.concat(older).slice(0, MAX_EVENTS);
       renderLog();
     }
     scheduleRender();
@@ -590,6 +598,15 @@
 
   var REASONS = ["malformed", "no_processor", "expired", "overloaded", "poison", "missing", "trimmed"];
 
+  /* The tab's title says what needs attention, for a dashboard left in a
+   * background tab. */
+  function updateTitle() {
+    var dead = state.snap && state.snap.processor_counts ? state.snap.processor_counts.dead || 0 : 0;
+    var t = state.conn === "disconnected" ? "Disconnected · frame-buffer"
+      : dead ? dead + " dead · frame-buffer" : "frame-buffer · live routing";
+    if (document.title !== t) document.title = t;
+  }
+
   function sum(o) {
     var t = 0;
     if (o) for (var k in o) if (num(o[k]) != null) t += o[k];
@@ -688,6 +705,7 @@
     tid("drop-hint").classList.toggle("bad", gr >= 0.05);
 
     setText(tid("uptime"), fmtUptime(s.uptime_s));
+    updateTitle();
     if (s.consumer) setText(tid("consumer"), s.consumer);
     document.body.setAttribute("data-now-ms", String(s.now_ms));
 

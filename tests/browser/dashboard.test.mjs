@@ -210,6 +210,7 @@ test('a processor that dies turns dead on the page within 2 s of the gateway dec
 });
 
 test('changing the strategy on the page changes GET /api/v1/routing', { timeout: 30000 }, async () => {
+  assert.equal(await page.locator('#token-row').isHidden(), true, 'no token field while the gateway needs none');
   const before = (await gw.get('/api/v1/routing')).strategy;
   const target = before === 'round_robin' ? 'consistent_hash' : 'round_robin';
   // The select offers what the gateway accepts.
@@ -262,6 +263,7 @@ test('the disconnect banner shows when the gateway stops and goes when it is bac
   const text = await page.textContent(sel('conn-banner'));
   assert.match(text, /Connection to the gateway lost — reconnecting in \d+ s/);
   assert.equal(await page.getAttribute(sel('conn-status'), 'data-state'), 'disconnected');
+  assert.match(await page.title(), /^Disconnected/, 'the tab title says so too');
   await shot('dashboard-disconnected.png');
   await sleep(1500);
   // Back, now with an API token (the next test needs it).
@@ -270,6 +272,8 @@ test('the disconnect banner shows when the gateway stops and goes when it is bac
   await page.waitForSelector(sel('conn-banner'), { state: 'hidden', timeout: 20000 });
   await page.waitForSelector(`${sel('conn-status')}[data-state="live"]`, { timeout: 5000 });
   t.diagnostic(`reconnected ${Date.now() - upAt} ms after the gateway was ready again`);
+  // The events from before the restart are still in the log, below the new ones.
+  await page.waitForSelector(`${sel('event')}[data-event="strategy"]`, { state: 'attached', timeout: 2000 });
   // Live again: the numbers move.
   const a = (await readPage()).nowMs;
   await waitFor(async () => (await readPage()).nowMs > a, { timeout: 3000, what: 'a new snapshot after the reconnect' });
