@@ -1,11 +1,16 @@
 /*
  * fb-bench: measures the gateway. throughput: pre-load N frames, spawn the
- * gateway, time until all N reach the processors' streams. latency: inject at
- * a rate and time each frame from XADD to arrival. baseline: the same routing
- * as a bare hand-written Redis loop, no gateway. Threads: the main thread does
- * setup, injection and polling; in latency mode a reader thread (its own
- * Redis connection) consumes the target streams. They share `struct lat_reader`.
- * It DELETES keys (input stream, frames:dlq, the registry): use a Redis you own.
+ * gateway, time until all N reach the processors (their Redis streams, or
+ * NATS: core subjects or JetStream stream FRAMES). latency: inject at a rate
+ * and time each frame from XADD to arrival. baseline: the same routing as a
+ * bare hand-written Redis loop, no gateway. heartbeats: P processors
+ * heartbeating on NATS, and the gateway's CPU use meanwhile.
+ * Threads: the main thread does setup, injection, publishing and polling; in
+ * latency mode a reader thread (its own Redis connection) consumes the target
+ * streams (they share `struct lat_reader`); in core NATS throughput mode a
+ * nats.c thread counts arrivals into the atomics of `struct nats_arrivals`.
+ * It DELETES keys (input stream, frames:dlq, the registry) and the JetStream
+ * stream FRAMES: use a Redis and a NATS you own.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +31,7 @@
 
 #include "tk_frame.h"
 #include "tk_http.h"
+#include "tk_nats.h"
 #include "toolkit.h"
 
 extern char **environ;
@@ -35,14 +41,14 @@ extern char **environ;
 #define BENCH_REGISTRY     "processors:registry"
 #define BENCH_CAPS_PREFIX  "processors:capabilities:"
 #define BENCH_DLQ          "frames:dlq"
-#define BENCH_MAX_PROCS    1024
+#define BENCH_MAX_PROCS    10000
 #define BENCH_POLL_US      5000
 #define BENCH_MAX_INFLIGHT 16
 
 static const char *const bench_caps[] = {"person", "vehicle", "face"};
 #define BENCH_NCAPS (sizeof bench_caps / sizeof bench_caps[0])
 
-enum bench_mode { MODE_THROUGHPUT, MODE_LATENCY, MODE_BASELINE };
+enum bench_mode { MODE_THROUGHPUT, MODE_LATENCY, MODE_BASELINE, MODE_HEARTBEATS };
 
 struct bench_config {
   enum bench_mode mode;
@@ -67,6 +73,11 @@ struct bench_config {
   struct tk_http_url api;
   const char *api_str;
   const char *token;
+  bool nats;            /* --transport nats: the bench processors are remote */
+  bool jetstream;       /* and the gateway publishes into JetStream */
+  const char *nats_url; /* for the gateway and our own connection */
+  int64_t interval_ms;  /* heartbeats: each processor's heartbeat interval */
+  bool no_heartbeats;   /* heartbeats: a control run, registry only */
 };
 
 static volatile sig_atomic_t interrupted;
@@ -133,12 +144,15 @@ static void reset_keys(redisContext *c, const struct bench_config *cfg)
   delete_matching(c, "frames:ready:" BENCH_PREFIX "*");
 }
 
-/* Writes P registrations straight into the registry in the compat layout and
- * creates each target stream with its group, as the gateway would at
- * registration. heartbeat_interval_ms 0: not health-tracked, so no processor
- * goes stale during a run. */
+/* Writes P registrations straight into the registry in the compat layout and,
+ * for Redis processors, creates each target stream with its group, as the
+ * gateway would at registration. NATS processors get "transport":"nats" and
+ * subject frames.ready.bench-<i>. heartbeat_interval_ms is 0 (not
+ * health-tracked, so no processor goes stale during a run) except in
+ * heartbeats mode. */
 static void register_direct(redisContext *c, const struct bench_config *cfg)
 {
+  long long hb_ms = cfg->mode == MODE_HEARTBEATS && !cfg->no_heartbeats ? cfg->interval_ms : 0;
   char now[32];
   tk_iso8601(now, sizeof now, tk_real_us());
   long long max_queue = (long long)cfg->frames + 1000;
@@ -151,20 +165,22 @@ static void register_direct(redisContext *c, const struct bench_config *cfg)
     snprintf(json, sizeof json,
              "{\"id\":\"%s\",\"capabilities\":[\"person\",\"vehicle\",\"face\"],\"capacity\":8,"
              "\"queue\":\"%s\",\"endpoint\":null,\"health_endpoint\":null,"
-             "\"metadata\":{\"queue_maxlen\":%lld,\"owner\":\"fb-bench\"},\"transport\":\"redis\","
+             "\"metadata\":{\"queue_maxlen\":%lld,\"owner\":\"fb-bench\"},\"transport\":\"%s\","
              "\"subject\":\"frames.ready.%s\",\"result_stream\":\"frames:results\",\"weight\":1,"
-             "\"max_queue\":%lld,\"heartbeat_interval_ms\":0,\"status\":\"healthy\","
+             "\"max_queue\":%lld,\"heartbeat_interval_ms\":%lld,\"status\":\"healthy\","
              "\"last_heartbeat\":\"%s\",\"registered_at\":\"%s\",\"frames_routed\":0,"
              "\"queue_depth\":0}",
-             id, stream, max_queue, id, max_queue, now, now);
+             id, stream, max_queue, cfg->nats ? "nats" : "redis", id, max_queue, hb_ms, now, now);
     redisAppendCommand(c, "HSET %s %s %s", BENCH_REGISTRY, id, json);
     queued++;
     for (size_t k = 0; k < BENCH_NCAPS; k++) {
       redisAppendCommand(c, "SADD " BENCH_CAPS_PREFIX "%s %s", bench_caps[k], id);
       queued++;
     }
-    redisAppendCommand(c, "XGROUP CREATE %s " BENCH_TARGET_GRP " $ MKSTREAM", stream);
-    queued++;
+    if (!cfg->nats) {
+      redisAppendCommand(c, "XGROUP CREATE %s " BENCH_TARGET_GRP " $ MKSTREAM", stream);
+      queued++;
+    }
   }
   must_drain(c, queued, "registering processors");
 }
@@ -288,9 +304,9 @@ static int free_port(void)
 static bool env_is_ours(const char *kv)
 {
   static const char *const ours[] = {
-      "REDIS_URL=",      "REDIS_HOST=",    "REDIS_PORT=",   "REDIS_DB=",
-      "REDIS_PASSWORD=", "NATS_URL=",      "PORT=",         "ROUTING_STRATEGY=",
-      "LOG_LEVEL=",      "CONSUMER_NAME=", "INPUT_STREAM=", "CONSUMER_GROUP="};
+      "REDIS_URL=",    "REDIS_HOST=",     "REDIS_PORT=",       "REDIS_DB=",  "REDIS_PASSWORD=",
+      "NATS_URL=",     "PORT=",           "ROUTING_STRATEGY=", "LOG_LEVEL=", "CONSUMER_NAME=",
+      "INPUT_STREAM=", "CONSUMER_GROUP=", "NATS_JETSTREAM="};
   for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
     if (strncmp(kv, ours[i], strlen(ours[i])) == 0) return true;
   return false;
@@ -313,14 +329,18 @@ static void spawn_gateway(struct gateway_proc *g, const struct bench_config *cfg
   for (size_t i = 0; i < n; i++)
     if (!env_is_ours(environ[i])) envp[e++] = environ[i];
   snprintf(vars[0], sizeof vars[0], "REDIS_URL=%s", cfg->redis_url_str);
-  snprintf(vars[1], sizeof vars[1], "NATS_URL=none");
+  /* NATS only when the run needs it: otherwise a missing NATS would make
+   * the gateway not-ready, and its reconnects would cost CPU. */
+  bool nats = cfg->nats || cfg->mode == MODE_HEARTBEATS;
+  snprintf(vars[1], sizeof vars[1], "NATS_URL=%s", nats ? cfg->nats_url : "none");
   snprintf(vars[2], sizeof vars[2], "PORT=%d", g->port);
   snprintf(vars[3], sizeof vars[3], "ROUTING_STRATEGY=%s", cfg->strategy);
   snprintf(vars[4], sizeof vars[4], "LOG_LEVEL=warn");
   snprintf(vars[5], sizeof vars[5], "CONSUMER_NAME=bench");
   snprintf(vars[6], sizeof vars[6], "INPUT_STREAM=%s", cfg->stream);
   snprintf(vars[7], sizeof vars[7], "CONSUMER_GROUP=%s", cfg->group);
-  for (int i = 0; i < 8; i++)
+  snprintf(vars[8], sizeof vars[8], "NATS_JETSTREAM=%d", cfg->jetstream ? 1 : 0);
+  for (int i = 0; i < 9; i++)
     envp[e++] = vars[i];
   envp[e] = NULL;
 
@@ -407,6 +427,42 @@ static long peak_rss_kb(pid_t pid)
   return kb;
 }
 
+/* utime + stime of `pid` in clock ticks (/proc/<pid>/stat fields 14 and
+ * 15), or -1. */
+static long long cpu_ticks(pid_t pid)
+{
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  /* The command name may hold spaces and ')': fields start after the last ')'. */
+  const char *p = strrchr(buf, ')');
+  if (!p) return -1;
+  p++;
+  long long v[2] = {-1, -1};
+  for (int field = 3; field <= 15 && *p; field++) {
+    while (*p == ' ')
+      p++;
+    const char *end = strchr(p, ' ');
+    if (!end) end = p + strlen(p);
+    if (field >= 14) {
+      char num[32];
+      size_t len = (size_t)(end - p);
+      if (len == 0 || len >= sizeof num) return -1;
+      memcpy(num, p, len);
+      num[len] = '\0';
+      int64_t x;
+      if (tk_parse_i64(num, 0, INT64_MAX, &x) < 0) return -1;
+      v[field - 14] = x;
+    }
+    p = end;
+  }
+  return v[0] < 0 || v[1] < 0 ? -1 : v[0] + v[1];
+}
+
 /* SIGTERM, then up to 10 s for a clean exit, then SIGKILL. */
 static void stop_gateway(struct gateway_proc *g)
 {
@@ -427,6 +483,228 @@ static void stop_gateway(struct gateway_proc *g)
   tk_log("gateway stopped after SIGTERM in %.2f s (%s)", (double)(tk_mono_us() - t0) / 1e6, how);
 }
 
+/* =========================================================== NATS arrivals */
+
+/* Frames that reached NATS, for a throughput run with --transport nats.
+ * Core: a subscription to frames.ready.> whose callback (one nats.c thread)
+ * counts into the atomics and checks every 64th frame against SPEC section
+ * 4. JetStream: the message count of stream FRAMES, which the main thread
+ * asks for; no consumer takes them, so they stay until purged. */
+struct nats_arrivals {
+  natsConnection *nc;
+  jsCtx *js;
+  natsSubscription *sub;
+  int64_t nprocs;
+  atomic_llong count;
+  atomic_llong *per_proc; /* by the <i> of frames.ready.bench-<i> */
+  atomic_llong checked;
+  atomic_llong bad;
+  atomic_bool have_why;
+  char why[300]; /* the first bad frame's problem: written once, then have_why */
+};
+
+/* Returns NULL when `m` is a remote frame as SPEC section 4 has it: a JSON
+ * object of strings with the processor defaults, Nats-Msg-Id = frame_id,
+ * and a traceparent carrying trace_context's trace_id. Else the problem,
+ * written into `why`. */
+static const char *check_remote_frame(natsMsg *m, char *why, size_t len)
+{
+  const char *msg_id = NULL, *tp = NULL, *problem = NULL;
+  json_t *doc = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
+  const char *key;
+  json_t *v;
+  if (natsMsgHeader_Get(m, "Nats-Msg-Id", &msg_id) != NATS_OK) {
+    problem = "no Nats-Msg-Id header";
+    goto out;
+  }
+  if (!json_is_object(doc)) {
+    problem = "the payload is not a JSON object";
+    goto out;
+  }
+  json_object_foreach(doc, key, v)
+  {
+    if (!json_is_string(v)) {
+      snprintf(why, len, "field %s is not a string", key);
+      problem = why;
+      goto out;
+    }
+  }
+  const char *fid = json_string_value(json_object_get(doc, "frame_id"));
+  if (!fid || strcmp(fid, msg_id) != 0) {
+    snprintf(why, len, "Nats-Msg-Id '%s' is not frame_id '%s'", msg_id, fid ? fid : "(none)");
+    problem = why;
+    goto out;
+  }
+  if (!json_object_get(doc, "priority") || !json_object_get(doc, "storage_path") ||
+      !json_object_get(doc, "storage_backend")) {
+    problem = "priority, storage_path or storage_backend missing";
+    goto out;
+  }
+  if (natsMsgHeader_Get(m, "traceparent", &tp) != NATS_OK) {
+    problem = "no traceparent header (the frame has a trace_context)";
+    goto out;
+  }
+  json_t *tc = json_loads(json_string_value(json_object_get(doc, "trace_context")), 0, NULL);
+  const char *tid = json_string_value(json_object_get(tc, "trace_id"));
+  if (strlen(tp) != 55 || strncmp(tp, "00-", 3) != 0 || !tid || strncmp(tp + 3, tid, 32) != 0) {
+    snprintf(why, len, "traceparent '%s' does not carry trace_id %s", tp, tid ? tid : "(none)");
+    problem = why;
+  }
+  json_decref(tc);
+out:
+  json_decref(doc);
+  if (problem && problem != why) snprintf(why, len, "%s", problem);
+  return problem ? why : NULL;
+}
+
+/* Counts a bad frame; keeps the first one's problem. One thread at a time. */
+static void note_bad(struct nats_arrivals *a, const char *why)
+{
+  atomic_fetch_add(&a->bad, 1);
+  if (!atomic_load(&a->have_why)) {
+    snprintf(a->why, sizeof a->why, "%s", why);
+    atomic_store(&a->have_why, true);
+  }
+}
+
+/* A nats.c thread, one message at a time: count, sometimes check. */
+static void on_remote_frame(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+  (void)nc;
+  (void)sub;
+  struct nats_arrivals *a = closure;
+  long long n = atomic_fetch_add(&a->count, 1);
+  const char *subject = natsMsg_GetSubject(m);
+  const char *prefix = "frames.ready." BENCH_PREFIX;
+  int64_t i;
+  if (strncmp(subject, prefix, strlen(prefix)) == 0 &&
+      tk_parse_i64(subject + strlen(prefix), 0, a->nprocs - 1, &i) == 0)
+    atomic_fetch_add(&a->per_proc[i], 1);
+  if (n % 64 == 0) {
+    char why[300];
+    atomic_fetch_add(&a->checked, 1);
+    if (check_remote_frame(m, why, sizeof why)) note_bad(a, why);
+  }
+  natsMsg_Destroy(m);
+}
+
+/* Connects and gets ready to count, before the gateway starts: subscribes
+ * (core), or deletes stream FRAMES so the count starts at 0 (JetStream; the
+ * gateway creates it again). Dies on failure. */
+static void nats_arrivals_start(struct nats_arrivals *a, const struct bench_config *cfg)
+{
+  char err[512];
+  memset(a, 0, sizeof *a);
+  a->nprocs = cfg->processors;
+  a->per_proc = calloc((size_t)cfg->processors, sizeof *a->per_proc);
+  if (!a->per_proc) tk_die(1, "out of memory");
+  a->nc = tk_nats_connect(cfg->nats_url, "fb-bench", false, err, sizeof err);
+  if (!a->nc) tk_die(1, "%s", err);
+  natsStatus s;
+  if (!cfg->jetstream) {
+    s = natsConnection_Subscribe(&a->sub, a->nc, "frames.ready.>", on_remote_frame, a);
+    if (s == NATS_OK) s = natsSubscription_SetPendingLimits(a->sub, -1, -1);
+    if (s == NATS_OK) s = natsConnection_Flush(a->nc);
+    if (s != NATS_OK)
+      tk_die(1, "subscribing to frames.ready.>: %s", tk_nats_err(s, err, sizeof err));
+    return;
+  }
+  jsErrCode jerr = 0;
+  s = natsConnection_JetStream(&a->js, a->nc, NULL);
+  if (s == NATS_OK) s = js_DeleteStream(a->js, TK_JS_STREAM, NULL, &jerr);
+  if (s == NATS_OK)
+    tk_log("deleted JetStream stream " TK_JS_STREAM " (the gateway creates it again)");
+  else if (s != NATS_NOT_FOUND && jerr != JSStreamNotFoundErr)
+    tk_die(1, "deleting JetStream stream " TK_JS_STREAM ": %s (error %d)",
+           tk_nats_err(s, err, sizeof err), (int)jerr);
+}
+
+/* Frames that have arrived so far. Main thread. */
+static int64_t nats_arrived(struct nats_arrivals *a)
+{
+  if (!a->js) return atomic_load(&a->count);
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetStreamInfo(&si, a->js, TK_JS_STREAM, NULL, &jerr);
+  if (s != NATS_OK) return 0; /* not created yet */
+  int64_t n = (int64_t)si->State.Msgs;
+  jsStreamInfo_Destroy(si);
+  return n;
+}
+
+/* After the run: the count, the fewest and most frames one processor got
+ * and, for JetStream, a check of up to 64 stored frames spread over the
+ * stream. Main thread. */
+static int64_t nats_arrivals_final(struct nats_arrivals *a, int64_t *lo, int64_t *hi)
+{
+  int64_t n = nats_arrived(a);
+  *lo = INT64_MAX;
+  *hi = 0;
+  if (!a->js) {
+    for (int64_t i = 0; i < a->nprocs; i++) {
+      int64_t k = atomic_load(&a->per_proc[i]);
+      if (k < *lo) *lo = k;
+      if (k > *hi) *hi = k;
+    }
+    return n;
+  }
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Stream.Info.SubjectsFilter = "frames.ready.>";
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  if (js_GetStreamInfo(&si, a->js, TK_JS_STREAM, &o, &jerr) != NATS_OK) {
+    *lo = 0;
+    return n;
+  }
+  int64_t listed = si->State.Subjects ? si->State.Subjects->Count : 0;
+  for (int64_t i = 0; i < listed; i++) {
+    int64_t k = (int64_t)si->State.Subjects->List[i].Msgs;
+    if (k < *lo) *lo = k;
+    if (k > *hi) *hi = k;
+  }
+  if (listed < a->nprocs) *lo = 0;
+  uint64_t first = si->State.FirstSeq, last = si->State.LastSeq;
+  jsStreamInfo_Destroy(si);
+  uint64_t step = last > first ? (last - first) / 63 + 1 : 1;
+  for (uint64_t seq = first; seq && seq <= last; seq += step) {
+    natsMsg *m = NULL;
+    char why[300];
+    if (js_GetMsg(&m, a->js, TK_JS_STREAM, seq, NULL, &jerr) != NATS_OK) continue;
+    atomic_fetch_add(&a->checked, 1);
+    if (check_remote_frame(m, why, sizeof why)) note_bad(a, why);
+    natsMsg_Destroy(m);
+  }
+  return n;
+}
+
+/* Unsubscribes, purges FRAMES unless `keep`, and disconnects. */
+static void nats_arrivals_stop(struct nats_arrivals *a, bool keep)
+{
+  char err[256];
+  if (a->sub) natsSubscription_Unsubscribe(a->sub);
+  natsSubscription_Destroy(a->sub);
+  if (a->js && !keep) {
+    jsErrCode jerr = 0;
+    natsStatus s = js_PurgeStream(a->js, TK_JS_STREAM, NULL, &jerr);
+    if (s != NATS_OK && s != NATS_NOT_FOUND)
+      tk_log("purging JetStream stream " TK_JS_STREAM ": %s", tk_nats_err(s, err, sizeof err));
+  }
+  jsCtx_Destroy(a->js);
+  tk_nats_close(a->nc, 1000);
+  free(a->per_proc);
+  memset(a, 0, sizeof *a);
+}
+
+/* The length of the DLQ. */
+static int64_t dlq_len(redisContext *c)
+{
+  redisReply *r = must(c, 2, (const char *[]){"XLEN", BENCH_DLQ});
+  int64_t n = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+  freeReplyObject(r);
+  return n;
+}
+
 /* ============================================================== throughput */
 
 static int run_throughput(const struct bench_config *cfg)
@@ -437,23 +715,37 @@ static int run_throughput(const struct bench_config *cfg)
   create_input_group(c, cfg);
   preload(c, cfg);
   if (interrupted) tk_die(130, "interrupted");
+  struct nats_arrivals na = {0};
+  if (cfg->nats) nats_arrivals_start(&na, cfg);
+  const char *where = !cfg->nats       ? "streams"
+                      : cfg->jetstream ? "subjects, in JetStream stream " TK_JS_STREAM
+                                       : "core NATS subjects";
 
   struct gateway_proc gw;
   const int64_t t0 = tk_mono_us();
   spawn_gateway(&gw, cfg);
-  tk_log("spawned %s (pid %d, port %d, strategy %s); waiting for %lld frames on %lld streams",
+  tk_log("spawned %s (pid %d, port %d, strategy %s); waiting for %lld frames on %lld %s",
          cfg->gateway, (int)gw.pid, gw.port, cfg->strategy, (long long)cfg->frames,
-         (long long)cfg->processors);
+         (long long)cfg->processors, where);
 
   int64_t t_first = 0, t_routed = 0, t_acked = 0, sum = 0, dlq = 0, pending = -1, lag = -1;
+  long long t_routed_ticks = -1;
   int64_t next_report = t0 + 1000000;
   const char *error = NULL;
   for (;;) {
     int64_t now = tk_mono_us();
-    sum = targets_len(c, cfg, &dlq, NULL, NULL);
+    if (cfg->nats) {
+      sum = nats_arrived(&na);
+      dlq = dlq_len(c);
+    } else {
+      sum = targets_len(c, cfg, &dlq, NULL, NULL);
+    }
     input_group_state(c, cfg, &pending, &lag);
     if (sum > 0 && !t_first) t_first = now;
-    if (sum + dlq >= cfg->frames && !t_routed) t_routed = now;
+    if (sum + dlq >= cfg->frames && !t_routed) {
+      t_routed = now;
+      t_routed_ticks = cpu_ticks(gw.pid);
+    }
     if (pending == 0 && lag == 0 && !t_acked) t_acked = now;
     if (t_routed && (t_acked || now - t_routed > 2000000)) break;
     if (gateway_exited(&gw)) {
@@ -476,13 +768,27 @@ static int run_throughput(const struct bench_config *cfg)
     tk_sleep_us(BENCH_POLL_US);
   }
   long rss = gw.exited ? -1 : peak_rss_kb(gw.pid);
+  /* Its CPU time up to the last frame (a sample then, or now if it came late). */
+  long long ticks = t_routed_ticks >= 0 ? t_routed_ticks : gw.exited ? -1 : cpu_ticks(gw.pid);
+  double cpu_s = ticks >= 0 ? (double)ticks / (double)sysconf(_SC_CLK_TCK) : -1;
   char how[96] = "";
   if (gw.exited) describe_exit(gw.status, how, sizeof how);
   stop_gateway(&gw);
 
   int64_t lo = 0, hi = 0;
-  sum = targets_len(c, cfg, &dlq, &lo, &hi);
+  if (cfg->nats) {
+    sum = nats_arrivals_final(&na, &lo, &hi);
+    dlq = dlq_len(c);
+  } else {
+    sum = targets_len(c, cfg, &dlq, &lo, &hi);
+  }
   int status = 0;
+  const char *transport = cfg->nats ? "nats" : "redis", *js = cfg->jetstream ? "true" : "false";
+  if (cfg->nats && atomic_load(&na.bad)) {
+    tk_log("%lld of %lld checked remote frames break SPEC section 4; the first: %s",
+           (long long)atomic_load(&na.bad), (long long)atomic_load(&na.checked), na.why);
+    status = 1;
+  }
   if (error) {
     if (strcmp(error, "gateway_exited") == 0)
       tk_log("the gateway exited (%s) after %.2f s with %lld of %lld frames routed", how,
@@ -492,9 +798,9 @@ static int run_throughput(const struct bench_config *cfg)
              "input pending %lld, lag %lld)",
              error, (double)(tk_mono_us() - t0) / 1e6, (long long)sum, (long long)cfg->frames,
              (long long)cfg->processors, (long long)dlq, (long long)pending, (long long)lag);
-    printf("RESULT {\"mode\":\"throughput\",\"error\":\"%s\",\"frames\":%lld,\"routed\":%lld,"
-           "\"dlq\":%lld}\n",
-           error, (long long)cfg->frames, (long long)sum, (long long)dlq);
+    printf("RESULT {\"mode\":\"throughput\",\"transport\":\"%s\",\"jetstream\":%s,\"error\":\"%s\","
+           "\"frames\":%lld,\"routed\":%lld,\"dlq\":%lld}\n",
+           transport, js, error, (long long)cfg->frames, (long long)sum, (long long)dlq);
     status = 1;
   } else {
     double secs = (double)(t_routed - t0) / 1e6;
@@ -502,8 +808,10 @@ static int run_throughput(const struct bench_config *cfg)
     double steady = t_routed > t_first ? (double)(t_routed - t_first) / 1e6 : secs;
     double fps = secs > 0 ? (double)cfg->frames / secs : 0;
     double steady_fps = steady > 0 ? (double)cfg->frames / steady : 0;
-    printf("throughput: %lld frames to %lld processors (%s) in %.3f s from spawn: %.0f frames/s\n",
-           (long long)cfg->frames, (long long)cfg->processors, cfg->strategy, secs, fps);
+    printf("throughput: %lld frames to %lld processors (%s, %s%s) in %.3f s from spawn: %.0f "
+           "frames/s\n",
+           (long long)cfg->frames, (long long)cfg->processors, cfg->strategy, transport,
+           cfg->jetstream ? " JetStream" : "", secs, fps);
     printf("  first frame routed %.3f s after spawn; from then on %.0f frames/s\n", startup,
            steady_fps);
     if (t_acked)
@@ -512,21 +820,30 @@ static int run_throughput(const struct bench_config *cfg)
     else
       printf("  input NOT fully acked 2 s after the last frame (pending %lld, lag %lld)\n",
              (long long)pending, (long long)lag);
-    printf("  per processor: min %lld, max %lld frames; dlq %lld; gateway peak RSS %ld kB\n",
-           (long long)lo, (long long)hi, (long long)dlq, rss);
+    printf("  per processor: min %lld, max %lld frames; dlq %lld; gateway peak RSS %ld kB, CPU "
+           "%.2f s (%.0f%% of one core until the last frame)\n",
+           (long long)lo, (long long)hi, (long long)dlq, rss, cpu_s,
+           secs > 0 ? cpu_s / secs * 100 : 0);
+    if (cfg->nats)
+      printf("  %lld frames arrived on NATS; %lld checked against SPEC section 4, %lld bad\n",
+             (long long)sum, (long long)atomic_load(&na.checked), (long long)atomic_load(&na.bad));
     if (sum < cfg->frames) {
       tk_log("%lld frames went to the DLQ instead of a processor", (long long)(cfg->frames - sum));
       status = 1;
+    } else if (sum > cfg->frames) {
+      tk_log("%lld frames arrived more than once", (long long)(sum - cfg->frames));
+      status = 1;
     }
     printf(
-        "RESULT {\"mode\":\"throughput\",\"strategy\":\"%s\",\"frames\":%lld,\"processors\":%lld,"
-        "\"seconds\":%.3f,\"frames_per_s\":%.0f,\"startup_s\":%.3f,\"steady_frames_per_s\":%.0f,"
-        "\"acked_s\":%.3f,\"dlq\":%lld,\"min_per_processor\":%lld,\"max_per_processor\":%lld,"
-        "\"rss_kb\":%ld}\n",
-        cfg->strategy, (long long)cfg->frames, (long long)cfg->processors, secs, fps, startup,
-        steady_fps, t_acked ? (double)(t_acked - t0) / 1e6 : -1.0, (long long)dlq, (long long)lo,
-        (long long)hi, rss);
+        "RESULT {\"mode\":\"throughput\",\"transport\":\"%s\",\"jetstream\":%s,\"strategy\":\"%s\","
+        "\"frames\":%lld,\"processors\":%lld,\"seconds\":%.3f,\"frames_per_s\":%.0f,"
+        "\"startup_s\":%.3f,\"steady_frames_per_s\":%.0f,\"acked_s\":%.3f,\"dlq\":%lld,"
+        "\"min_per_processor\":%lld,\"max_per_processor\":%lld,\"rss_kb\":%ld,\"cpu_s\":%.2f}\n",
+        transport, js, cfg->strategy, (long long)cfg->frames, (long long)cfg->processors, secs, fps,
+        startup, steady_fps, t_acked ? (double)(t_acked - t0) / 1e6 : -1.0, (long long)dlq,
+        (long long)lo, (long long)hi, rss, cpu_s);
   }
+  if (cfg->nats) nats_arrivals_stop(&na, cfg->keep);
   if (!cfg->keep) reset_keys(c, cfg);
   redisFree(c);
   return status;
@@ -1029,50 +1346,273 @@ static int run_latency(const struct bench_config *cfg)
   return status;
 }
 
+/* ============================================================== heartbeats */
+
+/* The gateway's /metrics as text (caller frees), or NULL. */
+static char *fetch_metrics(const struct tk_http_url *api)
+{
+  char err[256];
+  struct tk_http_resp resp;
+  if (tk_http_request(api, "GET", "/metrics", NULL, NULL, 5000, &resp, err, sizeof err) < 0)
+    return NULL;
+  char *text = resp.status == 200 ? strdup(resp.body) : NULL;
+  tk_http_resp_free(&resp);
+  return text;
+}
+
+/* The value of the sample `name` (with its labels, e.g.
+ * frame_buffer_processors{status="healthy"}) in Prometheus text, or -1. */
+static double metric_value(const char *text, const char *name)
+{
+  size_t n = strlen(name);
+  for (const char *line = text; line && *line;) {
+    if (strncmp(line, name, n) == 0 && line[n] == ' ') {
+      double v;
+      char num[64];
+      const char *end = strchr(line + n + 1, '\n');
+      size_t len = end ? (size_t)(end - line - n - 1) : strlen(line + n + 1);
+      if (len >= sizeof num) return -1;
+      memcpy(num, line + n + 1, len);
+      num[len] = '\0';
+      return tk_parse_double(num, -1e300, 1e300, &v) == 0 ? v : -1;
+    }
+    line = strchr(line, '\n');
+    if (line) line++;
+  }
+  return -1;
+}
+
+/* Polls /readyz until 200. Returns NULL or the reason it gave up. */
+static const char *wait_ready(struct gateway_proc *gw, const struct tk_http_url *api)
+{
+  int64_t t0 = tk_mono_us();
+  for (;;) {
+    char err[256];
+    struct tk_http_resp resp;
+    if (tk_http_request(api, "GET", "/readyz", NULL, NULL, 2000, &resp, err, sizeof err) == 0) {
+      int st = resp.status;
+      tk_http_resp_free(&resp);
+      if (st == 200) return NULL;
+    }
+    if (gateway_exited(gw)) return "gateway_exited";
+    if (interrupted) return "interrupted";
+    if (tk_mono_us() - t0 > 30000000) return "not_ready";
+    tk_sleep_us(50000);
+  }
+}
+
+/*
+ * P processors (directly in the registry, heartbeat_interval_ms =
+ * --interval-ms) heartbeat on processors.heartbeat.bench-<i>, spread evenly
+ * over each interval, while we sample the gateway's CPU use (utime + stime
+ * from /proc) over --seconds after one interval of warm-up. With
+ * --no-heartbeats the processors are not health-tracked and nothing is
+ * published: the cost of the registry alone, for comparison.
+ */
+static int run_heartbeats(const struct bench_config *cfg)
+{
+  redisContext *c = connect_or_die(cfg, 10000);
+  char err[512];
+  natsConnection *nc =
+      tk_nats_connect(cfg->nats_url, "fb-bench heartbeats", false, err, sizeof err);
+  if (!nc) tk_die(1, "%s", err);
+  reset_keys(c, cfg);
+  register_direct(c, cfg);
+  create_input_group(c, cfg);
+
+  char(*subjects)[64] = calloc((size_t)cfg->processors, sizeof *subjects);
+  if (!subjects) tk_die(1, "out of memory");
+  for (int64_t i = 0; i < cfg->processors; i++)
+    snprintf(subjects[i], sizeof subjects[i], "processors.heartbeat." BENCH_PREFIX "%lld",
+             (long long)i);
+
+  struct gateway_proc gw;
+  spawn_gateway(&gw, cfg);
+  char url[64];
+  struct tk_http_url api;
+  snprintf(url, sizeof url, "http://127.0.0.1:%d", gw.port);
+  if (tk_http_url_parse(&api, url, err, sizeof err) < 0) tk_die(1, "%s", err);
+  const char *error = wait_ready(&gw, &api);
+  if (!error)
+    tk_log("spawned %s (pid %d, port %d): ready; %lld processors %s every %lld ms", cfg->gateway,
+           (int)gw.pid, gw.port, (long long)cfg->processors,
+           cfg->no_heartbeats ? "registered, NO heartbeats (control run)" : "heartbeating",
+           (long long)cfg->interval_ms);
+
+  const long tick = sysconf(_SC_CLK_TCK);
+  const int64_t interval_us = cfg->interval_ms * 1000;
+  const int64_t t0 = tk_mono_us();
+  const int64_t measure_from = t0 + interval_us;
+  const int64_t measure_to = measure_from + (int64_t)(cfg->seconds * 1e6);
+  int64_t sent = 0, sent_at_start = 0, m_t0 = 0, next_sample = 0, sample_t = 0;
+  long long ticks0 = -1, sample_ticks = 0;
+  double hb0 = -1, max_pct = 0;
+  uint64_t rng = (uint64_t)tk_real_us() | 1;
+  while (!error) {
+    int64_t now = tk_mono_us();
+    if (now >= measure_to) break;
+    if (interrupted) error = "interrupted";
+    if (gateway_exited(&gw)) error = "gateway_exited";
+    if (error) break;
+    /* Heartbeat k of processor i is due at t0 + (k * P + i) * interval / P. */
+    int64_t due = cfg->no_heartbeats ? 0 : (now - t0) * cfg->processors / interval_us + 1;
+    char ts[32];
+    if (sent < due) tk_iso8601(ts, sizeof ts, tk_real_us());
+    for (; sent < due; sent++) {
+      int64_t i = sent % cfg->processors;
+      rng ^= rng << 13;
+      rng ^= rng >> 7;
+      rng ^= rng << 17;
+      char hb[256];
+      int len = snprintf(hb, sizeof hb,
+                         "{\"processor_id\":\"" BENCH_PREFIX "%lld\",\"status\":\"healthy\","
+                         "\"timestamp\":\"%s\",\"queue_depth\":%u,\"in_flight\":%u,"
+                         "\"capacity\":8,\"latency_ms\":%u.%u}",
+                         (long long)i, ts, (unsigned)(rng % 64), (unsigned)((rng >> 8) % 9),
+                         (unsigned)((rng >> 16) % 40), (unsigned)((rng >> 24) % 10));
+      natsStatus s = natsConnection_Publish(nc, subjects[i], hb, len);
+      if (s != NATS_OK) tk_die(1, "publishing a heartbeat: %s", tk_nats_err(s, err, sizeof err));
+    }
+    if (now >= measure_from && ticks0 < 0) {
+      ticks0 = cpu_ticks(gw.pid);
+      char *m = fetch_metrics(&api);
+      hb0 = m ? metric_value(m, "frame_buffer_heartbeats_total") : -1;
+      free(m);
+      m_t0 = sample_t = tk_mono_us();
+      sample_ticks = ticks0;
+      sent_at_start = sent;
+      next_sample = m_t0 + 1000000;
+    }
+    if (ticks0 >= 0 && now >= next_sample) {
+      long long t = cpu_ticks(gw.pid);
+      int64_t at = tk_mono_us();
+      double pct =
+          (double)(t - sample_ticks) / (double)tick / ((double)(at - sample_t) / 1e6) * 100;
+      if (pct > max_pct) max_pct = pct;
+      sample_ticks = t;
+      sample_t = at;
+      next_sample += 1000000;
+    }
+    int64_t next_due =
+        cfg->no_heartbeats ? now + 1000 : t0 + (sent * interval_us) / cfg->processors;
+    int64_t wait = next_due - tk_mono_us();
+    tk_sleep_us(wait > 1000 ? 1000 : (wait < 20 ? 20 : wait));
+  }
+  long long ticks1 = cpu_ticks(gw.pid);
+  const int64_t m_t1 = tk_mono_us();
+  const int64_t sent_measured = sent - sent_at_start;
+  natsConnection_FlushTimeout(nc, 2000);
+  tk_sleep_us(300000); /* let the gateway count the last ones */
+  char *m = error ? NULL : fetch_metrics(&api);
+  double hb1 = m ? metric_value(m, "frame_buffer_heartbeats_total") : -1;
+  double healthy = m ? metric_value(m, "frame_buffer_processors{status=\"healthy\"}") : -1;
+  double stale = m ? metric_value(m, "frame_buffer_processors{status=\"stale\"}") : -1;
+  double dead = m ? metric_value(m, "frame_buffer_processors{status=\"dead\"}") : -1;
+  double rejected = m ? metric_value(m, "frame_buffer_heartbeats_rejected_total") : -1;
+  free(m);
+  long rss = gw.exited ? -1 : peak_rss_kb(gw.pid);
+  stop_gateway(&gw);
+
+  int status = 0;
+  double secs = (double)(m_t1 - m_t0) / 1e6;
+  double cpu_pct = ticks0 >= 0 && ticks1 >= 0 && secs > 0
+                       ? (double)(ticks1 - ticks0) / (double)tick / secs * 100.0
+                       : -1;
+  long long counted = hb0 >= 0 && hb1 >= 0 ? (long long)(hb1 - hb0) : -1;
+  if (error) {
+    tk_log("heartbeats run failed: %s", error);
+    printf("RESULT {\"mode\":\"heartbeats\",\"error\":\"%s\"}\n", error);
+    status = 1;
+  } else {
+    printf("heartbeats: %lld processors, every %lld ms, %s; gateway CPU over %.2f s: %.2f%% of one "
+           "core (busiest second %.2f%%), peak RSS %ld kB\n",
+           (long long)cfg->processors, (long long)cfg->interval_ms,
+           cfg->no_heartbeats ? "none sent (control run)" : "over NATS", secs, cpu_pct, max_pct,
+           rss);
+    printf("  heartbeats sent while measuring %lld, counted by the gateway %lld, rejected in all "
+           "%.0f; processors healthy %.0f, stale %.0f, dead %.0f\n",
+           (long long)sent_measured, counted, rejected, healthy, stale, dead);
+    if (!cfg->no_heartbeats && healthy != (double)cfg->processors) {
+      tk_log("only %.0f of %lld processors are healthy at the end", healthy,
+             (long long)cfg->processors);
+      status = 1;
+    }
+    printf("RESULT {\"mode\":\"heartbeats\",\"transport\":\"%s\",\"processors\":%lld,"
+           "\"interval_ms\":%lld,\"heartbeats\":%s,\"seconds\":%.2f,\"heartbeats_sent\":%lld,"
+           "\"heartbeats_counted\":%lld,\"healthy\":%.0f,\"stale\":%.0f,\"dead\":%.0f,"
+           "\"cpu_pct\":%.2f,\"max_cpu_pct\":%.2f,\"rss_kb\":%ld}\n",
+           cfg->nats ? "nats" : "redis", (long long)cfg->processors, (long long)cfg->interval_ms,
+           cfg->no_heartbeats ? "false" : "true", secs, (long long)sent_measured, counted, healthy,
+           stale, dead, cpu_pct, max_pct, rss);
+  }
+  free(subjects);
+  tk_nats_close(nc, 1000);
+  if (!cfg->keep) reset_keys(c, cfg);
+  redisFree(c);
+  return status;
+}
+
 /* ==================================================================== main */
 
 static void usage(FILE *to)
 {
-  fprintf(
-      to,
-      "Usage: fb-bench [--mode throughput|latency|baseline] [options]\n"
-      "Benchmarks the frame-buffer gateway against Redis.\n"
-      "\n"
-      "WARNING: it deletes keys: the input stream, frames:dlq, processors:registry,\n"
-      "processors:capabilities:* and frames:ready:bench-*. Only point it at a Redis you own.\n"
-      "\n"
-      "Modes:\n"
-      "  throughput  pre-load N frames, spawn --gateway, time until all N are in the P\n"
-      "              streams frames:ready:bench-<i> (the default)\n"
-      "  latency     inject at --rate for --seconds and time each frame from XADD to\n"
-      "              arrival; spawns --gateway if given, else uses the one at --api\n"
-      "  baseline    no gateway: a bare pipelined XREADGROUP + XADD + XACK loop doing\n"
-      "              the same routing, for comparison\n"
-      "\n"
-      "  --redis-url URL     Redis (env REDIS_URL, default " TK_DEFAULT_REDIS_URL ")\n"
-      "  --gateway PATH      the frame-buffer binary to spawn (throughput: required)\n"
-      "  --gateway-log FILE  the gateway's stdout/stderr (default: inherited)\n"
-      "  --frames N          frames (throughput, baseline; default 200000)\n"
-      "  --processors P      bench processors (default 8)\n"
-      "  --strategy S        ROUTING_STRATEGY for the spawned gateway (default round_robin)\n"
-      "  --stream NAME       input stream (default frames:metadata)\n"
-      "  --group NAME        input consumer group (default frame-buffer-group)\n"
-      "  --timeout S         give up after S seconds (default 120)\n"
-      "  --rate R            latency: frames/s (default 10000)\n"
-      "  --seconds S         latency: injection time (default 10)\n"
-      "  --drain S           latency: wait this long for the last frames (default 5)\n"
-      "  --pipeline K        latency: at most K XADDs per round trip (default 64)\n"
-      "  --api URL           latency without --gateway: its REST API (env FB_API,\n"
-      "                      default http://127.0.0.1:8002)\n"
-      "  --token T           bearer token for --api (env API_TOKEN)\n"
-      "  --batch B           baseline: XREADGROUP COUNT (default 256)\n"
-      "  --inflight K        baseline: XREADGROUPs outstanding at once, 1-16 (default 2)\n"
-      "  --atomic            baseline: wrap each batch's XADDs + XACK in MULTI/EXEC\n"
-      "  --keep              leave the bench keys in Redis afterwards\n"
-      "  --help, --version\n"
-      "\n"
-      "The last line is machine-readable: RESULT {\"mode\":...,\"frames_per_s\":...} or\n"
-      "RESULT {\"mode\":\"latency\",\"p50_ms\":...,\"p99_ms\":...}. Exit 1 when a run fails.\n");
+  fprintf(to,
+          "Usage: fb-bench [--mode throughput|latency|baseline|heartbeats] [options]\n"
+          "Benchmarks the frame-buffer gateway against Redis (and NATS).\n"
+          "\n"
+          "WARNING: it deletes keys: the input stream, frames:dlq, processors:registry,\n"
+          "processors:capabilities:* and frames:ready:bench-*. Only point it at a Redis you own.\n"
+          "With --jetstream it deletes and purges the JetStream stream FRAMES: a NATS you own.\n"
+          "\n"
+          "Modes:\n"
+          "  throughput  pre-load N frames, spawn --gateway, time until all N are in the P\n"
+          "              streams frames:ready:bench-<i> (the default); with --transport nats\n"
+          "              until all N arrived on frames.ready.bench-<i> (core: counted by a\n"
+          "              subscription to frames.ready.>; --jetstream: stream FRAMES's message\n"
+          "              count, the stream deleted first); every 64th frame is checked\n"
+          "              against SPEC section 4 (JSON of strings, Nats-Msg-Id, traceparent)\n"
+          "  heartbeats  register P processors (default 1000, heartbeat_interval_ms\n"
+          "              --interval-ms), spawn --gateway, publish their heartbeats on NATS\n"
+          "              every --interval-ms for one interval of warm-up plus --seconds, and\n"
+          "              report the gateway's CPU (utime+stime, %% of one core) meanwhile\n"
+          "  latency     inject at --rate for --seconds and time each frame from XADD to\n"
+          "              arrival; spawns --gateway if given, else uses the one at --api\n"
+          "  baseline    no gateway: a bare pipelined XREADGROUP + XADD + XACK loop doing\n"
+          "              the same routing, for comparison\n"
+          "\n"
+          "  --redis-url URL     Redis (env REDIS_URL, default " TK_DEFAULT_REDIS_URL ")\n"
+          "  --gateway PATH      the frame-buffer binary to spawn (throughput: required)\n"
+          "  --gateway-log FILE  the gateway's stdout/stderr (default: inherited)\n"
+          "  --frames N          frames (throughput, baseline; default 200000)\n"
+          "  --processors P      bench processors (default 8)\n"
+          "  --strategy S        ROUTING_STRATEGY for the spawned gateway (default round_robin)\n"
+          "  --stream NAME       input stream (default frames:metadata)\n"
+          "  --group NAME        input consumer group (default frame-buffer-group)\n"
+          "  --timeout S         give up after S seconds (default 120)\n"
+          "  --rate R            latency: frames/s (default 10000)\n"
+          "  --seconds S         latency: injection time (default 10)\n"
+          "  --drain S           latency: wait this long for the last frames (default 5)\n"
+          "  --pipeline K        latency: at most K XADDs per round trip (default 64)\n"
+          "  --api URL           latency without --gateway: its REST API (env FB_API,\n"
+          "                      default http://127.0.0.1:8002)\n"
+          "  --token T           bearer token for --api (env API_TOKEN)\n"
+          "  --batch B           baseline: XREADGROUP COUNT (default 256)\n"
+          "  --inflight K        baseline: XREADGROUPs outstanding at once, 1-16 (default 2)\n"
+          "  --atomic            baseline: wrap each batch's XADDs + XACK in MULTI/EXEC\n"
+          "  --transport T       throughput: redis (default) or nats, the bench processors'\n"
+          "                      transport; heartbeats: how they are registered (default nats)\n"
+          "  --jetstream         throughput with nats: the gateway gets NATS_JETSTREAM=1\n"
+          "  --nats-url URL      NATS for the gateway and us (env NATS_URL, default\n"
+          "                      " TK_DEFAULT_NATS_URL ")\n"
+          "  --interval-ms MS    heartbeats: each processor's interval (default 1000)\n"
+          "  --no-heartbeats     heartbeats: register them untracked and publish nothing (the\n"
+          "                      registry's own cost, to compare with)\n"
+          "  --keep              leave the bench keys in Redis (and FRAMES's frames) afterwards\n"
+          "  --help, --version\n"
+          "\n"
+          "The last line is machine-readable: RESULT {\"mode\":...,\"frames_per_s\":...},\n"
+          "RESULT {\"mode\":\"latency\",\"p50_ms\":...,\"p99_ms\":...} or\n"
+          "RESULT {\"mode\":\"heartbeats\",\"cpu_pct\":...}. Exit 1 when a run fails.\n");
 }
 
 static void parse_flags(struct bench_config *cfg, int argc, char **argv)
@@ -1094,6 +1634,10 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
   cfg->pipeline = 64;
   cfg->api_str = tk_env_or("FB_API", "http://127.0.0.1:8002");
   cfg->token = tk_env_or("API_TOKEN", NULL);
+  cfg->nats_url = tk_env_or("NATS_URL", TK_DEFAULT_NATS_URL);
+  cfg->interval_ms = 1000;
+  const char *transport = NULL;
+  bool procs_given = false;
 
   enum {
     O_MODE = 256,
@@ -1116,6 +1660,11 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
     O_ATOMIC,
     O_INFLIGHT,
     O_KEEP,
+    O_TRANSPORT,
+    O_JETSTREAM,
+    O_NATS,
+    O_INTERVAL,
+    O_NO_HB,
     O_HELP,
     O_VERSION
   };
@@ -1140,6 +1689,11 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
       {"atomic", no_argument, NULL, O_ATOMIC},
       {"inflight", required_argument, NULL, O_INFLIGHT},
       {"keep", no_argument, NULL, O_KEEP},
+      {"transport", required_argument, NULL, O_TRANSPORT},
+      {"jetstream", no_argument, NULL, O_JETSTREAM},
+      {"nats-url", required_argument, NULL, O_NATS},
+      {"interval-ms", required_argument, NULL, O_INTERVAL},
+      {"no-heartbeats", no_argument, NULL, O_NO_HB},
       {"help", no_argument, NULL, O_HELP},
       {"version", no_argument, NULL, O_VERSION},
       {NULL, 0, NULL, 0},
@@ -1154,14 +1708,20 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
         cfg->mode = MODE_LATENCY;
       else if (strcmp(optarg, "baseline") == 0)
         cfg->mode = MODE_BASELINE;
+      else if (strcmp(optarg, "heartbeats") == 0)
+        cfg->mode = MODE_HEARTBEATS;
       else
-        tk_die(TK_EXIT_USAGE, "--mode: '%s' is not throughput, latency or baseline", optarg);
+        tk_die(TK_EXIT_USAGE, "--mode: '%s' is not throughput, latency, baseline or heartbeats",
+               optarg);
       break;
     case O_REDIS: cfg->redis_url_str = optarg; break;
     case O_GATEWAY: cfg->gateway = optarg; break;
     case O_GWLOG: cfg->gateway_log = optarg; break;
     case O_FRAMES: cfg->frames = tk_flag_i64("--frames", optarg, 1, 1000000000); break;
-    case O_PROCS: cfg->processors = tk_flag_i64("--processors", optarg, 1, BENCH_MAX_PROCS); break;
+    case O_PROCS:
+      cfg->processors = tk_flag_i64("--processors", optarg, 1, BENCH_MAX_PROCS);
+      procs_given = true;
+      break;
     case O_STRATEGY: cfg->strategy = optarg; break;
     case O_STREAM: cfg->stream = optarg; break;
     case O_GROUP: cfg->group = optarg; break;
@@ -1178,6 +1738,11 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
       cfg->inflight = tk_flag_i64("--inflight", optarg, 1, BENCH_MAX_INFLIGHT);
       break;
     case O_KEEP: cfg->keep = true; break;
+    case O_TRANSPORT: transport = optarg; break;
+    case O_JETSTREAM: cfg->jetstream = true; break;
+    case O_NATS: cfg->nats_url = optarg; break;
+    case O_INTERVAL: cfg->interval_ms = tk_flag_i64("--interval-ms", optarg, 10, 3600000); break;
+    case O_NO_HB: cfg->no_heartbeats = true; break;
     case O_HELP: usage(stdout); exit(0);
     case O_VERSION: printf("fb-bench " TK_VERSION "\n"); exit(0);
     default: tk_die(TK_EXIT_USAGE, "try 'fb-bench --help'");
@@ -1209,6 +1774,25 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
   if (cfg->mode == MODE_LATENCY && !cfg->gateway &&
       tk_http_url_parse(&cfg->api, cfg->api_str, err, sizeof err) < 0)
     tk_die(TK_EXIT_USAGE, "--api: %s", err);
+
+  if (transport && strcmp(transport, "nats") != 0 && strcmp(transport, "redis") != 0)
+    tk_die(TK_EXIT_USAGE, "--transport: '%s' is not redis or nats", transport);
+  cfg->nats = transport ? strcmp(transport, "nats") == 0 : cfg->mode == MODE_HEARTBEATS;
+  if (cfg->nats && cfg->mode != MODE_THROUGHPUT && cfg->mode != MODE_HEARTBEATS)
+    tk_die(TK_EXIT_USAGE, "--transport nats: only throughput and heartbeats modes have it");
+  if (cfg->jetstream && !(cfg->nats && cfg->mode == MODE_THROUGHPUT))
+    tk_die(TK_EXIT_USAGE, "--jetstream: only with --mode throughput --transport nats");
+  if ((cfg->interval_ms != 1000 || cfg->no_heartbeats) && cfg->mode != MODE_HEARTBEATS)
+    tk_die(TK_EXIT_USAGE, "--interval-ms and --no-heartbeats belong to --mode heartbeats");
+  if (cfg->mode == MODE_HEARTBEATS && !cfg->gateway)
+    tk_die(TK_EXIT_USAGE, "heartbeats mode needs --gateway PATH (its CPU is what is measured)");
+  if (cfg->mode == MODE_HEARTBEATS && !procs_given) cfg->processors = 1000;
+  if (cfg->nats || cfg->mode == MODE_HEARTBEATS) {
+    if (strcmp(cfg->nats_url, "none") == 0)
+      tk_die(TK_EXIT_USAGE, "--nats-url none: this run needs NATS");
+    if (tk_nats_url_check(cfg->nats_url, err, sizeof err) < 0)
+      tk_die(TK_EXIT_USAGE, "--nats-url: %s", err);
+  }
 }
 
 int main(int argc, char **argv)
@@ -1227,6 +1811,7 @@ int main(int argc, char **argv)
   case MODE_THROUGHPUT: return run_throughput(&cfg);
   case MODE_LATENCY: return run_latency(&cfg);
   case MODE_BASELINE: return run_baseline(&cfg);
+  case MODE_HEARTBEATS: return run_heartbeats(&cfg);
   }
   return 1;
 }
