@@ -710,13 +710,13 @@ static int64_t dlq_len(redisContext *c)
 static int run_throughput(const struct bench_config *cfg)
 {
   redisContext *c = connect_or_die(cfg, 10000);
+  struct nats_arrivals na = {0};
+  if (cfg->nats) nats_arrivals_start(&na, cfg);
   reset_keys(c, cfg);
   register_direct(c, cfg);
   create_input_group(c, cfg);
   preload(c, cfg);
   if (interrupted) tk_die(130, "interrupted");
-  struct nats_arrivals na = {0};
-  if (cfg->nats) nats_arrivals_start(&na, cfg);
   const char *where = !cfg->nats       ? "streams"
                       : cfg->jetstream ? "subjects, in JetStream stream " TK_JS_STREAM
                                        : "core NATS subjects";
