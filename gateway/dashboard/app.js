@@ -113,6 +113,7 @@
     options: {},           // the values the gateway accepts for each
     dirty: {},             // the operator picked something not yet applied
     snapshots: 0,          // snapshots received (tests read it)
+    perf: { message: [], render: [] },
     logPaused: false
   };
 
@@ -173,7 +174,8 @@
     ws.onopen = function () { conn.lastMessage = performance.now(); };
     ws.onmessage = function (ev) {
       if (conn.ws !== ws) return;
-      conn.lastMessage = performance.now();
+      var t0 = performance.now();
+      conn.lastMessage = t0;
       var msg;
       try { msg = JSON.parse(ev.data); } catch (e) { return; }
       if (!msg || typeof msg !== "object") return;
@@ -181,6 +183,7 @@
       if (msg.type === "hello") onHello(msg);
       else if (msg.type === "snapshot") onSnapshot(msg);
       else if (msg.type === "event") onEvent(msg, true);
+      if (msg.type === "snapshot") timing(state.perf.message, performance.now() - t0);
     };
     ws.onclose = function () {
       if (conn.ws !== ws) return;
@@ -1153,6 +1156,7 @@
     requestAnimationFrame(render);
   }
   function render() {
+    var t0 = performance.now();
     renderQueued = false;
     var s = state.snap;
     if (s) {
@@ -1162,6 +1166,13 @@
     renderRouting();
     renderTable();
     drawChart();
+    timing(state.perf.render, performance.now() - t0);
+  }
+
+  /* The last 100 durations (ms) of handling a snapshot and of a render. */
+  function timing(list, ms) {
+    list.push(ms);
+    if (list.length > 100) list.shift();
   }
 
   // NATS_URL=none shows in the snapshot as nats:false with a healthy gateway;

@@ -318,19 +318,31 @@ test(`${BULK} processors: the table stays small in the DOM, sorts and filters`, 
     }));
   }
   await page.waitForFunction((n) => window.fbDashboard.state.procs.length >= n, BULK + 2, { timeout: 20000 });
-  // Long tasks while 1,000 rows update four times a second.
+  // The page's own timings while 1,000 rows update four times a second:
+  // handling one snapshot (parse included) and one render. Medians, since
+  // a busy CI machine can preempt any single one; long tasks are reported.
   await page.evaluate(() => {
     window.__long = [];
     new PerformanceObserver((l) => l.getEntries().forEach((e) => window.__long.push(e.duration)))
       .observe({ type: 'longtask', buffered: false });
+    window.fbDashboard.state.perf.message.length = 0;
+    window.fbDashboard.state.perf.render.length = 0;
   });
   const n0 = await page.evaluate(() => window.fbDashboard.state.snapshots);
   await sleep(3000);
   const n1 = await page.evaluate(() => window.fbDashboard.state.snapshots);
-  const longest = await page.evaluate(() => Math.max(0, ...window.__long));
-  t.diagnostic(`with ${BULK + 2} processors: ${n1 - n0} snapshots in 3 s, longest task ${Math.round(longest)} ms`);
+  const perf = await page.evaluate(() => {
+    const med = (a) => { const b = [...a].sort((x, y) => x - y); return b.length ? b[b.length >> 1] : 0; };
+    const { message, render } = window.fbDashboard.state.perf;
+    return { message: med(message), render: med(render), maxMessage: Math.max(0, ...message),
+      maxRender: Math.max(0, ...render), longest: Math.max(0, ...window.__long) };
+  });
+  const f = (x) => x.toFixed(1);
+  t.diagnostic(`with ${BULK + 2} processors: ${n1 - n0} snapshots in 3 s; per snapshot median ${f(perf.message)} ms ` +
+    `(max ${f(perf.maxMessage)}), per render median ${f(perf.render)} ms (max ${f(perf.maxRender)}), longest task ${f(perf.longest)} ms`);
   assert.ok(n1 - n0 >= 6, `snapshots keep coming with ${BULK} processors (${n1 - n0} in 3 s)`);
-  assert.ok(longest < 500, `no task blocks the page for 500 ms or more (longest ${Math.round(longest)} ms)`);
+  assert.ok(perf.message < 50, `handling a snapshot takes ${f(perf.message)} ms (median; at most 50)`);
+  assert.ok(perf.render < 50, `a render takes ${f(perf.render)} ms (median; at most 50)`);
 
   const rows = () => page.$$eval('tr[data-testid^="proc-row-"]', (rs) => rs.map((r) => [r.getAttribute('data-id'), r.getAttribute('data-status')]));
   const inDom = await rows();
