@@ -138,25 +138,35 @@ static void store_failed(struct fb_response *resp, int rc, const char *id, const
   }
 }
 
-static void do_register(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)
+/* Validates a registration body (taken: it is released here). Returns a
+ * new processor, or NULL after answering 422. */
+static struct fb_proc *proc_from_body(struct fb_api *api, json_t *body, struct fb_response *resp)
 {
-  json_t *body = parse_body(req, resp);
-  if (!body) return;
-  json_object_set_new(body, "registered_at_ms", json_integer(fb_wall_ms()));
   struct fb_proc *p = NULL;
   char detail[300] = "";
   int rc = fb_proc_from_json(&p, body, api->app->cfg->input_stream, detail, sizeof detail);
   json_decref(body);
   if (rc) {
     fb_api_error(resp, 422, detail);
-    return;
+    return NULL;
   }
   if (p->transport == FB_TRANSPORT_NATS && !api->app->cfg->nats_enabled) {
     fb_api_error(resp, 422, "transport nats needs NATS, and this gateway runs with NATS_URL=none");
     fb_proc_release(p);
-    return;
+    return NULL;
   }
-  rc = fb_store_save(&api->redis, p, false, detail, sizeof detail);
+  return p;
+}
+
+static void do_register(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)
+{
+  json_t *body = parse_body(req, resp);
+  if (!body) return;
+  json_object_set_new(body, "registered_at_ms", json_integer(fb_wall_ms()));
+  struct fb_proc *p = proc_from_body(api, body, resp);
+  if (!p) return;
+  char detail[300] = "";
+  int rc = fb_store_save(&api->redis, p, false, detail, sizeof detail);
   if (rc) {
     store_failed(resp, rc, p->id, detail);
     fb_proc_release(p);
@@ -196,15 +206,10 @@ static void do_update(struct fb_api *api, const char *id, const struct fb_reques
     json_object_del(body, "registered_at_ms");
   fb_snapshot_release(s);
 
-  struct fb_proc *p = NULL;
+  struct fb_proc *p = proc_from_body(api, body, resp);
+  if (!p) return;
   char detail[300] = "";
-  int rc = fb_proc_from_json(&p, body, api->app->cfg->input_stream, detail, sizeof detail);
-  json_decref(body);
-  if (rc) {
-    fb_api_error(resp, 422, detail);
-    return;
-  }
-  rc = fb_store_save(&api->redis, p, true, detail, sizeof detail);
+  int rc = fb_store_save(&api->redis, p, true, detail, sizeof detail);
   if (rc) {
     store_failed(resp, rc, id, detail);
     fb_proc_release(p);
