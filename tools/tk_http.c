@@ -209,7 +209,8 @@ int tk_http_request(const struct tk_http_url *url, const char *method, const cha
     snprintf(err, errlen, "out of memory");
     return -ENOMEM;
   }
-  const char *head_end = NULL;
+  /* Offsets, not pointers: buf moves when it grows. 0 = head not complete. */
+  size_t body_off = 0;
   long content_length = -1;
   bool chunked = false, eof = false;
   for (;;) {
@@ -239,10 +240,11 @@ int tk_http_request(const struct tk_http_url *url, const char *method, const cha
     if (n == 0) eof = true;
     len += (size_t)n;
     buf[len] = '\0';
-    if (!head_end) {
+    if (!body_off) {
       char *e = strstr(buf, "\r\n\r\n");
       if (e) {
-        head_end = e + 2; /* keep the last header's CRLF inside the head */
+        const char *head_end = e + 2; /* keep the last header's CRLF inside the head */
+        body_off = (size_t)(e + 4 - buf);
         size_t vlen;
         const char *v = find_header(buf, head_end, "Content-Length", &vlen);
         if (v) {
@@ -264,8 +266,7 @@ int tk_http_request(const struct tk_http_url *url, const char *method, const cha
         }
       }
     }
-    if (head_end) {
-      size_t body_off = (size_t)(head_end + 2 - buf);
+    if (body_off) {
       size_t have = len - body_off;
       if (chunked) {
         if (dechunk(buf + body_off, have, false) >= 0) break;
@@ -275,7 +276,7 @@ int tk_http_request(const struct tk_http_url *url, const char *method, const cha
     }
     if (eof) break;
   }
-  if (!head_end) goto garbled;
+  if (!body_off) goto garbled;
 
   /* Status line: HTTP/1.x NNN reason */
   if (strncmp(buf, "HTTP/1.", 7) != 0 || len < 12 || !isdigit((unsigned char)buf[9]) ||
@@ -283,7 +284,6 @@ int tk_http_request(const struct tk_http_url *url, const char *method, const cha
     goto garbled;
   out->status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
 
-  size_t body_off = (size_t)(head_end + 2 - buf);
   size_t blen_in = len - body_off;
   if (chunked) {
     long d = dechunk(buf + body_off, blen_in, true);
