@@ -12,12 +12,17 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${FB_TEST_BUILD:-$root/build-test}
 
-for tool in cmake redis-server nats-server python3; do
+for tool in cmake redis-server nats-server python3 node npm chromium; do
   command -v "$tool" >/dev/null || {
     echo "test.sh: $tool is missing: run tools/dev/up.sh --install-only (or see README)" >&2
     exit 1
   }
 done
+
+# The dashboard's browser test drives Debian's Chromium with playwright-core.
+if [ ! -d "$root/tests/browser/node_modules/playwright-core" ]; then
+  (cd "$root/tests/browser" && npm ci --no-audit --no-fund)
+fi
 
 status=0
 if [ "${FB_SANITIZE:-1}" != 0 ] && [ $# = 0 ]; then

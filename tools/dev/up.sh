@@ -47,7 +47,7 @@ install() {
   [ "$(id -u)" = 0 ] || sudo=(sudo)
   say "installing Debian packages (build tools, libraries, redis-server, nats-server)"
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive bash "$root/tools/ci/install-packages.sh" \
-    redis-server nats-server python3 curl
+    redis-server nats-server python3 curl chromium nodejs npm
 }
 
 # Starts `name` in the background unless it is already running.
