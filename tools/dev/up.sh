@@ -46,8 +46,11 @@ install() {
   local sudo=()
   [ "$(id -u)" = 0 ] || sudo=(sudo)
   say "installing Debian packages (build tools, libraries, redis-server, nats-server)"
+  # Node.js (for the browser test) only from Debian when there is none yet.
+  local node=()
+  command -v node >/dev/null || node=(nodejs npm)
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive bash "$root/tools/ci/install-packages.sh" \
-    redis-server nats-server python3 curl chromium nodejs npm
+    redis-server nats-server python3 curl chromium "${node[@]}"
 }
 
 # Starts `name` in the background unless it is already running.
