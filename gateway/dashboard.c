@@ -16,6 +16,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "framebuffer/clock.h"
 #include "framebuffer/events.h"
@@ -26,7 +27,7 @@
 #define HISTORY_SECONDS 300
 #define CLIENT_QUEUE    64 /* messages waiting per client */
 #define MAX_CLIENTS     256
-#define MSG_MAX         (16u << 20)
+#define SNDBUF          (256 * 1024) /* kernel send buffer per browser: bounded too */
 
 /* ================================================================ assets */
 
@@ -93,6 +94,7 @@ struct vhd {
   struct client *clients;
   size_t nclients;
   lws_sorted_usec_list_t sul;
+  int64_t next_tick_us; /* when the next snapshot is due, monotonic */
   uint64_t event_seq;
   struct history_point history[HISTORY_SECONDS];
   size_t hist_next, hist_count;
@@ -167,6 +169,19 @@ static void record_history(struct vhd *v, int64_t now)
   if (v->hist_count < HISTORY_SECONDS) v->hist_count++;
 }
 
+static void tick(lws_sorted_usec_list_t *sul);
+
+/* Arms the next tick from the time the last one was due, so that delays do
+ * not add up; after a long stall it starts afresh. */
+static void schedule(struct vhd *v)
+{
+  int64_t now = (int64_t)(fb_mono_ns() / 1000);
+  v->next_tick_us += SNAPSHOT_US;
+  if (v->next_tick_us < now - SNAPSHOT_US) v->next_tick_us = now + SNAPSHOT_US;
+  int64_t wait = v->next_tick_us - now;
+  lws_sul_schedule(v->ctx, 0, &v->sul, tick, wait > 0 ? wait : 0);
+}
+
 /* Four times a second: one snapshot, serialized once, for every client. */
 static void tick(lws_sorted_usec_list_t *sul)
 {
@@ -183,7 +198,7 @@ static void tick(lws_sorted_usec_list_t *sul)
       }
     }
   }
-  lws_sul_schedule(v->ctx, 0, &v->sul, tick, SNAPSHOT_US);
+  schedule(v);
 }
 
 static struct msg *hello(struct vhd *v)
@@ -243,7 +258,8 @@ static int callback_dashboard(struct lws *wsi, enum lws_callback_reasons reason,
     v->vhost = vh;
     v->protocol = proto;
     v->app = fb_http_app(v->ctx);
-    lws_sul_schedule(v->ctx, 0, &v->sul, tick, SNAPSHOT_US);
+    v->next_tick_us = (int64_t)(fb_mono_ns() / 1000);
+    schedule(v);
     return 0;
 
   case LWS_CALLBACK_PROTOCOL_DESTROY:
@@ -263,6 +279,9 @@ static int callback_dashboard(struct lws *wsi, enum lws_callback_reasons reason,
     }
     memset(c, 0, sizeof *c);
     c->wsi = wsi;
+    /* A browser that stops reading must not park megabytes in the kernel. */
+    int sndbuf = SNDBUF;
+    setsockopt(lws_get_socket_fd(wsi), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     c->next = v->clients;
     v->clients = c;
     v->nclients++;
