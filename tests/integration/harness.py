@@ -273,7 +273,7 @@ class Gateway:
                      "OVERLOAD_POLICY", "MAX_DELIVERIES", "BATCH_SIZE", "CLAIM_IDLE_MS",
                      "FRAME_MAX_AGE_MS", "HEARTBEAT_TIMEOUT_MS", "LOG_FORMAT",
                      "NATS_JETSTREAM", "NATS_TOKEN", "NATS_USER", "NATS_PASSWORD",
-                     "NATS_CREDS", "NATS_TLS_CA", "DLQ_MAXLEN"):
+                     "NATS_CREDS", "NATS_TLS_CA", "DLQ_MAXLEN", "SLOW_START_MS", "HASH_BOUND"):
                 del env[k]
         env.update({"REDIS_URL": self.redis_url, "NATS_URL": "none", "PORT": str(self.port),
                     "CONSUMER_NAME": self.consumer_name, "LOG_LEVEL": LOG_LEVEL})
