@@ -457,15 +457,17 @@ static json_t *proc_summary(const struct fb_proc *p)
   for (size_t c = 0; c < p->ncaps; c++)
     json_array_append_new(caps, json_string(p->caps[c]));
   int64_t hb = atomic_load(&l->last_heartbeat_ms);
-  return json_pack(
-      "{s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:I}", "id", p->id, "status",
-      fb_health_name((enum fb_health)atomic_load(&l->status)), "transport",
-      fb_transport_name(p->transport), "capabilities", caps, "frames_routed",
-      (json_int_t)atomic_load(&l->frames_routed), "rate", (json_int_t)atomic_load(&l->rate),
-      "queue_depth", (json_int_t)(atomic_load(&l->queue_depth) + atomic_load(&l->sent_since_poll)),
-      "max_queue", (json_int_t)p->max_queue, "capacity", (json_int_t)p->capacity, "weight",
-      (json_int_t)p->weight, "last_heartbeat_ms", hb ? json_integer(hb) : json_null(),
-      "heartbeat_interval_ms", (json_int_t)p->heartbeat_interval_ms);
+  return json_pack("{s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:I}", "id", p->id, "status",
+                   fb_health_name((enum fb_health)atomic_load(&l->status)), "transport",
+                   fb_transport_name(p->transport), "capabilities", caps, "frames_routed",
+                   (json_int_t)atomic_load(&l->frames_routed), "rate",
+                   (json_int_t)atomic_load(&l->rate), "queue_depth",
+                   (json_int_t)(atomic_load(&l->queue_depth) + atomic_load(&l->sent_since_poll) +
+                                atomic_load(&l->routed_in_flight)),
+                   "max_queue", (json_int_t)p->max_queue, "capacity", (json_int_t)p->capacity,
+                   "weight", (json_int_t)p->weight, "last_heartbeat_ms",
+                   hb ? json_integer(hb) : json_null(), "heartbeat_interval_ms",
+                   (json_int_t)p->heartbeat_interval_ms);
 }
 
 json_t *fb_api_stats(struct fb_app *app)

@@ -67,6 +67,7 @@ struct batch {
   size_t nxadd;
   size_t nacks;    /* entries in the XACK */
   size_t ntrimmed; /* delivered to full streams (drop_oldest) */
+  bool in_flight;  /* its picks count in their processors' routed_in_flight */
   bool has_tx;     /* false when there was nothing to write */
   struct fb_snapshot *snap;
   uint64_t read_ns;
@@ -99,8 +100,11 @@ struct fb_ingest {
   char cursor[64]; /* recover: last id handed off; claim: XAUTOCLAIM cursor */
   bool claiming;   /* draining the pipeline for, or running, a claim pass */
   int64_t next_claim_ms;
-  bool idle;             /* the last read found nothing */
-  struct batch *blocked; /* entries waiting for room (OVERLOAD_POLICY=block) */
+  bool idle; /* the last read found nothing */
+  /* Batches holding entries that wait for room (OVERLOAD_POLICY=block),
+   * oldest first: with hand-offs pipelined, several can be caught. */
+  struct batch *blocked[NBATCH];
+  size_t nblocked;
 
   struct op ops[NBATCH + 1]; /* FIFO of replies we wait for */
   size_t op_head, op_count;
@@ -149,8 +153,22 @@ static int batch_alloc(struct batch *b, size_t cap)
              : -ENOMEM;
 }
 
+/* Takes the batch's picks back out of their processors' routed_in_flight:
+ * the hand-off is confirmed (then the frames count in sent_since_poll) or
+ * given up. */
+static void release_in_flight(struct batch *b)
+{
+  if (!b->in_flight) return;
+  for (size_t i = 0; i < b->n; i++)
+    if (b->outcome[i] >= 0)
+      atomic_fetch_sub_explicit(&b->snap->procs[b->outcome[i]]->live->routed_in_flight, 1,
+                                memory_order_relaxed);
+  b->in_flight = false;
+}
+
 static void batch_clear(struct batch *b)
 {
+  release_in_flight(b);
   if (b->reply) freeReplyObject(b->reply);
   b->reply = NULL;
   fb_snapshot_release(b->snap);
@@ -214,6 +232,8 @@ static void reset_pipeline(struct fb_ingest *g)
 {
   for (int i = 0; i < NBATCH; i++)
     batch_clear(&g->batches[i]);
+  g->nblocked = 0;
+  atomic_store(&g->m->blocked_frames, 0);
   g->op_head = g->op_count = 0;
   g->read_in_flight = false;
   g->tx_in_flight = 0;
@@ -398,6 +418,14 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
       b->outcome[i] = route_one(g, b, i);
   }
   if (prioritised) qsort_r(b->order, b->n, sizeof *b->order, cmp_priority_desc, b->frames);
+  /* Until the hand-off is confirmed, the next batches must see these frames
+   * in their processors' queues, or they would overfill them (account()
+   * takes them back out, before a blocked batch is ever routed again). */
+  for (size_t i = 0; i < b->n; i++)
+    if (b->outcome[i] >= 0)
+      atomic_fetch_add_explicit(&b->snap->procs[b->outcome[i]]->live->routed_in_flight, 1,
+                                memory_order_relaxed);
+  b->in_flight = true;
   publish_remote(g, b);
 
   char now_iso[40];
@@ -484,6 +512,14 @@ static redisReply *read_entries(redisReply *rep)
 
 static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec);
 
+static size_t blocked_frames(const struct fb_ingest *g)
+{
+  size_t n = 0;
+  for (size_t k = 0; k < g->nblocked; k++)
+    n += g->blocked[k]->n;
+  return n;
+}
+
 /* A handed-off batch is done, unless backpressure held some of its entries:
  * those stay in it, to be routed again (see retry_blocked). */
 static void finish_batch(struct fb_ingest *g, struct batch *b)
@@ -495,23 +531,32 @@ static void finish_batch(struct fb_ingest *g, struct batch *b)
       b->deliveries[j] = b->deliveries[i];
       j++;
     }
+  size_t at = 0;
+  while (at < g->nblocked && g->blocked[at] != b)
+    at++;
+  bool was_blocked = at < g->nblocked;
   if (j) {
-    if (!g->blocked)
+    if (!g->nblocked) {
       fb_warn("ingest",
               "every processor that can take %zu frames is full: reading paused "
               "(OVERLOAD_POLICY=block)",
               j);
+      fb_event_emit(g->app, "backpressure", NULL, "on", "%zu frames wait for room", j);
+    }
     b->n = j;
     b->has_tx = false;
-    g->blocked = b;
-    atomic_store(&g->m->blocked_frames, (int64_t)j);
+    if (!was_blocked) g->blocked[g->nblocked++] = b;
+    atomic_store(&g->m->blocked_frames, (int64_t)blocked_frames(g));
     return;
   }
-  if (g->blocked == b) {
-    fb_info("ingest", "processors have room again: reading resumed");
-    fb_event_emit(g->app, "backpressure", NULL, "off", "reading resumed");
-    g->blocked = NULL;
-    atomic_store(&g->m->blocked_frames, 0);
+  if (was_blocked) {
+    memmove(&g->blocked[at], &g->blocked[at + 1], (g->nblocked - at - 1) * sizeof *g->blocked);
+    g->nblocked--;
+    atomic_store(&g->m->blocked_frames, (int64_t)blocked_frames(g));
+    if (!g->nblocked) {
+      fb_info("ingest", "processors have room again: reading resumed");
+      fb_event_emit(g->app, "backpressure", NULL, "off", "reading resumed");
+    }
   }
   batch_clear(b);
 }
@@ -549,6 +594,7 @@ static redisReply *tx_reply(struct fb_ingest *g, struct batch *b, redisReply *fi
 static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec)
 {
   uint64_t delivered = 0, consumed = 0;
+  release_in_flight(b);
   for (size_t i = 0; i < b->n; i++) {
     int32_t out = b->outcome[i];
     const char *entry_id = b->entries[i]->element[0]->str;
@@ -717,16 +763,17 @@ static int hand_off_now(struct fb_ingest *g, struct batch *b)
   return hand_off_sync(g, b);
 }
 
-/* Backpressure: routes the held entries again once in a while, reading
- * nothing new until they have gone. */
+/* Backpressure: routes the held entries again once in a while, oldest
+ * first, reading nothing new until they have all gone. */
 static void retry_blocked(struct fb_ingest *g)
 {
   sleep_ms(BLOCK_RETRY_MS);
-  if (route_batch(g, g->blocked)) {
+  struct batch *b = g->blocked[0];
+  if (route_batch(g, b)) {
     lose_connection(g, "cannot build a hand-off");
     return;
   }
-  hand_off_sync(g, g->blocked);
+  hand_off_sync(g, b);
 }
 
 /* Creates the consumer group if needed. */
@@ -851,7 +898,7 @@ static void live_step(struct fb_ingest *g)
     g->claiming = true;
     snprintf(g->cursor, sizeof g->cursor, "0-0");
   }
-  if (!stopping && !g->claiming && !g->blocked && !g->read_in_flight && g->tx_in_flight < MAX_TX &&
+  if (!stopping && !g->claiming && !g->nblocked && !g->read_in_flight && g->tx_in_flight < MAX_TX &&
       (!g->idle || g->op_count == 0))
     send_read(g, true);
   if (!g->op_count) return; /* drained: the caller may claim or stop */
@@ -885,7 +932,7 @@ static void live_step(struct fb_ingest *g)
   }
   g->idle = false;
   /* Put the next read on the wire before routing this batch. */
-  if (!stopping && !g->claiming && !g->blocked && g->tx_in_flight < MAX_TX) {
+  if (!stopping && !g->claiming && !g->nblocked && g->tx_in_flight < MAX_TX) {
     send_read(g, false);
     if (flush(g)) return;
   }
@@ -907,7 +954,7 @@ static void *run(void *arg)
       sleep_ms(50);
       continue;
     }
-    if (g->blocked && !g->op_count && g->phase != PHASE_SETUP) {
+    if (g->nblocked && !g->op_count && g->phase != PHASE_SETUP) {
       retry_blocked(g);
       continue;
     }

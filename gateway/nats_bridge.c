@@ -549,6 +549,9 @@ void fb_nats_stop(struct fb_nats *n)
   jsCtx_Destroy(n->js);
   natsConnection_Destroy(n->nc);
   natsOptions_Destroy(n->opts);
+  /* The library runs the closed callback (which touches `n`) on its own
+   * thread after the destroy: wait for its threads before freeing `n`. */
+  nats_CloseAndWait(2000);
   fb_redis_close(&n->results.redis);
   fb_buf_free(&n->results.buf);
   fb_buf_free(&n->payload);
@@ -558,5 +561,4 @@ void fb_nats_stop(struct fb_nats *n)
   pthread_mutex_destroy(&n->results.lock);
   pthread_cond_destroy(&n->results.cond);
   free(n);
-  nats_Close();
 }

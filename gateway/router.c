@@ -173,7 +173,8 @@ int fb_router_begin(struct fb_router *r, const struct fb_snapshot *s, int64_t no
     const struct fb_proc *p = s->procs[i];
     const struct fb_proc_live *l = p->live;
     r->load[i] = atomic_load_explicit(&l->queue_depth, memory_order_relaxed) +
-                 atomic_load_explicit(&l->sent_since_poll, memory_order_relaxed);
+                 atomic_load_explicit(&l->sent_since_poll, memory_order_relaxed) +
+                 atomic_load_explicit(&l->routed_in_flight, memory_order_relaxed);
     int64_t age = now_ms - p->registered_at_ms;
     r->share[i] = 1.0;
     if (r->slow_start_ms && p->registered_at_ms && age < r->slow_start_ms)

@@ -38,6 +38,7 @@ struct fb_proc_live {
   atomic_bool stopping;                  /* its last heartbeat said "stopping" */
   atomic_int_fast64_t in_flight;         /* from its heartbeat */
   atomic_int_fast64_t sent_since_poll;   /* frames this gateway sent since depth was read */
+  atomic_int_fast64_t routed_in_flight;  /* routed to it, hand-off not yet confirmed */
   int64_t next_rescue_ms;                /* control thread only */
   uint64_t rate_prev;                    /* control thread only: frames_routed a second ago */
   atomic_int_fast64_t rate;              /* frames/s routed to it over the last second */
