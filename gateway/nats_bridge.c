@@ -243,7 +243,7 @@ static void on_result(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
       if (json_is_string(v)) {
         fb_buf_resp_bulk(o, json_string_value(v), json_string_length(v));
       } else {
-        char *enc = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        char *enc = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
         fb_buf_resp_bulk(o, enc ? enc : "null", enc ? strlen(enc) : 4);
         free(enc);
       }
