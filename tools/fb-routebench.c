@@ -312,7 +312,7 @@ int main(int argc, char **argv)
   parse_flags(&cfg, argc, argv);
 
   char *types[RB_MAX_TYPES];
-  char made_up[RB_MAX_TYPES][16];
+  char made_up[RB_MAX_TYPES][32];
   for (int64_t k = 0; k < cfg.types; k++) {
     if ((size_t)k < RB_NAMED_TYPES) {
       types[k] = (char *)type_names[k];
