@@ -36,14 +36,16 @@
 
 extern char **environ;
 
-#define BENCH_PREFIX       "bench-"
-#define BENCH_TARGET_GRP   "frame-processors"
-#define BENCH_REGISTRY     "processors:registry"
-#define BENCH_CAPS_PREFIX  "processors:capabilities:"
-#define BENCH_DLQ          "frames:dlq"
-#define BENCH_MAX_PROCS    10000
-#define BENCH_POLL_US      5000
-#define BENCH_MAX_INFLIGHT 16
+#define BENCH_PREFIX            "bench-"
+#define BENCH_TARGET_GRP        "frame-processors"
+#define BENCH_REGISTRY          "processors:registry"
+#define BENCH_CAPS_PREFIX       "processors:capabilities:"
+#define BENCH_DLQ               "frames:dlq"
+#define BENCH_MAX_PROCS         10000
+#define BENCH_POLL_US           5000
+#define BENCH_MAX_INFLIGHT      16
+#define BENCH_CONSUMER          "bench" /* the spawned gateway's CONSUMER_NAME */
+#define BENCH_BASELINE_CONSUMER "bench-baseline"
 
 static const char *const bench_caps[] = {"person", "vehicle", "face"};
 #define BENCH_NCAPS (sizeof bench_caps / sizeof bench_caps[0])
@@ -56,6 +58,7 @@ struct bench_config {
   struct tk_redis_url redis;
   const char *gateway; /* NULL: none (latency with a running gateway, baseline) */
   const char *gateway_log;
+  const char *gateway_log_level; /* LOG_LEVEL of the spawned gateway */
   int64_t frames;
   int64_t processors;
   const char *strategy;
@@ -278,6 +281,27 @@ static void input_group_state(redisContext *c, const struct bench_config *cfg, i
   freeReplyObject(r);
 }
 
+/* Names the consumers of the input group other than `ours`, and returns
+ * how many there are. The group is new for every run, so another one means
+ * a second reader (a gateway left running on this Redis) took frames and
+ * the numbers are worthless. */
+static int foreign_consumers(redisContext *c, const struct bench_config *cfg, const char *ours)
+{
+  redisReply *r = redisCommand(c, "XINFO CONSUMERS %s %s", cfg->stream, cfg->group);
+  if (!r) tk_die(1, "Redis: %s", c->errstr);
+  int n = 0;
+  for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+    const redisReply *name = tk_reply_field(r->element[i], "name");
+    if (!name || name->type != REDIS_REPLY_STRING || strcmp(name->str, ours) == 0) continue;
+    tk_log("another consumer, '%s', read from %s (group %s) during the run: a second gateway "
+           "on this Redis? The result does not measure one gateway",
+           name->str, cfg->stream, cfg->group);
+    n++;
+  }
+  freeReplyObject(r);
+  return n;
+}
+
 /* ========================================================= gateway process */
 
 struct gateway_proc {
@@ -335,8 +359,8 @@ static void spawn_gateway(struct gateway_proc *g, const struct bench_config *cfg
   snprintf(vars[1], sizeof vars[1], "NATS_URL=%s", nats ? cfg->nats_url : "none");
   snprintf(vars[2], sizeof vars[2], "PORT=%d", g->port);
   snprintf(vars[3], sizeof vars[3], "ROUTING_STRATEGY=%s", cfg->strategy);
-  snprintf(vars[4], sizeof vars[4], "LOG_LEVEL=warn");
-  snprintf(vars[5], sizeof vars[5], "CONSUMER_NAME=bench");
+  snprintf(vars[4], sizeof vars[4], "LOG_LEVEL=%s", cfg->gateway_log_level);
+  snprintf(vars[5], sizeof vars[5], "CONSUMER_NAME=" BENCH_CONSUMER);
   snprintf(vars[6], sizeof vars[6], "INPUT_STREAM=%s", cfg->stream);
   snprintf(vars[7], sizeof vars[7], "CONSUMER_GROUP=%s", cfg->group);
   snprintf(vars[8], sizeof vars[8], "NATS_JETSTREAM=%d", cfg->jetstream ? 1 : 0);
@@ -461,6 +485,40 @@ static long long cpu_ticks(pid_t pid)
     p = end;
   }
   return v[0] < 0 || v[1] < 0 ? -1 : v[0] + v[1];
+}
+
+/* The gateway's /metrics as text (caller frees), or NULL. */
+static char *fetch_metrics(const struct tk_http_url *api)
+{
+  char err[256];
+  struct tk_http_resp resp;
+  if (tk_http_request(api, "GET", "/metrics", NULL, NULL, 5000, &resp, err, sizeof err) < 0)
+    return NULL;
+  char *text = resp.status == 200 ? strdup(resp.body) : NULL;
+  tk_http_resp_free(&resp);
+  return text;
+}
+
+/* The value of the sample `name` (with its labels, e.g.
+ * frame_buffer_processors{status="healthy"}) in Prometheus text, or -1. */
+static double metric_value(const char *text, const char *name)
+{
+  size_t n = strlen(name);
+  for (const char *line = text; line && *line;) {
+    if (strncmp(line, name, n) == 0 && line[n] == ' ') {
+      double v;
+      char num[64];
+      const char *end = strchr(line + n + 1, '\n');
+      size_t len = end ? (size_t)(end - line - n - 1) : strlen(line + n + 1);
+      if (len >= sizeof num) return -1;
+      memcpy(num, line + n + 1, len);
+      num[len] = '\0';
+      return tk_parse_double(num, -1e300, 1e300, &v) == 0 ? v : -1;
+    }
+    line = strchr(line, '\n');
+    if (line) line++;
+  }
+  return -1;
 }
 
 /* SIGTERM, then up to 10 s for a clean exit, then SIGKILL. */
@@ -768,6 +826,16 @@ static int run_throughput(const struct bench_config *cfg)
     tk_sleep_us(BENCH_POLL_US);
   }
   long rss = gw.exited ? -1 : peak_rss_kb(gw.pid);
+  /* Remote frames the gateway could not hand to NATS (retried later). */
+  double nats_errors = -1;
+  if (cfg->nats && !gw.exited) {
+    char url[64], err[256];
+    struct tk_http_url api;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", gw.port);
+    char *m = tk_http_url_parse(&api, url, err, sizeof err) == 0 ? fetch_metrics(&api) : NULL;
+    nats_errors = m ? metric_value(m, "frame_buffer_nats_publish_errors_total") : -1;
+    free(m);
+  }
   /* Its CPU time up to the last frame (a sample then, or now if it came late). */
   long long ticks = t_routed_ticks >= 0 ? t_routed_ticks : gw.exited ? -1 : cpu_ticks(gw.pid);
   double cpu_s = ticks >= 0 ? (double)ticks / (double)sysconf(_SC_CLK_TCK) : -1;
@@ -784,6 +852,7 @@ static int run_throughput(const struct bench_config *cfg)
   }
   int status = 0;
   const char *transport = cfg->nats ? "nats" : "redis", *js = cfg->jetstream ? "true" : "false";
+  if (!error && foreign_consumers(c, cfg, BENCH_CONSUMER) > 0) error = "foreign_consumer";
   if (cfg->nats && atomic_load(&na.bad)) {
     tk_log("%lld of %lld checked remote frames break SPEC section 4; the first: %s",
            (long long)atomic_load(&na.bad), (long long)atomic_load(&na.checked), na.why);
@@ -793,6 +862,8 @@ static int run_throughput(const struct bench_config *cfg)
     if (strcmp(error, "gateway_exited") == 0)
       tk_log("the gateway exited (%s) after %.2f s with %lld of %lld frames routed", how,
              (double)(tk_mono_us() - t0) / 1e6, (long long)sum, (long long)cfg->frames);
+    else if (strcmp(error, "foreign_consumer") == 0)
+      tk_log("run void: stop the other reader of %s and run again", cfg->stream);
     else
       tk_log("%s after %.1f s: only %lld of %lld frames reached the %lld target streams (dlq %lld, "
              "input pending %lld, lag %lld)",
@@ -825,8 +896,10 @@ static int run_throughput(const struct bench_config *cfg)
            (long long)lo, (long long)hi, (long long)dlq, rss, cpu_s,
            secs > 0 ? cpu_s / secs * 100 : 0);
     if (cfg->nats)
-      printf("  %lld frames arrived on NATS; %lld checked against SPEC section 4, %lld bad\n",
-             (long long)sum, (long long)atomic_load(&na.checked), (long long)atomic_load(&na.bad));
+      printf("  %lld frames arrived on NATS; %lld checked against SPEC section 4, %lld bad; "
+             "gateway publish errors %.0f\n",
+             (long long)sum, (long long)atomic_load(&na.checked), (long long)atomic_load(&na.bad),
+             nats_errors);
     if (sum < cfg->frames) {
       tk_log("%lld frames went to the DLQ instead of a processor", (long long)(cfg->frames - sum));
       status = 1;
@@ -892,9 +965,9 @@ static int run_baseline(const struct bench_config *cfg)
   if (!streams || !argv || !argvlen || !ack) tk_die(1, "out of memory");
   for (int64_t i = 0; i < cfg->processors; i++)
     stream_name(streams[i], sizeof streams[i], i);
-  const char *read_argv[] = {"XREADGROUP",     "GROUP",     cfg->group,
-                             "bench-baseline", "COUNT",     count,
-                             "STREAMS",        cfg->stream, ">"};
+  const char *read_argv[] = {"XREADGROUP", "GROUP", cfg->group, BENCH_BASELINE_CONSUMER,
+                             "COUNT",      count,   "STREAMS",  cfg->stream,
+                             ">"};
 
   /* Up to `inflight` XREADGROUPs are outstanding, so Redis works on one
    * batch while we format the next. pre[] counts the write replies queued
@@ -1004,6 +1077,7 @@ static int run_baseline(const struct bench_config *cfg)
            (long long)sum);
     status = 1;
   }
+  if (foreign_consumers(c, cfg, BENCH_BASELINE_CONSUMER) > 0) status = 1;
   printf("RESULT {\"mode\":\"baseline\",\"frames\":%lld,\"processors\":%lld,\"batch\":%lld,"
          "\"inflight\":%lld,\"atomic\":%s,\"seconds\":%.3f,\"frames_per_s\":%.0f}\n",
          (long long)routed, (long long)cfg->processors, (long long)cfg->batch,
@@ -1297,6 +1371,7 @@ static int run_latency(const struct bench_config *cfg)
   atomic_store(&lr.stop, true);
   pthread_join(reader, NULL);
   if (!error && atomic_load(&lr.failed)) error = "reader";
+  if (!error && gw.pid && foreign_consumers(c, cfg, BENCH_CONSUMER) > 0) error = "foreign_consumer";
 
   long rss = -1;
   if (gw.pid) {
@@ -1347,40 +1422,6 @@ static int run_latency(const struct bench_config *cfg)
 }
 
 /* ============================================================== heartbeats */
-
-/* The gateway's /metrics as text (caller frees), or NULL. */
-static char *fetch_metrics(const struct tk_http_url *api)
-{
-  char err[256];
-  struct tk_http_resp resp;
-  if (tk_http_request(api, "GET", "/metrics", NULL, NULL, 5000, &resp, err, sizeof err) < 0)
-    return NULL;
-  char *text = resp.status == 200 ? strdup(resp.body) : NULL;
-  tk_http_resp_free(&resp);
-  return text;
-}
-
-/* The value of the sample `name` (with its labels, e.g.
- * frame_buffer_processors{status="healthy"}) in Prometheus text, or -1. */
-static double metric_value(const char *text, const char *name)
-{
-  size_t n = strlen(name);
-  for (const char *line = text; line && *line;) {
-    if (strncmp(line, name, n) == 0 && line[n] == ' ') {
-      double v;
-      char num[64];
-      const char *end = strchr(line + n + 1, '\n');
-      size_t len = end ? (size_t)(end - line - n - 1) : strlen(line + n + 1);
-      if (len >= sizeof num) return -1;
-      memcpy(num, line + n + 1, len);
-      num[len] = '\0';
-      return tk_parse_double(num, -1e300, 1e300, &v) == 0 ? v : -1;
-    }
-    line = strchr(line, '\n');
-    if (line) line++;
-  }
-  return -1;
-}
 
 /* Polls /readyz until 200. Returns NULL or the reason it gave up. */
 static const char *wait_ready(struct gateway_proc *gw, const struct tk_http_url *api)
@@ -1583,6 +1624,7 @@ static void usage(FILE *to)
           "  --redis-url URL     Redis (env REDIS_URL, default " TK_DEFAULT_REDIS_URL ")\n"
           "  --gateway PATH      the frame-buffer binary to spawn (throughput: required)\n"
           "  --gateway-log FILE  the gateway's stdout/stderr (default: inherited)\n"
+          "  --gateway-log-level L  its LOG_LEVEL (default warn)\n"
           "  --frames N          frames (throughput, baseline; default 200000)\n"
           "  --processors P      bench processors (default 8)\n"
           "  --strategy S        ROUTING_STRATEGY for the spawned gateway (default round_robin)\n"
@@ -1635,6 +1677,7 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
   cfg->api_str = tk_env_or("FB_API", "http://127.0.0.1:8002");
   cfg->token = tk_env_or("API_TOKEN", NULL);
   cfg->nats_url = tk_env_or("NATS_URL", TK_DEFAULT_NATS_URL);
+  cfg->gateway_log_level = "warn";
   cfg->interval_ms = 1000;
   const char *transport = NULL;
   bool procs_given = false;
@@ -1665,6 +1708,7 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
     O_NATS,
     O_INTERVAL,
     O_NO_HB,
+    O_GWLOGLEVEL,
     O_HELP,
     O_VERSION
   };
@@ -1694,6 +1738,7 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
       {"nats-url", required_argument, NULL, O_NATS},
       {"interval-ms", required_argument, NULL, O_INTERVAL},
       {"no-heartbeats", no_argument, NULL, O_NO_HB},
+      {"gateway-log-level", required_argument, NULL, O_GWLOGLEVEL},
       {"help", no_argument, NULL, O_HELP},
       {"version", no_argument, NULL, O_VERSION},
       {NULL, 0, NULL, 0},
@@ -1743,6 +1788,7 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
     case O_NATS: cfg->nats_url = optarg; break;
     case O_INTERVAL: cfg->interval_ms = tk_flag_i64("--interval-ms", optarg, 10, 3600000); break;
     case O_NO_HB: cfg->no_heartbeats = true; break;
+    case O_GWLOGLEVEL: cfg->gateway_log_level = optarg; break;
     case O_HELP: usage(stdout); exit(0);
     case O_VERSION: printf("fb-bench " TK_VERSION "\n"); exit(0);
     default: tk_die(TK_EXIT_USAGE, "try 'fb-bench --help'");
@@ -1787,6 +1833,8 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
   if (cfg->mode == MODE_HEARTBEATS && !cfg->gateway)
     tk_die(TK_EXIT_USAGE, "heartbeats mode needs --gateway PATH (its CPU is what is measured)");
   if (cfg->mode == MODE_HEARTBEATS && !procs_given) cfg->processors = 1000;
+  if (strlen(cfg->gateway_log_level) > 16 || strpbrk(cfg->gateway_log_level, " \t\n"))
+    tk_die(TK_EXIT_USAGE, "--gateway-log-level: '%s' is not a log level", cfg->gateway_log_level);
   if (cfg->nats || cfg->mode == MODE_HEARTBEATS) {
     if (strcmp(cfg->nats_url, "none") == 0)
       tk_die(TK_EXIT_USAGE, "--nats-url none: this run needs NATS");
