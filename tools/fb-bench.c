@@ -646,9 +646,10 @@ static void on_remote_frame(natsConnection *nc, natsSubscription *sub, natsMsg *
   natsMsg_Destroy(m);
 }
 
-/* Connects and gets ready to count, before the gateway starts: subscribes
- * (core), or deletes stream FRAMES so the count starts at 0 (JetStream; the
- * gateway creates it again). Dies on failure. */
+/* Connects and gets ready to count, before the gateway starts: deletes
+ * stream FRAMES (JetStream: so the count starts at 0, the gateway creates it
+ * again; core: it would store every core frame too, since it takes
+ * frames.ready.>) and, for core, subscribes. Dies on failure. */
 static void nats_arrivals_start(struct nats_arrivals *a, const struct bench_config *cfg)
 {
   char err[512];
@@ -658,23 +659,23 @@ static void nats_arrivals_start(struct nats_arrivals *a, const struct bench_conf
   if (!a->per_proc) tk_die(1, "out of memory");
   a->nc = tk_nats_connect(cfg->nats_url, "fb-bench", false, err, sizeof err);
   if (!a->nc) tk_die(1, "%s", err);
-  natsStatus s;
-  if (!cfg->jetstream) {
-    s = natsConnection_Subscribe(&a->sub, a->nc, "frames.ready.>", on_remote_frame, a);
-    if (s == NATS_OK) s = natsSubscription_SetPendingLimits(a->sub, -1, -1);
-    if (s == NATS_OK) s = natsConnection_Flush(a->nc);
-    if (s != NATS_OK)
-      tk_die(1, "subscribing to frames.ready.>: %s", tk_nats_err(s, err, sizeof err));
-    return;
-  }
   jsErrCode jerr = 0;
-  s = natsConnection_JetStream(&a->js, a->nc, NULL);
+  natsStatus s = natsConnection_JetStream(&a->js, a->nc, NULL);
   if (s == NATS_OK) s = js_DeleteStream(a->js, TK_JS_STREAM, NULL, &jerr);
   if (s == NATS_OK)
-    tk_log("deleted JetStream stream " TK_JS_STREAM " (the gateway creates it again)");
+    tk_log("deleted JetStream stream " TK_JS_STREAM "%s",
+           cfg->jetstream ? " (the gateway creates it again)"
+                          : ": it would have stored every core frame as well");
   else if (s != NATS_NOT_FOUND && jerr != JSStreamNotFoundErr)
     tk_die(1, "deleting JetStream stream " TK_JS_STREAM ": %s (error %d)",
            tk_nats_err(s, err, sizeof err), (int)jerr);
+  if (cfg->jetstream) return;
+  jsCtx_Destroy(a->js);
+  a->js = NULL; /* core: nats_arrived() counts the subscription's frames */
+  s = natsConnection_Subscribe(&a->sub, a->nc, "frames.ready.>", on_remote_frame, a);
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(a->sub, -1, -1);
+  if (s == NATS_OK) s = natsConnection_Flush(a->nc);
+  if (s != NATS_OK) tk_die(1, "subscribing to frames.ready.>: %s", tk_nats_err(s, err, sizeof err));
 }
 
 /* Frames that have arrived so far. Main thread. */
@@ -1603,7 +1604,7 @@ static void usage(FILE *to)
           "\n"
           "WARNING: it deletes keys: the input stream, frames:dlq, processors:registry,\n"
           "processors:capabilities:* and frames:ready:bench-*. Only point it at a Redis you own.\n"
-          "With --jetstream it deletes and purges the JetStream stream FRAMES: a NATS you own.\n"
+          "With --transport nats it deletes the JetStream stream FRAMES: use a NATS you own.\n"
           "\n"
           "Modes:\n"
           "  throughput  pre-load N frames, spawn --gateway, time until all N are in the P\n"
