@@ -151,6 +151,15 @@ static void poll_depths(struct fb_control *c)
   fb_snapshot_release(s);
 }
 
+/* Since when a processor without heartbeats counts as healthy: its
+ * registration, or when this gateway (re)started or first learned of it,
+ * whichever is latest. */
+static int64_t known_since(const struct fb_control *c, const struct fb_proc *p)
+{
+  int64_t t = p->registered_at_ms > c->started_ms ? p->registered_at_ms : c->started_ms;
+  return p->live->known_since_ms > t ? p->live->known_since_ms : t;
+}
+
 /* Re-evaluates every processor's health; reports changes and rescues the
  * backlog of the dead. */
 static void check_health(struct fb_control *c)
@@ -164,7 +173,7 @@ static void check_health(struct fb_control *c)
     struct fb_health_input in = {
         .now_ms = now,
         .last_heartbeat_ms = atomic_load(&live->last_heartbeat_ms),
-        .known_since_ms = p->registered_at_ms > c->started_ms ? p->registered_at_ms : c->started_ms,
+        .known_since_ms = known_since(c, p),
         .interval_ms = p->heartbeat_interval_ms,
         .timeout_ms = app->cfg->heartbeat_timeout_ms,
         .stopping = atomic_load(&live->stopping),

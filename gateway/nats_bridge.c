@@ -20,8 +20,10 @@
 #include "framebuffer/log.h"
 #include "framebuffer/redis.h"
 
-#define HEARTBEAT_SUBJECT      "processors.heartbeat.*"
-#define RESULTS_SUBJECT        "frames.results.*"
+#define HEARTBEAT_PREFIX       "processors.heartbeat."
+#define HEARTBEAT_SUBJECT      HEARTBEAT_PREFIX ">" /* ids may hold dots */
+#define RESULTS_PREFIX         "frames.results."
+#define RESULTS_SUBJECT        RESULTS_PREFIX ">"
 #define EVENTS_SUBJECT         "processors.events"
 #define JS_STREAM              "FRAMES"
 #define JS_SUBJECTS            "frames.ready.>"
@@ -39,6 +41,7 @@ struct fb_nats {
   jsCtx *js;
   natsSubscription *heartbeats, *results_sub;
   atomic_bool connected;
+  atomic_bool closing;               /* fb_nats_stop has begun: a disconnect is expected */
   atomic_bool stream_ready;          /* JetStream stream FRAMES exists */
   int64_t next_stream_try_ms;        /* ingest thread */
   struct fb_buf payload;             /* ingest thread: one frame as JSON */
@@ -67,7 +70,8 @@ static void on_disconnected(natsConnection *nc, void *closure)
   struct fb_nats *n = closure;
   atomic_store(&n->connected, false);
   atomic_store(&n->app->metrics->nats_up, 0);
-  fb_warn("nats", "disconnected from NATS; reconnecting with backoff (Redis routing goes on)");
+  if (!atomic_load(&n->closing))
+    fb_warn("nats", "disconnected from NATS; reconnecting with backoff (Redis routing goes on)");
 }
 
 static void on_connected(natsConnection *nc, void *closure)
@@ -161,11 +165,11 @@ static void on_heartbeat(natsConnection *nc, natsSubscription *sub, natsMsg *msg
 {
   struct fb_nats *n = closure;
   const char *subject = natsMsg_GetSubject(msg);
-  const char *sid = strrchr(subject, '.');
+  const char *sid = subject + sizeof HEARTBEAT_PREFIX - 1; /* the subscription guarantees it */
   char id[FB_PROC_ID_MAX + 1];
   const char *why;
-  int rc = fb_heartbeat_apply(n->app, sid ? sid + 1 : NULL, natsMsg_GetData(msg),
-                              (size_t)natsMsg_GetDataLength(msg), fb_wall_ms(), id, &why);
+  int rc = fb_heartbeat_apply(n->app, sid, natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg),
+                              fb_wall_ms(), id, &why);
   if (rc) {
     atomic_fetch_add(&n->app->metrics->heartbeats_rejected, 1);
     fb_debug("nats", "heartbeat on %s ignored: %s", subject, why);
@@ -206,8 +210,7 @@ static void on_result(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
 {
   struct fb_nats *n = closure;
   const char *subject = natsMsg_GetSubject(msg);
-  const char *pid = strrchr(subject, '.');
-  pid = pid ? pid + 1 : "";
+  const char *pid = subject + sizeof RESULTS_PREFIX - 1;
   const char *data = natsMsg_GetData(msg);
   size_t len = (size_t)natsMsg_GetDataLength(msg);
 
@@ -243,7 +246,7 @@ static void on_result(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
       if (json_is_string(v)) {
         fb_buf_resp_bulk(o, json_string_value(v), json_string_length(v));
       } else {
-        char *enc = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
+        char *enc = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
         fb_buf_resp_bulk(o, enc ? enc : "null", enc ? strlen(enc) : 4);
         free(enc);
       }
@@ -534,6 +537,7 @@ int fb_nats_start(struct fb_nats **out, struct fb_app *app)
 void fb_nats_stop(struct fb_nats *n)
 {
   if (!n) return;
+  atomic_store(&n->closing, true);
   if (n->heartbeats) natsSubscription_Unsubscribe(n->heartbeats);
   if (n->results_sub) natsSubscription_Unsubscribe(n->results_sub);
   natsSubscription_Destroy(n->heartbeats);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "framebuffer/clock.h"
 #include "framebuffer/log.h"
 
 #define STREAM_KEY_MAX 256
@@ -63,7 +64,9 @@ static bool is_subject(const char *s)
 static struct fb_proc_live *live_new(void)
 {
   struct fb_proc_live *l = calloc(1, sizeof *l);
-  if (l) atomic_init(&l->refs, 1);
+  if (!l) return NULL;
+  atomic_init(&l->refs, 1);
+  l->known_since_ms = fb_wall_ms();
   return l;
 }
 

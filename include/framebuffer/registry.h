@@ -31,6 +31,7 @@ enum fb_health { FB_HEALTH_HEALTHY, FB_HEALTH_STALE, FB_HEALTH_DEAD };
  * version of its registration, so counters survive an update. Any thread. */
 struct fb_proc_live {
   atomic_int refs;
+  int64_t known_since_ms; /* when this gateway first learned of it (unix ms) */
   atomic_uint_fast64_t frames_routed;
   atomic_int_fast64_t queue_depth;       /* last known, from Redis or heartbeat */
   atomic_int_fast64_t last_heartbeat_ms; /* unix ms, 0 = never */

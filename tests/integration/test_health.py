@@ -229,6 +229,17 @@ class HealthTest(IntegrationTest):
         self.assertIn("it said stopping", gw.log())
 
     # --------------------------------------------------------------- HTTP
+    def test_ids_with_dots_heartbeat_over_nats(self):
+        gw = self.gateway()
+        self.register(gw, "cam.tracker.1")
+        nc = self.nats_client()
+        hb0 = metric(scrape(gw), "frame_buffer_heartbeats_total")
+        nc.publish("processors.heartbeat.cam.tracker.1", heartbeat("cam.tracker.1"))
+        nc.flush()
+        wait_for(lambda: self.proc(gw, "cam.tracker.1")["last_heartbeat"], 5,
+                 what="the heartbeat of an id with dots to be applied")
+        self.assertEqual(metric(scrape(gw), "frame_buffer_heartbeats_total"), hb0 + 1)
+
     def test_http_heartbeat(self):
         gw = self.gateway()
         self.register(gw, "http-1")
