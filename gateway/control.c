@@ -25,7 +25,8 @@
 #define SYNC_INTERVAL_MS   500
 #define LAG_INTERVAL_MS    1000
 #define HEALTH_INTERVAL_MS 200
-#define DEPTH_INTERVAL_MS  250  /* queue depths of Redis processors, for least_loaded */
+#define DEPTH_INTERVAL_MS  250  /* queue depths for least_loaded, at most this often */
+#define DEPTH_MAX_RATE     1000 /* ... and at most this many XINFO a second */
 #define RESCUE_RETRY_MS    1000 /* a dead processor's stream is checked this often */
 #define RESCUE_MAX         2048 /* frames moved per processor per pass */
 #define TICK_MS            50
@@ -46,8 +47,11 @@ static void sync_registry(struct fb_control *c)
   uint64_t version = fb_registry_local_version(c->app->registry);
   struct fb_proc **procs;
   size_t n;
-  if (fb_store_load(&c->redis, c->app->cfg->input_stream, &procs, &n)) return;
-  int rc = fb_registry_sync(c->app->registry, procs, n, version);
+  struct fb_snapshot *known = fb_registry_snapshot(c->app->registry);
+  int rc = fb_store_load(&c->redis, c->app->cfg->input_stream, known, &procs, &n);
+  fb_snapshot_release(known);
+  if (rc) return;
+  rc = fb_registry_sync(c->app->registry, procs, n, version);
   if (!c->loaded_once && rc >= 0) {
     fb_info("control", "registry loaded: %zu processors", n);
     c->loaded_once = true;
@@ -102,10 +106,11 @@ static void sample_rates(struct fb_control *c, int64_t elapsed_ms)
 }
 
 /* Reads the group frame-processors' lag + pending of every Redis
- * processor's stream in one pipeline: the queue depth least_loaded uses. */
-static void poll_depths(struct fb_control *c)
+ * processor's stream in one pipeline: the queue depth least_loaded and the
+ * overload policies use. Returns how many processors there are. */
+static size_t poll_depths(struct fb_control *c)
 {
-  if (fb_redis_ensure(&c->redis)) return;
+  if (fb_redis_ensure(&c->redis)) return 0;
   struct fb_snapshot *s = fb_registry_snapshot(c->app->registry);
   redisContext *ctx = c->redis.ctx;
   size_t sent = 0;
@@ -148,7 +153,9 @@ static void poll_depths(struct fb_control *c)
       atomic_store(&p->live->sent_since_poll, 0);
     }
   }
+  size_t n = s->n;
   fb_snapshot_release(s);
+  return n;
 }
 
 /* Since when a processor without heartbeats counts as healthy: its
@@ -211,8 +218,9 @@ static void *run(void *arg)
       c->next_sync = now + SYNC_INTERVAL_MS;
     }
     if (now >= c->next_depth) {
-      poll_depths(c);
-      c->next_depth = now + DEPTH_INTERVAL_MS;
+      /* A large registry is read less often, to keep Redis's work bounded. */
+      int64_t every = (int64_t)poll_depths(c) * 1000 / DEPTH_MAX_RATE;
+      c->next_depth = now + (every > DEPTH_INTERVAL_MS ? every : DEPTH_INTERVAL_MS);
     }
     if (now >= c->next_health) {
       check_health(c);

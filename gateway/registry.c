@@ -87,6 +87,7 @@ void fb_proc_release(struct fb_proc *p)
   free(p->result_stream);
   json_decref(p->doc);
   free(p->stored);
+  free(p->source);
   live_release(p->live);
   free(p);
 }

@@ -112,7 +112,8 @@ void fb_store_free(struct fb_proc **procs, size_t n)
   free(procs);
 }
 
-int fb_store_load(struct fb_redis *r, const char *input_stream, struct fb_proc ***out, size_t *n)
+int fb_store_load(struct fb_redis *r, const char *input_stream, const struct fb_snapshot *known,
+                  struct fb_proc ***out, size_t *n)
 {
   *out = NULL;
   *n = 0;
@@ -126,10 +127,22 @@ int fb_store_load(struct fb_redis *r, const char *input_stream, struct fb_proc *
     freeReplyObject(rep);
     return -ENOMEM;
   }
-  size_t count = 0;
+  size_t count = 0, parsed = 0;
   for (size_t i = 0; i + 1 < rep->elements; i += 2) {
     const redisReply *k = rep->element[i], *v = rep->element[i + 1];
+    /* Unchanged since the last read (the common case, twice a second):
+     * no JSON to parse. */
+    int idx = known && k->str ? fb_snapshot_find(known, k->str) : -1;
+    const char *was = idx >= 0 ? known->procs[idx]->source : NULL;
+    if (idx >= 0 && !was) was = known->procs[idx]->stored; /* written by us as it is */
+    if (was && strlen(was) == v->len && !memcmp(was, v->str, v->len)) {
+      procs[count] = known->procs[idx];
+      atomic_fetch_add(&procs[count]->refs, 1);
+      count++;
+      continue;
+    }
     json_error_t jerr;
+    parsed++;
     json_t *doc = json_loadb(v->str, v->len, 0, &jerr);
     char detail[256] = "";
     struct fb_proc *p = NULL;
@@ -142,12 +155,18 @@ int fb_store_load(struct fb_redis *r, const char *input_stream, struct fb_proc *
       p = NULL;
     }
     json_decref(doc);
+    if (p && !(p->source = strndup(v->str, v->len))) {
+      snprintf(detail, sizeof detail, "out of memory");
+      fb_proc_release(p);
+      p = NULL;
+    }
     if (p)
       procs[count++] = p;
     else
       fb_debug("store", "skipping registry entry %s: %s", k->str, detail);
   }
   freeReplyObject(rep);
+  if (parsed) fb_debug("store", "registry read: %zu entries, %zu new or changed", count, parsed);
   *out = procs;
   *n = count;
   return 0;

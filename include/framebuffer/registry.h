@@ -62,6 +62,7 @@ struct fb_proc {
   int64_t registered_at_ms;
   json_t *doc;  /* the registration with defaults filled in, as stored */
   char *stored; /* doc serialized as kept in processors:registry */
+  char *source; /* the exact text it was read from in Redis, or NULL (= stored) */
   struct fb_proc_live *live;
 };
 

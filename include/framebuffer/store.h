@@ -33,10 +33,13 @@ int fb_store_delete(struct fb_redis *r, const char *id);
 
 /*
  * Reads every registration. Entries that do not validate are logged and
- * skipped. Returns 0 with a new array of new processors in *out (free with
- * fb_store_free), or -EIO.
+ * skipped. An entry whose text is the same as that of a processor in
+ * `known` (may be NULL) is not parsed again: that processor is reused (with
+ * a new reference). Returns 0 with a new array of processors in *out (free
+ * with fb_store_free), or -EIO.
  */
-int fb_store_load(struct fb_redis *r, const char *input_stream, struct fb_proc ***out, size_t *n);
+int fb_store_load(struct fb_redis *r, const char *input_stream, const struct fb_snapshot *known,
+                  struct fb_proc ***out, size_t *n);
 void fb_store_free(struct fb_proc **procs, size_t n);
 
 #endif
