@@ -60,33 +60,41 @@ static void sync_registry(struct fb_control *c)
 }
 
 /* Reads lag and pending of our group from XINFO GROUPS. */
+/* Finds consumer group `name` in an XINFO GROUPS reply; its lag (-1 when
+ * Redis does not know it) and pending count go to the out-arguments. */
+static bool group_info(const redisReply *groups, const char *name, long long *lag,
+                       long long *pending)
+{
+  for (size_t g = 0; groups->type == REDIS_REPLY_ARRAY && g < groups->elements; g++) {
+    const redisReply *grp = groups->element[g];
+    bool ours = false;
+    *lag = -1;
+    *pending = 0;
+    for (size_t k = 0; grp->type == REDIS_REPLY_ARRAY && k + 1 < grp->elements; k += 2) {
+      const char *key = grp->element[k]->str;
+      const redisReply *val = grp->element[k + 1];
+      if (!key) continue;
+      if (!strcmp(key, "name"))
+        ours = val->str && !strcmp(val->str, name);
+      else if (!strcmp(key, "lag") && val->type == REDIS_REPLY_INTEGER)
+        *lag = val->integer;
+      else if (!strcmp(key, "pending") && val->type == REDIS_REPLY_INTEGER)
+        *pending = val->integer;
+    }
+    if (ours) return true;
+  }
+  return false;
+}
+
 static void sample_lag(struct fb_control *c)
 {
   const struct fb_config *cfg = c->app->cfg;
   redisReply *rep = fb_redis_cmd(&c->redis, "XINFO GROUPS %s", cfg->input_stream);
   if (!rep) return;
-  if (rep->type == REDIS_REPLY_ARRAY) {
-    for (size_t i = 0; i < rep->elements; i++) {
-      const redisReply *g = rep->element[i];
-      if (g->type != REDIS_REPLY_ARRAY) continue;
-      bool ours = false;
-      long long lag = -1, pending = -1;
-      for (size_t k = 0; k + 1 < g->elements; k += 2) {
-        const char *key = g->element[k]->str;
-        const redisReply *v = g->element[k + 1];
-        if (!key) continue;
-        if (!strcmp(key, "name"))
-          ours = v->str && !strcmp(v->str, cfg->consumer_group);
-        else if (!strcmp(key, "lag") && v->type == REDIS_REPLY_INTEGER)
-          lag = v->integer;
-        else if (!strcmp(key, "pending") && v->type == REDIS_REPLY_INTEGER)
-          pending = v->integer;
-      }
-      if (ours) {
-        atomic_store(&c->app->metrics->consumer_lag, lag);
-        atomic_store(&c->app->metrics->input_pending, pending);
-      }
-    }
+  long long lag, pending;
+  if (group_info(rep, cfg->consumer_group, &lag, &pending)) {
+    atomic_store(&c->app->metrics->consumer_lag, lag);
+    atomic_store(&c->app->metrics->input_pending, pending);
   }
   freeReplyObject(rep);
 }
@@ -129,24 +137,8 @@ static size_t poll_depths(struct fb_control *c)
       break;
     }
     redisReply *rep = v;
-    long long depth = -1;
-    for (size_t g = 0; rep->type == REDIS_REPLY_ARRAY && g < rep->elements; g++) {
-      const redisReply *grp = rep->element[g];
-      bool ours = false;
-      long long lag = 0, pending = 0;
-      for (size_t k = 0; grp->type == REDIS_REPLY_ARRAY && k + 1 < grp->elements; k += 2) {
-        const char *key = grp->element[k]->str;
-        const redisReply *val = grp->element[k + 1];
-        if (!key) continue;
-        if (!strcmp(key, "name"))
-          ours = val->str && !strcmp(val->str, FB_PROCESSOR_GROUP);
-        else if (!strcmp(key, "lag") && val->type == REDIS_REPLY_INTEGER)
-          lag = val->integer;
-        else if (!strcmp(key, "pending") && val->type == REDIS_REPLY_INTEGER)
-          pending = val->integer;
-      }
-      if (ours) depth = lag + pending;
-    }
+    long long lag, pending, depth = -1;
+    if (group_info(rep, FB_PROCESSOR_GROUP, &lag, &pending)) depth = (lag > 0 ? lag : 0) + pending;
     freeReplyObject(rep);
     if (depth >= 0) {
       atomic_store(&p->live->queue_depth, depth);
