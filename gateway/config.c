@@ -91,8 +91,25 @@ static int copy_str(const char *v, char *dst, size_t cap, char *why, size_t n)
 STR_PARSER(p_nats_token, nats_token)
 STR_PARSER(p_nats_user, nats_user)
 STR_PARSER(p_nats_password, nats_password)
-STR_PARSER(p_nats_creds, nats_creds)
-STR_PARSER(p_nats_tls_ca, nats_tls_ca)
+/* A file named by a setting must be readable now, not at the first connect. */
+static int readable_file(const char *v, char *dst, size_t cap, char *why, size_t n)
+{
+  if (*v && access(v, R_OK)) {
+    snprintf(why, n, "cannot read '%s': %s", v, strerror(errno));
+    return -EINVAL;
+  }
+  return copy_str(v, dst, cap, why, n);
+}
+
+static int p_nats_creds(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  return readable_file(v, cfg->nats_creds, sizeof cfg->nats_creds, why, n);
+}
+
+static int p_nats_tls_ca(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  return readable_file(v, cfg->nats_tls_ca, sizeof cfg->nats_tls_ca, why, n);
+}
 STR_PARSER(p_api_token, api_token)
 STR_PARSER(p_redis_password, redis.password)
 

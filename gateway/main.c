@@ -65,7 +65,10 @@ int main(int argc, char **argv)
   status = 0;
 
 out:
-  if (rc) fb_error("main", "cannot start: %s", strerror(-rc));
+  if (rc == -EINVAL)
+    status = 2; /* a setting the libraries refused, said already */
+  else if (rc)
+    fb_error("main", "cannot start: %s", strerror(-rc));
   fb_http_stop(http);
   fb_ingest_stop(app.ingest);
   fb_control_stop(control);

@@ -147,8 +147,10 @@ static int build_options(struct fb_nats *n)
     if (s == NATS_OK) s = natsOptions_SetSecure(n->opts, true);
   }
   if (s != NATS_OK) {
-    fb_error("nats", "unusable NATS settings: %s (%s)", natsStatus_GetText(s),
-             nats_GetLastError(NULL));
+    /* Said the way a bad setting is said: main exits with status 2. */
+    fprintf(stderr,
+            "frame-buffer: invalid NATS setting (NATS_URL, NATS_CREDS, NATS_TLS_CA, ...): %s\n",
+            nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(s));
     return -EINVAL;
   }
   return 0;

@@ -508,7 +508,15 @@ function checkValueSet(setName, valueFiles) {
         for (const f of ['NATS_CREDS', 'NATS_TLS_CA'])
           if (penv[f]) {
             const file = path.join(tmp, path.basename(penv[f]));
-            fs.writeFileSync(file, f === 'NATS_CREDS' ? v.secret.natsCreds || 'ci' : v.secret.natsTlsCA || 'ci');
+            if (f === 'NATS_TLS_CA') {
+              // The gateway loads the CA at start and refuses one that is not a
+              // certificate (exit 2), so the probe mounts a real one.
+              const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
+                '-subj', '/CN=frame-buffer-ci', '-keyout', path.join(tmp, 'ca.key'), '-out', file], { encoding: 'utf8' });
+              if (!expect(r.status === 0, `openssl could not make a CA for the probe: ${r.stderr}`)) return;
+            } else {
+              fs.writeFileSync(file, v.secret.natsCreds || 'ci');
+            }
             penv[f] = file;
           }
         const envFile = path.join(tmp, 'env.json');
