@@ -402,19 +402,42 @@ static void nats_server_list(void **state)
   assert_string_equal(cfg.nats_url, "nats://a:4222,nats://b:4222, tls://c:4443");
 }
 
+/* A readable file for the settings that name one; `path` gets its name. */
+static void temp_file(char *path, size_t n, const char *stem)
+{
+  snprintf(path, n, "/tmp/fb-test-%s-XXXXXX", stem);
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+}
+
 static void nats_auth_settings(void **state)
 {
+  char creds[64], ca[64];
+  temp_file(creds, sizeof creds, "creds");
+  temp_file(ca, sizeof ca, "ca");
   env("NATS_TOKEN", "tok");
   env("NATS_USER", "u");
   env("NATS_PASSWORD", "p");
-  env("NATS_CREDS", "/etc/nats.creds");
-  env("NATS_TLS_CA", "/etc/ca.pem");
+  env("NATS_CREDS", creds);
+  env("NATS_TLS_CA", ca);
   assert_int_equal(LOAD_NOARGS(), FB_CONFIG_OK);
   assert_string_equal(cfg.nats_token, "tok");
   assert_string_equal(cfg.nats_user, "u");
   assert_string_equal(cfg.nats_password, "p");
-  assert_string_equal(cfg.nats_creds, "/etc/nats.creds");
-  assert_string_equal(cfg.nats_tls_ca, "/etc/ca.pem");
+  assert_string_equal(cfg.nats_creds, creds);
+  assert_string_equal(cfg.nats_tls_ca, ca);
+  unlink(creds);
+  unlink(ca);
+}
+
+static void nats_unreadable_files_are_refused(void **state)
+{
+  env("NATS_CREDS", "/nonexistent/gateway.creds");
+  assert_bad_setting(LOAD_NOARGS(), "NATS_CREDS");
+  unsetenv("NATS_CREDS");
+  env("NATS_TLS_CA", "/nonexistent/ca.pem");
+  assert_bad_setting(LOAD_NOARGS(), "NATS_TLS_CA");
 }
 
 static void nats_bad_url_is_refused(void **state)
@@ -578,6 +601,7 @@ int main(void)
       CFG_TEST(nats_none_disables_nats),
       CFG_TEST(nats_server_list),
       CFG_TEST(nats_auth_settings),
+      CFG_TEST(nats_unreadable_files_are_refused),
       CFG_TEST(nats_bad_url_is_refused),
       CFG_TEST(bad_strategy_names_the_setting),
       CFG_TEST(bad_numbers_name_the_setting),
