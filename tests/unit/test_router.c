@@ -749,6 +749,37 @@ static void removing_a_processor_moves_only_its_cameras(void **state)
   fb_snapshot_release(after);
 }
 
+/* The issue's measure: 1,000 cameras over N = 8 processors; removing one
+ * moves about 1/N of them (its own) and no others. */
+static void removing_one_of_eight_moves_about_an_eighth(void **state)
+{
+  enum { N = 8, MANY = 1000 };
+  const char *eight[N] = {"p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7"};
+  const char *seven[N - 1] = {"p0", "p1", "p2", "p4", "p5", "p6", "p7"};
+  struct fb_snapshot *before = ring_of(eight, N, 1), *after = ring_of(seven, N - 1, 2);
+  struct fb_router *rb = router(FB_STRATEGY_CONSISTENT_HASH),
+                   *ra = router(FB_STRATEGY_CONSISTENT_HASH);
+  fb_router_set_hash_bound(rb, 1e12);
+  fb_router_set_hash_bound(ra, 1e12);
+  size_t moved = 0;
+  char cam[32];
+  for (int c = 0; c < MANY; c++) {
+    snprintf(cam, sizeof cam, "cam-%04d", c);
+    const char *was = before->procs[pick_camera(rb, before, cam)]->id;
+    const char *now = after->procs[pick_camera(ra, after, cam)]->id;
+    if (strcmp(was, now)) {
+      assert_string_equal(was, "p3"); /* only the removed one's cameras move */
+      moved++;
+    }
+  }
+  /* 1/N is 125; 64 points a processor keep it within half of that. */
+  assert_true(moved >= MANY / N / 2 && moved <= MANY / N * 3 / 2);
+  fb_router_destroy(rb);
+  fb_router_destroy(ra);
+  fb_snapshot_release(before);
+  fb_snapshot_release(after);
+}
+
 static void adding_a_processor_moves_cameras_only_to_it(void **state)
 {
   const char *three[] = {"a", "b", "c"}, *four[] = {"a", "b", "c", "e"};
@@ -968,6 +999,7 @@ int main(void)
       cmocka_unit_test(removing_a_processor_moves_only_its_cameras),
       cmocka_unit_test(adding_a_processor_moves_cameras_only_to_it),
       cmocka_unit_test(dead_processor_cameras_move_others_stay),
+      cmocka_unit_test(removing_one_of_eight_moves_about_an_eighth),
       cmocka_unit_test(hot_camera_is_bounded),
       cmocka_unit_test(frame_without_camera_hashes_its_frame_id),
       cmocka_unit_test(strategy_can_be_changed),
