@@ -228,12 +228,16 @@ static void do_update(struct fb_api *api, const char *id, const struct fb_reques
 static void do_delete(struct fb_api *api, const char *id, struct fb_response *resp)
 {
   int rc = fb_store_delete(&api->redis, id);
-  if (rc == -ENOENT && fb_registry_remove(api->app->registry, id) == 0) rc = 0;
+  /* Gone from Redis: gone here too. Known here but already gone from Redis
+   * (removed elsewhere, not yet synced): that is a delete as well. */
+  if (rc == 0 || rc == -ENOENT) {
+    bool known_here = fb_registry_remove(api->app->registry, id) == 0;
+    if (rc == -ENOENT && known_here) rc = 0;
+  }
   if (rc) {
     store_failed(resp, rc, id, "");
     return;
   }
-  fb_registry_remove(api->app->registry, id);
   fb_info("api", "unregistered processor %s", id);
   fb_event_emit(api->app, "unregister", id, "removed", "unregistered over the API");
   resp->status = 204;
