@@ -2,15 +2,20 @@
  * The ingest thread: consumer-group reader, router and atomic hand-off
  * writer (see ingest.h). Everything here runs on that one thread; the only
  * shared state is the registry snapshot (reference-counted, immutable), the
- * metrics (atomics) and the requested strategy (an atomic).
+ * processors' live counters and the metrics (atomics), and the routing
+ * settings (copied under `routing_lock` when their generation changes).
  *
  * A batch moves through three steps:
  *   read    XREADGROUP (new entries), XREADGROUP from 0 (our own pending
  *           entries, at start and after a reconnect) or XAUTOCLAIM
  *           (entries a dead consumer left behind);
- *   route   every entry becomes one XADD: to its processor's stream, or to
- *           frames:dlq with the reason it could not be delivered;
- *   hand off  MULTI, the XADDs, one XACK of all its entries, EXEC.
+ *   route   every entry becomes one XADD to its processor's stream, one
+ *           NATS publish to a remote processor (JetStream: acked before
+ *           the hand-off), or one XADD to frames:dlq with the reason;
+ *   hand off  MULTI, the XADDs, one XACK of its entries, EXEC.
+ * An entry is left out of the XACK when its remote publish failed (it is
+ * claimed again later) or when backpressure holds it (OVERLOAD_POLICY=block:
+ * it is routed again in place and nothing new is read meanwhile).
  * New entries are pipelined: the next read is on the wire while a batch is
  * routed, and up to MAX_TX transactions are in flight.
  */
@@ -304,14 +309,10 @@ static int cmp_priority_desc(const void *a, const void *b, void *arg)
   return *(const uint32_t *)a < *(const uint32_t *)b ? -1 : 1; /* stable */
 }
 
-struct failed_ctx {
-  struct batch *b;
-};
-
 /* JetStream refused frame `frame_id`: hold every remote entry carrying it. */
 static void mark_failed(void *ctx, const char *frame_id)
 {
-  struct batch *b = ((struct failed_ctx *)ctx)->b;
+  struct batch *b = ctx;
   for (size_t i = 0; i < b->n; i++)
     if (b->outcome[i] >= 0 && b->snap->procs[b->outcome[i]]->transport == FB_TRANSPORT_NATS &&
         fb_str_eq(b->frames[i].frame_id, frame_id))
@@ -334,9 +335,8 @@ static void publish_remote(struct fb_ingest *g, struct batch *b)
       b->held[i] = HOLD_REMOTE;
   }
   if (!any || !g->nats) return;
-  struct failed_ctx ctx = {b};
   bool all_failed = false;
-  fb_nats_complete(g->nats, mark_failed, &ctx, &all_failed);
+  fb_nats_complete(g->nats, mark_failed, b, &all_failed);
   for (size_t i = 0; all_failed && i < b->n; i++)
     if (b->outcome[i] >= 0 && b->snap->procs[b->outcome[i]]->transport == FB_TRANSPORT_NATS)
       b->held[i] = HOLD_REMOTE;
