@@ -61,9 +61,10 @@ static void sync_registry(struct fb_control *c)
 
 /* Reads lag and pending of our group from XINFO GROUPS. */
 /* Finds consumer group `name` in an XINFO GROUPS reply; its lag (-1 when
- * Redis does not know it) and pending count go to the out-arguments. */
+ * Redis does not know it), pending count and (when `last_delivered` is not
+ * NULL) last delivered id go to the out-arguments. */
 static bool group_info(const redisReply *groups, const char *name, long long *lag,
-                       long long *pending)
+                       long long *pending, const char **last_delivered)
 {
   for (size_t g = 0; groups->type == REDIS_REPLY_ARRAY && g < groups->elements; g++) {
     const redisReply *grp = groups->element[g];
@@ -80,23 +81,44 @@ static bool group_info(const redisReply *groups, const char *name, long long *la
         *lag = val->integer;
       else if (!strcmp(key, "pending") && val->type == REDIS_REPLY_INTEGER)
         *pending = val->integer;
+      else if (!strcmp(key, "last-delivered-id") && last_delivered && val->str)
+        *last_delivered = val->str;
     }
     if (ours) return true;
   }
   return false;
 }
 
+/* The input group's lag and pending count. Redis 7.0 can report a lag
+ * that is off when its entries-read counter lost track (after a restart
+ * from AOF, say); when the group has delivered the stream's last entry the
+ * lag is 0 whatever it says. */
 static void sample_lag(struct fb_control *c)
 {
   const struct fb_config *cfg = c->app->cfg;
-  redisReply *rep = fb_redis_cmd(&c->redis, "XINFO GROUPS %s", cfg->input_stream);
-  if (!rep) return;
+  if (fb_redis_ensure(&c->redis)) return;
+  redisContext *ctx = c->redis.ctx;
+  redisAppendCommand(ctx, "XINFO GROUPS %s", cfg->input_stream);
+  redisAppendCommand(ctx, "XINFO STREAM %s", cfg->input_stream);
+  void *groups = NULL, *stream = NULL;
+  if (redisGetReply(ctx, &groups) != REDIS_OK || redisGetReply(ctx, &stream) != REDIS_OK) {
+    fb_redis_drop(&c->redis, ctx->errstr);
+    if (groups) freeReplyObject(groups);
+    return;
+  }
   long long lag, pending;
-  if (group_info(rep, cfg->consumer_group, &lag, &pending)) {
+  const char *delivered = NULL;
+  if (group_info(groups, cfg->consumer_group, &lag, &pending, &delivered)) {
+    const redisReply *st = stream;
+    for (size_t k = 0; st->type == REDIS_REPLY_ARRAY && k + 1 < st->elements; k += 2)
+      if (st->element[k]->str && !strcmp(st->element[k]->str, "last-generated-id") &&
+          st->element[k + 1]->str && delivered && !strcmp(st->element[k + 1]->str, delivered))
+        lag = 0;
     atomic_store(&c->app->metrics->consumer_lag, lag);
     atomic_store(&c->app->metrics->input_pending, pending);
   }
-  freeReplyObject(rep);
+  freeReplyObject(groups);
+  freeReplyObject(stream);
 }
 
 /* Per-processor frames/s over the last second, for the dashboard. */
@@ -138,7 +160,8 @@ static size_t poll_depths(struct fb_control *c)
     }
     redisReply *rep = v;
     long long lag, pending, depth = -1;
-    if (group_info(rep, FB_PROCESSOR_GROUP, &lag, &pending)) depth = (lag > 0 ? lag : 0) + pending;
+    if (group_info(rep, FB_PROCESSOR_GROUP, &lag, &pending, NULL))
+      depth = (lag > 0 ? lag : 0) + pending;
     freeReplyObject(rep);
     if (depth >= 0) {
       atomic_store(&p->live->queue_depth, depth);
