@@ -42,6 +42,7 @@ struct session {
   char request_id[129];
   struct fb_buf body;
   bool too_large;
+  bool close_after; /* the request's body is not read: close once answered */
   struct fb_response resp;
   size_t sent;
   uint64_t started_ns;
@@ -159,7 +160,7 @@ static int finish(struct lws *wsi, struct session *s)
 {
   fb_debug("http", "%s %s -> %d (%.2f ms, request %s)", method_name(s->method), s->path,
            s->resp.status, (double)(fb_mono_ns() - s->started_ns) / 1e6, s->request_id);
-  bool close = s->too_large;
+  bool close = s->too_large || s->close_after;
   end(s);
   if (close) return -1; /* the unread body is not worth draining */
   return lws_http_transaction_completed(wsi) ? -1 : 0;
@@ -232,7 +233,14 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
       if (n == 0) return handle(wsi, h, s);
       return 0; /* wait for the body */
     }
-    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) return 0;
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+      /* libwebsockets 4.1 does not read chunked request bodies. */
+      fb_api_error(&s->resp, 411,
+                   "send the body with a Content-Length (chunked bodies are not "
+                   "accepted)");
+      s->close_after = true;
+      return respond(wsi, s);
+    }
     return handle(wsi, h, s); /* no body at all */
   }
   case LWS_CALLBACK_HTTP_BODY:

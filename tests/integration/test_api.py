@@ -406,6 +406,27 @@ class RobustnessTest(IntegrationTest):
                         "(exit status %s)" % gw.proc.returncode)
         self.assertStatus(gw.get("/healthz"), 200)
 
+    def test_chunked_body_is_411_with_a_detail(self):
+        gw = self.start_gateway(self.start_redis())
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+        try:
+            body = b'{"id":"c1","capabilities":["x"],"capacity":1,"queue":""}'
+            s.sendall(b"POST /api/v1/processors/register HTTP/1.1\r\nHost: x\r\n"
+                      b"Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n" +
+                      b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+            reply = b""
+            while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        finally:
+            s.close()
+        self.assertTrue(reply.startswith(b"HTTP/1.1 411"), reply[:200])
+        self.assertIn(b"Content-Length", reply.split(b"\r\n\r\n", 1)[1])
+        self.assertStatus(gw.get("/api/v1/processors/c1"), 404)  # nothing registered
+        self.assertStatus(gw.get("/healthz"), 200)
+
     def test_garbage_request_line_does_not_crash(self):
         gw = self.start_gateway(self.start_redis())
         s = socket.create_connection(("127.0.0.1", gw.port), timeout=2)
