@@ -44,6 +44,7 @@
 #define MAX_TX            2            /* transactions in flight */
 #define NBATCH            (MAX_TX + 1) /* batches: in flight, plus the one being read */
 #define TX_MAX_BYTES      (256u << 20) /* a batch of 64 KiB entries fits easily */
+#define HELD_MAX          65536        /* remote entries waiting for NATS, remembered */
 #define TX_RETRIES        3            /* then reconnect and re-read from the PEL */
 #define BLOCK_RETRY_MS    50           /* backpressure: how often full queues are checked */
 
@@ -110,6 +111,15 @@ struct fb_ingest {
    * oldest first: with hand-offs pipelined, several can be caught. */
   struct batch *blocked[NBATCH];
   size_t nblocked;
+  /* Entries whose remote publish failed (NATS away): pending in Redis,
+   * handed off again once NATS is back. Their idle time is kept short
+   * (XCLAIM JUSTID, which does not count as a delivery) so that no claim pass
+   * takes them meanwhile. */
+  char (*held_ids)[32];
+  size_t nheld;
+  bool resending; /* draining the pipeline for, or running, a resend */
+  int64_t next_touch_ms;
+  bool held_overflow_said;
 
   struct op ops[NBATCH + 1]; /* FIFO of replies we wait for */
   size_t op_head, op_count;
@@ -239,6 +249,8 @@ static void reset_pipeline(struct fb_ingest *g)
     batch_clear(&g->batches[i]);
   g->nblocked = 0;
   atomic_store(&g->m->blocked_frames, 0);
+  g->nheld = 0; /* the recovery pass reads them again */
+  g->resending = false;
   g->op_head = g->op_count = 0;
   g->read_in_flight = false;
   g->tx_in_flight = 0;
@@ -591,6 +603,19 @@ static redisReply *tx_reply(struct fb_ingest *g, struct batch *b, redisReply *fi
 
 /* Counts what became of every entry of a handed-off batch. `exec` is the
  * EXEC reply, or NULL when there was no transaction. */
+static void remember_held(struct fb_ingest *g, const char *id)
+{
+  if (g->nheld < HELD_MAX && strlen(id) < sizeof g->held_ids[0]) {
+    snprintf(g->held_ids[g->nheld++], sizeof g->held_ids[0], "%s", id);
+    return;
+  }
+  /* Past the bound they stay pending and the claim pass retries them. */
+  if (!g->held_overflow_said)
+    fb_warn("ingest", "more than %d remote frames wait for NATS; the rest are claimed later",
+            HELD_MAX);
+  g->held_overflow_said = true;
+}
+
 static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec)
 {
   uint64_t delivered = 0, consumed = 0;
@@ -598,7 +623,10 @@ static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec
   for (size_t i = 0; i < b->n; i++) {
     int32_t out = b->outcome[i];
     const char *entry_id = b->entries[i]->element[0]->str;
-    if (b->held[i] == HOLD_REMOTE) atomic_fetch_add(&g->m->nats_publish_errors, 1);
+    if (b->held[i] == HOLD_REMOTE) {
+      atomic_fetch_add(&g->m->nats_publish_errors, 1);
+      remember_held(g, entry_id);
+    }
     if (b->held[i]) continue; /* still pending: it is handed off later */
     consumed++;
     if (out == -1 - FB_REASON_MISSING) {
@@ -889,6 +917,72 @@ static void claim_step(struct fb_ingest *g)
   }
 }
 
+/* Runs XCLAIM on up to `n` held ids (to ourselves, min idle 0), with JUSTID
+ * when only their idle time is to be reset. Returns the reply or NULL. */
+static redisReply *claim_held(struct fb_ingest *g, size_t n, bool justid)
+{
+  const char **argv = calloc(n + 7, sizeof *argv);
+  if (!argv) return NULL;
+  size_t k = 0;
+  argv[k++] = "XCLAIM";
+  argv[k++] = g->cfg->input_stream;
+  argv[k++] = g->cfg->consumer_group;
+  argv[k++] = g->cfg->consumer_name;
+  argv[k++] = "0";
+  for (size_t i = 0; i < n; i++)
+    argv[k++] = g->held_ids[i];
+  if (justid) argv[k++] = "JUSTID";
+  redisReply *rep = command(g, (int)k, argv);
+  free(argv);
+  return rep;
+}
+
+/* While NATS is away: keeps the held entries fresh, so that no claim pass
+ * (ours or another replica's) takes them as abandoned. */
+static void touch_held(struct fb_ingest *g)
+{
+  int64_t now = fb_mono_ms();
+  if (!g->nheld || now < g->next_touch_ms) return;
+  int64_t every = g->cfg->claim_idle_ms / 3;
+  g->next_touch_ms = now + (every < 100 ? 100 : every > 10000 ? 10000 : every);
+  for (size_t done = 0; done < g->nheld;) {
+    size_t n = g->nheld - done < 1000 ? g->nheld - done : 1000;
+    /* claim_held takes ids from the front: rotate this chunk there. */
+    redisReply *rep = NULL;
+    if (done) {
+      char(*tmp)[32] = g->held_ids;
+      g->held_ids = tmp + done;
+      rep = claim_held(g, n, true);
+      g->held_ids = tmp;
+    } else {
+      rep = claim_held(g, n, true);
+    }
+    if (!rep) return;
+    freeReplyObject(rep);
+    done += n;
+  }
+}
+
+/* NATS is back: hands the held entries off again, a batch at a time. */
+static void resend_step(struct fb_ingest *g)
+{
+  size_t n = g->nheld < (size_t)g->cfg->batch_size ? g->nheld : (size_t)g->cfg->batch_size;
+  redisReply *rep = claim_held(g, n, false);
+  if (!rep) return;
+  memmove(g->held_ids, g->held_ids + n, (g->nheld - n) * sizeof g->held_ids[0]);
+  g->nheld -= n;
+  if (!g->nheld) g->resending = false;
+  struct batch *b = batch_get(g);
+  b->reply = rep;
+  b->read_ns = fb_mono_ns();
+  if (rep->type != REDIS_REPLY_ARRAY || !take_entries(b, rep, (size_t)g->cfg->batch_size)) {
+    batch_clear(b); /* acked meanwhile, or no longer in the stream */
+    return;
+  }
+  fb_info("ingest", "NATS is back: handing off %zu remote frames that waited for it", b->n);
+  if (hand_off_now(g, b) == -ENOMEM) batch_clear(b);
+}
+
 /* One step of live reading: keeps a read and up to MAX_TX hand-offs in
  * flight, and handles the next reply. */
 static void live_step(struct fb_ingest *g)
@@ -898,8 +992,9 @@ static void live_step(struct fb_ingest *g)
     g->claiming = true;
     snprintf(g->cursor, sizeof g->cursor, "0-0");
   }
-  if (!stopping && !g->claiming && !g->nblocked && !g->read_in_flight && g->tx_in_flight < MAX_TX &&
-      (!g->idle || g->op_count == 0))
+  if (g->nheld && !g->resending && g->nats && fb_nats_is_connected(g->nats)) g->resending = true;
+  if (!stopping && !g->claiming && !g->resending && !g->nblocked && !g->read_in_flight &&
+      g->tx_in_flight < MAX_TX && (!g->idle || g->op_count == 0))
     send_read(g, true);
   if (!g->op_count) return; /* drained: the caller may claim or stop */
   if (flush(g)) return;
@@ -932,7 +1027,7 @@ static void live_step(struct fb_ingest *g)
   }
   g->idle = false;
   /* Put the next read on the wire before routing this batch. */
-  if (!stopping && !g->claiming && !g->nblocked && g->tx_in_flight < MAX_TX) {
+  if (!stopping && !g->claiming && !g->resending && !g->nblocked && g->tx_in_flight < MAX_TX) {
     send_read(g, false);
     if (flush(g)) return;
   }
@@ -964,7 +1059,10 @@ static void *run(void *arg)
       break;
     case PHASE_RECOVER: recover_step(g); break;
     case PHASE_LIVE:
-      if (g->claiming && !g->op_count)
+      if (!g->op_count) touch_held(g);
+      if (g->resending && !g->op_count)
+        resend_step(g);
+      else if (g->claiming && !g->op_count)
         claim_step(g);
       else
         live_step(g);
@@ -997,6 +1095,8 @@ int fb_ingest_start(struct fb_ingest **out, struct fb_app *app)
   for (int i = 0; i < NBATCH && !rc; i++)
     rc = batch_alloc(&g->batches[i], (size_t)cfg->batch_size);
   g->snap = fb_registry_snapshot(g->reg);
+  g->held_ids = calloc(HELD_MAX, sizeof *g->held_ids);
+  if (!g->held_ids && !rc) rc = -ENOMEM;
   build_read_commands(g);
   if (!rc) rc = -pthread_create(&g->thread, NULL, run, g);
   if (rc) {
@@ -1004,6 +1104,7 @@ int fb_ingest_start(struct fb_ingest **out, struct fb_app *app)
       batch_free(&g->batches[i]);
     fb_router_destroy(g->router);
     fb_snapshot_release(g->snap);
+    free(g->held_ids);
     free(g);
     return rc;
   }
@@ -1022,6 +1123,7 @@ void fb_ingest_stop(struct fb_ingest *g)
   fb_router_destroy(g->router);
   fb_snapshot_release(g->snap);
   pthread_mutex_destroy(&g->routing_lock);
+  free(g->held_ids);
   free(g->fields);
   free(g);
 }

@@ -185,12 +185,17 @@ int fb_router_begin(struct fb_router *r, const struct fb_snapshot *s, int64_t no
 
 /* ============================================================ candidates */
 
-/* A processor's health as routing sees it: an unreachable remote one is as
- * good as dead. */
+/* How eligible a processor is, best first: healthy, stale, a remote one
+ * while NATS is away (its frames then wait in Redis until NATS is back),
+ * dead (never). Candidates come from the best tier present. */
+enum tier { TIER_HEALTHY, TIER_STALE, TIER_UNREACHABLE, TIER_DEAD };
+
 static int health_of(const struct fb_router *r, const struct fb_snapshot *s, uint32_t i)
 {
-  if (!r->remote_ok && s->procs[i]->transport == FB_TRANSPORT_NATS) return FB_HEALTH_DEAD;
-  return atomic_load_explicit(&s->procs[i]->live->status, memory_order_relaxed);
+  int h = atomic_load_explicit(&s->procs[i]->live->status, memory_order_relaxed);
+  if (h == FB_HEALTH_DEAD) return TIER_DEAD;
+  if (!r->remote_ok && s->procs[i]->transport == FB_TRANSPORT_NATS) return TIER_UNREACHABLE;
+  return h == FB_HEALTH_STALE ? TIER_STALE : TIER_HEALTHY;
 }
 
 /* Who may take the frame: members with health `want`, and room in their
@@ -209,8 +214,8 @@ static bool eligible(const struct fb_router *r, const struct fb_snapshot *s, uin
 static int best_health(const struct fb_router *r, const struct fb_snapshot *s,
                        const struct fb_cap_group *g)
 {
-  int best = FB_HEALTH_DEAD;
-  for (size_t k = 0; k < g->n && best != FB_HEALTH_HEALTHY; k++) {
+  int best = TIER_DEAD;
+  for (size_t k = 0; k < g->n && best != TIER_HEALTHY; k++) {
     int h = health_of(r, s, g->members[k]);
     if (h < best) best = h;
   }
@@ -382,7 +387,7 @@ int fb_router_pick(struct fb_router *r, const struct fb_snapshot *s, const struc
   if (!g || !g->n) return -ENOENT;
   if (adopt(r, s)) return -ENOMEM;
   int health = best_health(r, s, g);
-  if (health == FB_HEALTH_DEAD) return -ENOENT;
+  if (health == TIER_DEAD) return -ENOENT;
 
   size_t gi = g == &s->all ? s->ngroups : (size_t)(g - s->groups);
   int pick = -ENOENT;

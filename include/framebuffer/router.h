@@ -8,7 +8,8 @@
  * Every strategy works on the candidates for the frame: the processors
  * whose capabilities hold its detection type (any processor when it has
  * none), the healthy ones, or the stale ones when no healthy one can take
- * it; never the dead, and remote ones only while NATS is available. Among
+ * it, or remote ones while NATS is away when nobody else can (their frames
+ * then wait until it is back); never the dead. Among
  * them it prefers those whose queue is not full (estimated depth below
  * max_queue); when every one is full it still picks, and says so.
  */

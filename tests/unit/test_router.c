@@ -477,7 +477,7 @@ static void remote_processors_are_picked_while_nats_is_up(void **state)
   fb_snapshot_release(s);
 }
 
-static void remote_processors_are_skipped_while_nats_is_down(void **state)
+static void remote_processors_are_a_last_resort_while_nats_is_down(void **state)
 {
   struct fb_snapshot *s = local_and_remote();
   struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
@@ -487,8 +487,13 @@ static void remote_processors_are_skipped_while_nats_is_down(void **state)
   /* Even a stale local processor beats an unreachable remote one. */
   test_set_health(proc_at(s, "p-local"), FB_HEALTH_STALE);
   assert_string_equal(pick_id(r, s, "person"), "p-local");
+  /* With nobody else, the remote one is picked: the frame waits for NATS. */
   test_set_health(proc_at(s, "p-local"), FB_HEALTH_DEAD);
+  assert_string_equal(pick_id(r, s, "person"), "p-remote");
+  /* A dead remote one, never. */
+  test_set_health(proc_at(s, "p-remote"), FB_HEALTH_DEAD);
   assert_int_equal(pick(r, s, "person"), -ENOENT);
+  test_set_health(proc_at(s, "p-remote"), FB_HEALTH_HEALTHY);
   fb_router_set_remote_available(r, true);
   assert_string_equal(pick_id(r, s, "person"), "p-remote");
   fb_router_destroy(r);
@@ -985,7 +990,7 @@ int main(void)
       cmocka_unit_test(weighted_frames_without_type),
       cmocka_unit_test(weighted_groups_stay_proportional_when_interleaved),
       cmocka_unit_test(remote_processors_are_picked_while_nats_is_up),
-      cmocka_unit_test(remote_processors_are_skipped_while_nats_is_down),
+      cmocka_unit_test(remote_processors_are_a_last_resort_while_nats_is_down),
       cmocka_unit_test(full_queue_is_avoided_while_another_has_room),
       cmocka_unit_test(all_full_still_picks_and_says_overloaded),
       cmocka_unit_test(picks_fill_a_queue_within_a_batch),
