@@ -917,11 +917,11 @@ static void claim_step(struct fb_ingest *g)
   }
 }
 
-/* Runs XCLAIM on up to `n` held ids (to ourselves, min idle 0), with JUSTID
- * when only their idle time is to be reset. Returns the reply or NULL. */
-static redisReply *claim_held(struct fb_ingest *g, size_t n, bool justid)
+/* Runs XCLAIM of `n` held ids (to ourselves, min idle 0), with JUSTID when
+ * only their idle time is to be reset. Returns the reply or NULL. */
+static redisReply *claim_held(struct fb_ingest *g, char (*ids)[32], size_t n, bool justid)
 {
-  const char **argv = calloc(n + 7, sizeof *argv);
+  const char **argv = calloc(n + 6, sizeof *argv);
   if (!argv) return NULL;
   size_t k = 0;
   argv[k++] = "XCLAIM";
@@ -930,7 +930,7 @@ static redisReply *claim_held(struct fb_ingest *g, size_t n, bool justid)
   argv[k++] = g->cfg->consumer_name;
   argv[k++] = "0";
   for (size_t i = 0; i < n; i++)
-    argv[k++] = g->held_ids[i];
+    argv[k++] = ids[i];
   if (justid) argv[k++] = "JUSTID";
   redisReply *rep = command(g, (int)k, argv);
   free(argv);
@@ -947,16 +947,7 @@ static void touch_held(struct fb_ingest *g)
   g->next_touch_ms = now + (every < 100 ? 100 : every > 10000 ? 10000 : every);
   for (size_t done = 0; done < g->nheld;) {
     size_t n = g->nheld - done < 1000 ? g->nheld - done : 1000;
-    /* claim_held takes ids from the front: rotate this chunk there. */
-    redisReply *rep = NULL;
-    if (done) {
-      char(*tmp)[32] = g->held_ids;
-      g->held_ids = tmp + done;
-      rep = claim_held(g, n, true);
-      g->held_ids = tmp;
-    } else {
-      rep = claim_held(g, n, true);
-    }
+    redisReply *rep = claim_held(g, g->held_ids + done, n, true);
     if (!rep) return;
     freeReplyObject(rep);
     done += n;
@@ -967,7 +958,7 @@ static void touch_held(struct fb_ingest *g)
 static void resend_step(struct fb_ingest *g)
 {
   size_t n = g->nheld < (size_t)g->cfg->batch_size ? g->nheld : (size_t)g->cfg->batch_size;
-  redisReply *rep = claim_held(g, n, false);
+  redisReply *rep = claim_held(g, g->held_ids, n, false);
   if (!rep) return;
   memmove(g->held_ids, g->held_ids + n, (g->nheld - n) * sizeof g->held_ids[0]);
   g->nheld -= n;
