@@ -241,6 +241,7 @@ static void *run(void *arg)
       check_health(c);
       c->next_health = now + HEALTH_INTERVAL_MS;
     }
+    fb_nats_check(c->app->nats);
     if (now >= c->next_lag) {
       sample_rates(c, now - (c->next_lag - LAG_INTERVAL_MS));
       sample_lag(c);

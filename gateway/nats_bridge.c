@@ -43,6 +43,7 @@ struct fb_nats {
   atomic_bool connected;
   atomic_bool closing;               /* fb_nats_stop has begun: a disconnect is expected */
   atomic_bool stream_ready;          /* JetStream stream FRAMES exists */
+  bool core_checked;                 /* control thread: the FRAMES check of core mode ran */
   int64_t next_stream_try_ms;        /* ingest thread */
   struct fb_buf payload;             /* ingest thread: one frame as JSON */
   uint64_t published_since_complete; /* ingest thread */
@@ -482,6 +483,25 @@ void fb_nats_complete(struct fb_nats *n, void (*failed)(void *ctx, const char *f
   n->nfailed = 0;
   n->failed_overflow = false;
   pthread_mutex_unlock(&n->failed_lock);
+}
+
+void fb_nats_check(struct fb_nats *n)
+{
+  if (!n || n->js || n->core_checked || !atomic_load(&n->connected)) return;
+  n->core_checked = true;
+  /* Core mode, yet a stream captures frames.ready.>: every frame published
+   * is also stored there, with no consumer to take it away. */
+  jsCtx *js = NULL;
+  jsStreamInfo *si = NULL;
+  if (natsConnection_JetStream(&js, n->nc, NULL) == NATS_OK &&
+      js_GetStreamInfo(&si, js, JS_STREAM, NULL, NULL) == NATS_OK)
+    fb_warn("nats",
+            "JetStream stream %s exists and stores every frame sent on %s, but this gateway "
+            "runs core NATS (NATS_JETSTREAM=0): its messages pile up. Delete the stream, or "
+            "set NATS_JETSTREAM=1",
+            JS_STREAM, JS_SUBJECTS);
+  jsStreamInfo_Destroy(si);
+  jsCtx_Destroy(js);
 }
 
 /* ============================================================= lifecycle */

@@ -47,6 +47,10 @@ void fb_nats_complete(struct fb_nats *n, void (*failed)(void *ctx, const char *f
 void fb_nats_publish_event(struct fb_nats *n, const char *event, const char *processor_id,
                            const char *status);
 
+/* Control thread, once connected: in core mode, warns when a JetStream
+ * stream FRAMES (left from JetStream mode) would store every frame. */
+void fb_nats_check(struct fb_nats *n);
+
 /* Any thread: passes an HTTP heartbeat on to the other replicas. */
 void fb_nats_publish_heartbeat(struct fb_nats *n, const char *processor_id, const char *json,
                                size_t len);
