@@ -143,16 +143,6 @@ static void sleep_ms(int ms)
   nanosleep(&ts, NULL);
 }
 
-static void iso_now(char *out, size_t n)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  struct tm tm;
-  gmtime_r(&ts.tv_sec, &tm);
-  size_t w = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(out + w, n - w, ".%03ldZ", ts.tv_nsec / 1000000);
-}
-
 static int batch_alloc(struct batch *b, size_t cap)
 {
   b->entries = calloc(cap, sizeof *b->entries);
@@ -441,7 +431,7 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
   publish_remote(g, b);
 
   char now_iso[40];
-  iso_now(now_iso, sizeof now_iso);
+  fb_iso_time(wall, now_iso, sizeof now_iso);
   struct fb_buf *o = &b->tx;
   fb_buf_reset(o);
   fb_buf_puts(o, "*1\r\n$5\r\nMULTI\r\n");

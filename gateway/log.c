@@ -9,10 +9,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "framebuffer/buf.h"
+#include "framebuffer/clock.h"
 
 static enum fb_log_level log_level = FB_LOG_INFO;
 static enum fb_log_format log_format = FB_LOG_TEXT;
@@ -72,13 +72,8 @@ void fb_log(enum fb_log_level level, const char *mod, const char *fmt, ...)
   va_end(ap);
   if (n < 0) return;
 
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  struct tm tm;
-  gmtime_r(&ts.tv_sec, &tm);
   char when[40];
-  size_t w = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(when + w, sizeof when - w, ".%03ldZ", ts.tv_nsec / 1000000);
+  fb_iso_time(fb_wall_ms(), when, sizeof when);
 
   char line[4096];
   struct fb_buf b;

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "framebuffer/clock.h"
 #include "framebuffer/log.h"
@@ -280,12 +279,8 @@ fail:
 static json_t *iso_time(int64_t ms)
 {
   if (!ms) return json_null();
-  time_t sec = (time_t)(ms / 1000);
-  struct tm tm;
-  gmtime_r(&sec, &tm);
   char buf[40];
-  size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(buf + n, sizeof buf - n, ".%03dZ", (int)(ms % 1000));
+  fb_iso_time(ms, buf, sizeof buf);
   return json_string(buf);
 }
 

@@ -7,9 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "framebuffer/buf.h"
+#include "framebuffer/clock.h"
 #include "framebuffer/frame.h"
 #include "framebuffer/log.h"
 #include "framebuffer/metrics.h"
@@ -59,10 +59,7 @@ static long move(struct fb_rescue *r, struct fb_redis *redis, const struct fb_sn
   if (!entries || entries->type != REDIS_REPLY_ARRAY || !entries->elements) return 0;
   size_t n = entries->elements;
   char at[40];
-  time_t now = time(NULL);
-  struct tm tm;
-  gmtime_r(&now, &tm);
-  strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  fb_iso_time(fb_wall_ms(), at, sizeof at);
 
   struct fb_buf *o = &r->tx;
   fb_buf_reset(o);

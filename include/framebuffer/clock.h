@@ -2,7 +2,9 @@
 #ifndef FRAMEBUFFER_CLOCK_H
 #define FRAMEBUFFER_CLOCK_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 static inline int64_t fb_wall_ms(void)
@@ -22,6 +24,17 @@ static inline uint64_t fb_mono_ns(void)
 static inline int64_t fb_mono_ms(void)
 {
   return (int64_t)(fb_mono_ns() / 1000000u);
+}
+
+/* Unix ms as ISO-8601 UTC with milliseconds ("2026-11-25T13:44:51.809Z"),
+ * the one form of time the gateway writes (logs, DLQ, API). `n` >= 32. */
+static inline void fb_iso_time(int64_t ms, char *out, size_t n)
+{
+  time_t sec = (time_t)(ms / 1000);
+  struct tm tm;
+  gmtime_r(&sec, &tm);
+  size_t w = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out + w, n - w, ".%03dZ", (int)(ms % 1000));
 }
 
 #endif
