@@ -248,8 +248,7 @@ static void *run(void *arg)
       fb_metrics_tick(c->app->metrics, fb_wall_ms());
       c->next_lag = now + LAG_INTERVAL_MS;
     }
-    struct timespec ts = {0, TICK_MS * 1000000L};
-    nanosleep(&ts, NULL);
+    fb_sleep_ms(TICK_MS);
   }
   return NULL;
 }

@@ -137,12 +137,6 @@ struct fb_ingest {
 
 /* ================================================================ helpers */
 
-static void sleep_ms(int ms)
-{
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-  nanosleep(&ts, NULL);
-}
-
 static int batch_alloc(struct batch *b, size_t cap)
 {
   b->entries = calloc(cap, sizeof *b->entries);
@@ -676,7 +670,7 @@ static int complete_tx(struct fb_ingest *g, struct batch *b, redisReply *first)
     lose_connection(g, "hand-off keeps failing");
     return -EIO;
   }
-  sleep_ms(100 << b->attempts);
+  fb_sleep_ms(100 << b->attempts);
   send_tx(g, b);
   return 1;
 }
@@ -785,7 +779,7 @@ static int hand_off_now(struct fb_ingest *g, struct batch *b)
  * first, reading nothing new until they have all gone. */
 static void retry_blocked(struct fb_ingest *g)
 {
-  sleep_ms(BLOCK_RETRY_MS);
+  fb_sleep_ms(BLOCK_RETRY_MS);
   struct batch *b = g->blocked[0];
   if (route_batch(g, b)) {
     lose_connection(g, "cannot build a hand-off");
@@ -997,7 +991,7 @@ static void live_step(struct fb_ingest *g)
     bool nogroup = fb_reply_is_error(rep, "NOGROUP");
     batch_clear(b);
     lose_connection(g, nogroup ? "consumer group is gone" : "read failed");
-    if (!nogroup) sleep_ms(1000);
+    if (!nogroup) fb_sleep_ms(1000);
     return;
   }
   if (!take_entries(b, rep->type == REDIS_REPLY_ARRAY ? read_entries(rep) : NULL,
@@ -1027,7 +1021,7 @@ static void *run(void *arg)
   while (!atomic_load(&g->stop) || g->op_count) {
     if (fb_redis_ensure(&g->redis)) {
       atomic_store(&g->m->redis_up, 0);
-      sleep_ms(50);
+      fb_sleep_ms(50);
       continue;
     }
     if (g->nblocked && !g->op_count && g->phase != PHASE_SETUP) {
@@ -1036,7 +1030,7 @@ static void *run(void *arg)
     }
     switch (g->phase) {
     case PHASE_SETUP:
-      if (setup(g)) sleep_ms(100);
+      if (setup(g)) fb_sleep_ms(100);
       break;
     case PHASE_RECOVER: recover_step(g); break;
     case PHASE_LIVE:

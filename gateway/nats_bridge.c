@@ -328,8 +328,7 @@ static void *results_thread(void *arg)
       fb_buf_reset(&mine);
       count = 0;
     } else {
-      struct timespec ts = {0, 200 * 1000000L};
-      nanosleep(&ts, NULL);
+      fb_sleep_ms(200);
     }
     pthread_mutex_lock(&n->results.lock);
     if (!ok && n->results.stop) break; /* Redis is gone at shutdown: give up */

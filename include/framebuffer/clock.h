@@ -26,6 +26,12 @@ static inline int64_t fb_mono_ms(void)
   return (int64_t)(fb_mono_ns() / 1000000u);
 }
 
+static inline void fb_sleep_ms(int ms)
+{
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
+}
+
 /* Unix ms as ISO-8601 UTC with milliseconds ("2026-11-25T13:44:51.809Z"),
  * the one form of time the gateway writes (logs, DLQ, API). `n` >= 32. */
 static inline void fb_iso_time(int64_t ms, char *out, size_t n)
