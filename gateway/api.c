@@ -250,15 +250,17 @@ static void do_heartbeat(struct fb_api *api, const struct fb_request *req, struc
   json_t *body = parse_body(req, resp);
   if (!body) return;
   json_t *jid = json_object_get(body, "processor_id");
-  bool has_id = json_is_string(jid) && json_string_length(jid);
-  json_decref(body);
-  if (!has_id) {
+  if (!json_is_string(jid) || !json_string_length(jid)) {
+    json_decref(body);
     fb_api_error(resp, 400, "processor_id is required");
     return;
   }
   char id[FB_PROC_ID_MAX + 1];
-  const char *why;
-  int rc = fb_heartbeat_apply(api->app, NULL, req->body, req->body_len, fb_wall_ms(), id, &why);
+  const char *why = "heartbeat is larger than 8 KiB";
+  int rc = req->body_len > FB_HEARTBEAT_MAX
+               ? -EMSGSIZE
+               : fb_heartbeat_apply_json(api->app, NULL, body, fb_wall_ms(), id, &why);
+  json_decref(body);
   if (rc == -ENOENT) {
     char msg[200];
     snprintf(msg, sizeof msg, "processor %s is not registered", id);

@@ -17,6 +17,16 @@ int fb_heartbeat_apply(struct fb_app *app, const char *subject_id, const char *d
     return -EMSGSIZE;
   }
   json_t *doc = json_loadb(data, len, 0, NULL);
+  int rc = fb_heartbeat_apply_json(app, subject_id, doc, now_ms, id, why);
+  json_decref(doc);
+  return rc;
+}
+
+int fb_heartbeat_apply_json(struct fb_app *app, const char *subject_id, const json_t *doc,
+                            int64_t now_ms, char *id, const char **why)
+{
+  *why = NULL;
+  id[0] = '\0';
   int rc = -EINVAL;
   if (!json_is_object(doc)) {
     *why = "heartbeat is not a JSON object";
@@ -74,6 +84,5 @@ int fb_heartbeat_apply(struct fb_app *app, const char *subject_id, const char *d
   }
   fb_snapshot_release(s);
 out:
-  json_decref(doc);
   return rc;
 }

@@ -6,6 +6,7 @@
 #ifndef FRAMEBUFFER_HEARTBEAT_H
 #define FRAMEBUFFER_HEARTBEAT_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,5 +24,9 @@
  */
 int fb_heartbeat_apply(struct fb_app *app, const char *subject_id, const char *data, size_t len,
                        int64_t now_ms, char *id, const char **why);
+
+/* The same for a payload already parsed (`doc` is borrowed). */
+int fb_heartbeat_apply_json(struct fb_app *app, const char *subject_id, const json_t *doc,
+                            int64_t now_ms, char *id, const char **why);
 
 #endif
