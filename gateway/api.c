@@ -448,11 +448,28 @@ static void routing(struct fb_api *api, const struct fb_request *req, struct fb_
 
 /* ============================================================ operations */
 
+/* Ready = can serve: Redis and the consumer group are reachable. NATS being
+ * away only degrades the gateway (remote frames wait in Redis), so it does
+ * not take the pod out of its Service. */
 static bool ready(struct fb_app *app)
 {
   struct fb_metrics *m = app->metrics;
-  return atomic_load(&m->redis_up) && atomic_load(&m->group_ready) &&
-         (!app->cfg->nats_enabled || atomic_load(&m->nats_up));
+  return atomic_load(&m->redis_up) && atomic_load(&m->group_ready);
+}
+
+static bool nats_ok(struct fb_app *app)
+{
+  return !app->cfg->nats_enabled || atomic_load(&app->metrics->nats_up);
+}
+
+/* {"redis":b,"group":b,"nats":b or "disabled"} */
+static json_t *connections_json(struct fb_app *app)
+{
+  struct fb_metrics *m = app->metrics;
+  return json_pack("{s:b,s:b,s:o}", "redis", (int)atomic_load(&m->redis_up), "group",
+                   (int)atomic_load(&m->group_ready), "nats",
+                   app->cfg->nats_enabled ? json_boolean(atomic_load(&m->nats_up))
+                                          : json_string("disabled"));
 }
 
 /* A processor as the dashboard's table shows it. */
@@ -528,9 +545,11 @@ static void operations(struct fb_api *api, const struct fb_request *req, struct 
   if (req->method != FB_GET && req->method != FB_HEAD) return method_not_allowed(resp, "GET");
   if (!strcmp(p, "/health")) {
     bool ok = ready(app);
+    const char *status = !ok ? "unhealthy" : nats_ok(app) ? "healthy" : "degraded";
     respond_json(resp, ok ? 200 : 503,
-                 json_pack("{s:s,s:s}", "status", ok ? "healthy" : "unhealthy", "service",
-                           "frame-buffer-v2"));
+                 json_pack("{s:s,s:s,s:s,s:o}", "status", status, "service", "frame-buffer-v2",
+                           "consumer", app->cfg->consumer_name, "connections",
+                           connections_json(app)));
   } else if (!strcmp(p, "/healthz")) {
     respond_json(resp, 200, json_pack("{s:s}", "status", "alive"));
   } else if (!strcmp(p, "/readyz")) {

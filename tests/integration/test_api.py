@@ -300,7 +300,9 @@ class ApiTest(IntegrationTest):
     # ------------------------------------------------------ operations
     def test_health(self):
         status, _, doc = self.gw.get("/health")
-        self.assertEqual((status, doc), (200, {"status": "healthy", "service": "frame-buffer-v2"}))
+        self.assertEqual((status, doc["status"], doc["service"]),
+                         (200, "healthy", "frame-buffer-v2"), doc)
+        self.assertEqual(doc["connections"], {"redis": True, "group": True, "nats": "disabled"})
 
     def test_healthz_and_readyz(self):
         self.assertStatus(self.gw.get("/healthz"), 200)

@@ -116,7 +116,9 @@ class CrashTest(IntegrationTest):
         down_at = time.monotonic()
         wait_for(lambda: gw.ready_status() == 503, 10,
                  what="/readyz to answer 503 while Redis is down")
-        self.assertEqual(gw.get("/health")[0], 503, "/health while Redis is down")
+        status, _, doc = gw.get("/health")
+        self.assertEqual((status, doc["status"], doc["connections"]["redis"]),
+                         (503, "unhealthy", False), "/health while Redis is down: %s" % doc)
         time.sleep(1.0)
         self.assertTrue(gw.running(), "the gateway exited while Redis was down")
         self.assertEqual(gw.ready_status(), 503, "/readyz while Redis is still down")
