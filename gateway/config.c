@@ -157,11 +157,16 @@ static int p_port_num(const char *v, int *out, char *why, size_t n)
 
 static int p_redis_url(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
 {
-  /* A password given separately (REDIS_PASSWORD) survives a URL without one. */
-  char saved[sizeof cfg->redis.password];
-  memcpy(saved, cfg->redis.password, sizeof saved);
-  if (fb_config_parse_redis_url(v, &cfg->redis, why, n)) return -EINVAL;
-  if (!cfg->redis.password[0]) memcpy(cfg->redis.password, saved, sizeof saved);
+  /* A password given separately (REDIS_PASSWORD) survives a URL without
+   * one; the sentinel settings are not the URL's. */
+  struct fb_redis_endpoint ep;
+  if (fb_config_parse_redis_url(v, &ep, why, n)) return -EINVAL;
+  struct fb_redis_endpoint *r = &cfg->redis;
+  memcpy(r->host, ep.host, sizeof r->host);
+  r->port = ep.port;
+  r->db = ep.db;
+  memcpy(r->username, ep.username, sizeof r->username);
+  if (ep.password[0]) memcpy(r->password, ep.password, sizeof r->password);
   return 0;
 }
 
@@ -184,6 +189,71 @@ static int p_redis_db(struct fb_config *cfg, void *dst, const char *v, char *why
   int64_t x;
   if (parse_i64(v, 0, 15, &x, why, n)) return -EINVAL;
   cfg->redis.db = (int)x;
+  return 0;
+}
+
+/* "host:port,host:port,...": at most FB_SENTINELS_MAX. */
+static int p_redis_sentinels(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  struct fb_redis_endpoint *ep = &cfg->redis;
+  ep->nsentinels = 0;
+  const char *p = v;
+  while (*p) {
+    while (*p == ' ' || *p == ',')
+      p++;
+    if (!*p) break;
+    size_t len = strcspn(p, ",");
+    while (len && p[len - 1] == ' ')
+      len--;
+    const char *colon = memchr(p, ':', len);
+    if (ep->nsentinels == FB_SENTINELS_MAX) {
+      snprintf(why, n, "more than %d sentinels", FB_SENTINELS_MAX);
+      return -EINVAL;
+    }
+    struct fb_hostport *hp = &ep->sentinels[ep->nsentinels];
+    size_t hl = colon ? (size_t)(colon - p) : 0;
+    char port[16];
+    size_t pl = colon ? len - hl - 1 : 0;
+    if (!colon || !hl || hl >= sizeof hp->host || !pl || pl >= sizeof port) {
+      snprintf(why, n, "'%.*s' is not host:port", (int)len, p);
+      return -EINVAL;
+    }
+    memcpy(hp->host, p, hl);
+    hp->host[hl] = '\0';
+    memcpy(port, colon + 1, pl);
+    port[pl] = '\0';
+    char pwhy[128];
+    if (p_port_num(port, &hp->port, pwhy, sizeof pwhy)) {
+      snprintf(why, n, "'%.*s': port %s", (int)len, p, pwhy);
+      return -EINVAL;
+    }
+    ep->nsentinels++;
+    p += strcspn(p, ",");
+  }
+  return 0;
+}
+
+static int p_sentinel_master(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  return copy_str(v, cfg->redis.sentinel_master, sizeof cfg->redis.sentinel_master, why, n);
+}
+STR_PARSER(p_sentinel_password, redis.sentinel_password)
+
+static int p_wait_replicas(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  int64_t x;
+  if (parse_i64(v, 0, 100, &x, why, n)) return -EINVAL;
+  cfg->redis_wait_replicas = (int)x;
+  return 0;
+}
+
+static int p_js_replicas(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  if (strcmp(v, "1") && strcmp(v, "3") && strcmp(v, "5")) {
+    snprintf(why, n, "'%s' is not 1, 3 or 5", v);
+    return -EINVAL;
+  }
+  cfg->nats_js_replicas = v[0] - '0';
   return 0;
 }
 
@@ -335,6 +405,14 @@ static const struct setting settings[] = {
     {"REDIS_PASSWORD", NULL, NULL, NULL, p_redis_password, 0, NULL},
     {"REDIS_URL", "redis-url", "URL", "redis://127.0.0.1:6379/0", p_redis_url, 0,
      "Redis server (also REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_PASSWORD)"},
+    {"REDIS_SENTINELS", "redis-sentinels", "HOST:PORT,...", "unset", p_redis_sentinels, 0,
+     "Redis Sentinels to ask for the primary (instead of REDIS_URL's host:port)"},
+    {"REDIS_SENTINEL_MASTER", "redis-sentinel-master", "NAME", "unset", p_sentinel_master, 0,
+     "the master name the sentinels watch (needed with REDIS_SENTINELS)"},
+    {"REDIS_SENTINEL_PASSWORD", "redis-sentinel-password", "PASSWORD", "unset",
+     p_sentinel_password, 0, "AUTH for the sentinels"},
+    {"REDIS_WAIT_REPLICAS", "redis-wait-replicas", "N", "0", p_wait_replicas, 0,
+     "after each hand-off, WAIT until N Redis replicas have it"},
     {"NATS_URL", "nats-url", "URLS", "nats://127.0.0.1:4222", p_nats_url, 0,
      "comma-separated NATS servers; 'none' runs Redis-only"},
     {"NATS_TOKEN", "nats-token", "TOKEN", "unset", p_nats_token, 0, "NATS auth token"},
@@ -344,6 +422,8 @@ static const struct setting settings[] = {
     {"NATS_TLS_CA", "nats-tls-ca", "FILE", "unset", p_nats_tls_ca, 0, "CA bundle for NATS TLS"},
     {"NATS_JETSTREAM", "nats-jetstream", "BOOL", "0", p_bool, OFF(nats_jetstream),
      "publish remote frames through JetStream stream FRAMES"},
+    {"NATS_JS_REPLICAS", "nats-js-replicas", "N", "1", p_js_replicas, 0,
+     "replicas of stream FRAMES when the gateway creates it: 1, 3 or 5"},
     {"PORT", NULL, NULL, NULL, p_port, 0, NULL},
     {"LISTEN", "listen", "HOST:PORT", "0.0.0.0:8002", p_listen, 0,
      "HTTP + WebSocket listener (PORT alone sets the port)"},
@@ -372,6 +452,8 @@ static const struct setting settings[] = {
      "ramp a new processor's share up over this long"},
     {"HASH_BOUND", "hash-bound", "X", "1.25", p_hash_bound, 0,
      "consistent_hash: load above X times the average spills to the next processor"},
+    {"FLEET_VIEW", "fleet-view", "BOOL", "1", p_bool, OFF(fleet_view),
+     "publish this replica's figures to Redis each second for the fleet view"},
     {"API_TOKEN", "api-token", "TOKEN", "unset", p_api_token, 0,
      "require 'Authorization: Bearer TOKEN' on requests that change state"},
     {"LOG_LEVEL", "log-level", "LEVEL", "info", p_log_level, 0, "debug, info, warn, error"},
@@ -401,6 +483,8 @@ static void set_defaults(struct fb_config *cfg)
   cfg->claim_idle_ms = 30000;
   cfg->dlq_maxlen = 100000;
   cfg->hash_bound = 1.25;
+  cfg->nats_js_replicas = 1;
+  cfg->fleet_view = true;
   cfg->log_level = FB_LOG_INFO;
   cfg->log_format = FB_LOG_TEXT;
 }
@@ -481,6 +565,16 @@ int fb_config_load(struct fb_config *cfg, int argc, char **argv, char *err, size
     snprintf(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
     return -EINVAL;
   }
+  if (cfg->redis.nsentinels && !cfg->redis.sentinel_master[0]) {
+    snprintf(err, errlen,
+             "invalid setting REDIS_SENTINEL_MASTER: required with REDIS_SENTINELS (the master "
+             "name the sentinels watch)");
+    return -EINVAL;
+  }
+  if (!cfg->redis.nsentinels && cfg->redis.sentinel_master[0]) {
+    snprintf(err, errlen, "invalid setting REDIS_SENTINELS: required with REDIS_SENTINEL_MASTER");
+    return -EINVAL;
+  }
   return FB_CONFIG_OK;
 }
 
@@ -547,14 +641,21 @@ int fb_config_parse_redis_url(const char *url, struct fb_redis_endpoint *out, ch
 
 void fb_config_log(const struct fb_config *cfg)
 {
-  fb_info("config", "redis=redis://%s%s:%d/%d input=%s group=%s consumer=%s",
-          cfg->redis.password[0] ? "***@" : "", cfg->redis.host, cfg->redis.port, cfg->redis.db,
-          cfg->input_stream, cfg->consumer_group, cfg->consumer_name);
-  fb_info("config", "nats=%s%s%s jetstream=%s listen=%s:%d",
+  if (cfg->redis.nsentinels)
+    fb_info("config", "redis=sentinel master %s via %zu sentinels (first %s:%d) db=%d%s",
+            cfg->redis.sentinel_master, cfg->redis.nsentinels, cfg->redis.sentinels[0].host,
+            cfg->redis.sentinels[0].port, cfg->redis.db, cfg->redis.password[0] ? " auth=***" : "");
+  else
+    fb_info("config", "redis=redis://%s%s:%d/%d", cfg->redis.password[0] ? "***@" : "",
+            cfg->redis.host, cfg->redis.port, cfg->redis.db);
+  fb_info("config", "input=%s group=%s consumer=%s wait_replicas=%d fleet_view=%s",
+          cfg->input_stream, cfg->consumer_group, cfg->consumer_name, cfg->redis_wait_replicas,
+          cfg->fleet_view ? "on" : "off");
+  fb_info("config", "nats=%s%s%s jetstream=%s (replicas %d) listen=%s:%d",
           cfg->nats_enabled ? cfg->nats_url : "none",
           cfg->nats_token[0] || cfg->nats_password[0] ? " auth=***" : "",
           cfg->nats_creds[0] ? " creds=set" : "", cfg->nats_jetstream ? "on" : "off",
-          cfg->listen_host, cfg->listen_port);
+          cfg->nats_js_replicas, cfg->listen_host, cfg->listen_port);
   fb_info("config",
           "strategy=%s overload=%s heartbeat_timeout_ms=%lld frame_max_age_ms=%lld "
           "max_deliveries=%d batch=%d claim_idle_ms=%lld slow_start_ms=%lld hash_bound=%.2f "

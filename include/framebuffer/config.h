@@ -25,12 +25,26 @@ enum fb_strategy {
 
 enum fb_overload_policy { FB_OVERLOAD_DROP_OLDEST, FB_OVERLOAD_REJECT, FB_OVERLOAD_BLOCK };
 
+#define FB_SENTINELS_MAX 16
+
+struct fb_hostport {
+  char host[256];
+  int port;
+};
+
+/* Where Redis is: a fixed host:port, or (nsentinels > 0) whatever primary
+ * the sentinels name for `sentinel_master`. The credentials and database
+ * are the data nodes' in both cases. */
 struct fb_redis_endpoint {
   char host[256];
   int port;
   int db;
   char password[256];
   char username[128];
+  struct fb_hostport sentinels[FB_SENTINELS_MAX];
+  size_t nsentinels;
+  char sentinel_master[128];
+  char sentinel_password[256];
 };
 
 struct fb_config {
@@ -44,6 +58,7 @@ struct fb_config {
   char nats_creds[512];
   char nats_tls_ca[512];
   bool nats_jetstream;
+  int nats_js_replicas; /* of stream FRAMES when the gateway creates it */
 
   char listen_host[128];
   int listen_port;
@@ -62,6 +77,8 @@ struct fb_config {
   int64_t dlq_maxlen;
   int64_t slow_start_ms;
   double hash_bound;
+  int redis_wait_replicas; /* WAIT for this many replicas after each hand-off */
+  bool fleet_view;         /* publish this replica's figures for the fleet view */
 
   char api_token[256];
   enum fb_log_level log_level;

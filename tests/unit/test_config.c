@@ -49,6 +49,12 @@ static const char *const all_env[] = {
     "API_TOKEN",
     "LOG_LEVEL",
     "LOG_FORMAT",
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_MASTER",
+    "REDIS_SENTINEL_PASSWORD",
+    "REDIS_WAIT_REPLICAS",
+    "NATS_JS_REPLICAS",
+    "FLEET_VIEW",
 };
 
 static int clean_env(void **state)
@@ -569,6 +575,80 @@ static void strategy_names_round_trip(void **state)
   assert_string_equal(fb_overload_policy_name(FB_OVERLOAD_BLOCK), "block");
 }
 
+/* ======================================================== high availability */
+
+static void ha_defaults(void **state)
+{
+  assert_int_equal(LOAD_NOARGS(), FB_CONFIG_OK);
+  assert_int_equal(cfg.redis.nsentinels, 0);
+  assert_int_equal(cfg.redis_wait_replicas, 0);
+  assert_int_equal(cfg.nats_js_replicas, 1);
+  assert_true(cfg.fleet_view);
+}
+
+static void sentinels_are_parsed(void **state)
+{
+  env("REDIS_SENTINELS", "s1:26379, 10.0.0.2:26380,s3.example:5000");
+  env("REDIS_SENTINEL_MASTER", "mymaster");
+  env("REDIS_SENTINEL_PASSWORD", "sp");
+  env("REDIS_URL", "redis://:datapw@ignored:1/4");
+  assert_int_equal(LOAD_NOARGS(), FB_CONFIG_OK);
+  assert_int_equal(cfg.redis.nsentinels, 3);
+  assert_string_equal(cfg.redis.sentinels[0].host, "s1");
+  assert_int_equal(cfg.redis.sentinels[0].port, 26379);
+  assert_string_equal(cfg.redis.sentinels[1].host, "10.0.0.2");
+  assert_int_equal(cfg.redis.sentinels[1].port, 26380);
+  assert_string_equal(cfg.redis.sentinels[2].host, "s3.example");
+  assert_int_equal(cfg.redis.sentinels[2].port, 5000);
+  assert_string_equal(cfg.redis.sentinel_master, "mymaster");
+  assert_string_equal(cfg.redis.sentinel_password, "sp");
+  /* The data nodes' credentials and database still come from the URL. */
+  assert_string_equal(cfg.redis.password, "datapw");
+  assert_int_equal(cfg.redis.db, 4);
+  /* A --redis-url flag after them keeps the sentinels. */
+  assert_int_equal(LOAD("--redis-url", "redis://other:6390/1"), FB_CONFIG_OK);
+  assert_int_equal(cfg.redis.nsentinels, 3);
+  assert_int_equal(cfg.redis.db, 1);
+}
+
+static void sentinel_settings_need_each_other(void **state)
+{
+  env("REDIS_SENTINELS", "s1:26379");
+  assert_bad_setting(LOAD_NOARGS(), "REDIS_SENTINEL_MASTER");
+  unsetenv("REDIS_SENTINELS");
+  env("REDIS_SENTINEL_MASTER", "m");
+  assert_bad_setting(LOAD_NOARGS(), "REDIS_SENTINELS");
+}
+
+static void bad_ha_values_name_the_setting(void **state)
+{
+  env("REDIS_SENTINEL_MASTER", "m");
+  const char *bad_sentinels[] = {"s1", "s1:", ":26379", "s1:0", "s1:x", "s1:26379,s2"};
+  for (size_t i = 0; i < sizeof bad_sentinels / sizeof *bad_sentinels; i++) {
+    env("REDIS_SENTINELS", bad_sentinels[i]);
+    assert_bad_setting(LOAD_NOARGS(), "REDIS_SENTINELS");
+  }
+  unsetenv("REDIS_SENTINELS");
+  unsetenv("REDIS_SENTINEL_MASTER");
+  const char *bad_js[] = {"0", "2", "4", "6", "three", ""};
+  for (size_t i = 0; i < sizeof bad_js / sizeof *bad_js; i++) {
+    env("NATS_JS_REPLICAS", bad_js[i]);
+    assert_bad_setting(LOAD_NOARGS(), "NATS_JS_REPLICAS");
+  }
+  unsetenv("NATS_JS_REPLICAS");
+  assert_int_equal(LOAD("--nats-js-replicas", "5", "--redis-wait-replicas", "2", "--fleet-view",
+                        "0"),
+                   FB_CONFIG_OK);
+  assert_int_equal(cfg.nats_js_replicas, 5);
+  assert_int_equal(cfg.redis_wait_replicas, 2);
+  assert_false(cfg.fleet_view);
+  env("REDIS_WAIT_REPLICAS", "-1");
+  assert_bad_setting(LOAD_NOARGS(), "REDIS_WAIT_REPLICAS");
+  env("REDIS_WAIT_REPLICAS", "1");
+  env("FLEET_VIEW", "sometimes");
+  assert_bad_setting(LOAD_NOARGS(), "FLEET_VIEW");
+}
+
 /* ================================================================ main */
 
 #define CFG_TEST(f) cmocka_unit_test_setup_teardown(f, clean_env, clean_env)
@@ -615,6 +695,10 @@ int main(void)
       CFG_TEST(repeated_loads_start_over),
       CFG_TEST(version_exits),
       CFG_TEST(strategy_names_round_trip),
+      CFG_TEST(ha_defaults),
+      CFG_TEST(sentinels_are_parsed),
+      CFG_TEST(sentinel_settings_need_each_other),
+      CFG_TEST(bad_ha_values_name_the_setting),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
