@@ -47,6 +47,7 @@
 #define HELD_MAX          65536        /* remote entries waiting for NATS, remembered */
 #define TX_RETRIES        3            /* then reconnect and re-read from the PEL */
 #define BLOCK_RETRY_MS    50           /* backpressure: how often full queues are checked */
+#define WAIT_TIMEOUT_MS   1000         /* REDIS_WAIT_REPLICAS: longest wait per hand-off */
 
 enum phase { PHASE_SETUP, PHASE_RECOVER, PHASE_LIVE };
 
@@ -478,6 +479,15 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
     if (!b->held[i])
       fb_buf_resp_bulk(o, b->entries[i]->element[0]->str, b->entries[i]->element[0]->len);
   fb_buf_puts(o, "*1\r\n$4\r\nEXEC\r\n");
+  if (g->cfg->redis_wait_replicas) {
+    char n[16], ms[16];
+    snprintf(n, sizeof n, "%d", g->cfg->redis_wait_replicas);
+    snprintf(ms, sizeof ms, "%d", WAIT_TIMEOUT_MS);
+    fb_buf_resp_array(o, 3);
+    fb_buf_resp_bulk(o, "WAIT", 4);
+    fb_buf_resp_bulk(o, n, strlen(n));
+    fb_buf_resp_bulk(o, ms, strlen(ms));
+  }
   return o->truncated ? -ENOSPC : 0;
 }
 
@@ -571,18 +581,45 @@ static bool send_tx(struct fb_ingest *g, struct batch *b)
   return true;
 }
 
-/* Reads the MULTI/QUEUED.../EXEC replies of `b`. Returns the EXEC reply or
- * NULL when the connection failed. */
+/* Reads the MULTI/QUEUED.../EXEC (and WAIT) replies of `b`. Returns the
+ * EXEC reply, or NULL when the connection failed or the server turned out
+ * to be a replica (then the connection is dropped: it moves to the primary,
+ * where the entries are still pending). */
 static redisReply *tx_reply(struct fb_ingest *g, struct batch *b, redisReply *first)
 {
   /* `first` answers MULTI; then one QUEUED per XADD and one for XACK. */
+  bool readonly = fb_reply_is_error(first, "READONLY");
   freeReplyObject(first);
   for (size_t k = 0; k < b->nxadd + 1; k++) {
     redisReply *q = get_reply(g);
     if (!q) return NULL;
+    readonly = readonly || fb_reply_is_error(q, "READONLY");
     freeReplyObject(q);
   }
-  return get_reply(g);
+  redisReply *exec = get_reply(g);
+  if (!exec) return NULL;
+  if (g->cfg->redis_wait_replicas) {
+    redisReply *w = get_reply(g);
+    if (!w) {
+      freeReplyObject(exec);
+      return NULL;
+    }
+    if (w->type != REDIS_REPLY_INTEGER || w->integer < g->cfg->redis_wait_replicas) {
+      if (!atomic_fetch_add(&g->m->redis_wait_short, 1))
+        fb_warn("ingest",
+                "a hand-off reached %lld of %d Redis replicas within %d ms (REDIS_WAIT_REPLICAS); "
+                "counted in frame_buffer_redis_wait_short_total from now on",
+                w->type == REDIS_REPLY_INTEGER ? w->integer : -1LL, g->cfg->redis_wait_replicas,
+                WAIT_TIMEOUT_MS);
+    }
+    freeReplyObject(w);
+  }
+  if (readonly) {
+    freeReplyObject(exec);
+    lose_connection(g, "Redis answered READONLY: it is a replica now");
+    return NULL;
+  }
+  return exec;
 }
 
 /* Counts what became of every entry of a handed-off batch. `exec` is the
@@ -989,9 +1026,12 @@ static void live_step(struct fb_ingest *g)
      * creates it again. Anything else: wait a little before retrying. */
     fb_error("ingest", "XREADGROUP: %s", rep->str);
     bool nogroup = fb_reply_is_error(rep, "NOGROUP");
+    bool readonly = fb_reply_is_error(rep, "READONLY");
     batch_clear(b);
-    lose_connection(g, nogroup ? "consumer group is gone" : "read failed");
-    if (!nogroup) fb_sleep_ms(1000);
+    lose_connection(g, nogroup    ? "consumer group is gone"
+                       : readonly ? "the server is a replica now (READONLY)"
+                                  : "read failed");
+    if (!nogroup && !readonly) fb_sleep_ms(1000);
     return;
   }
   if (!take_entries(b, rep->type == REDIS_REPLY_ARRAY ? read_entries(rep) : NULL,
@@ -1019,6 +1059,9 @@ static void *run(void *arg)
 {
   struct fb_ingest *g = arg;
   while (!atomic_load(&g->stop) || g->op_count) {
+    /* The primary moved: what is in flight went to the old one. The
+     * recovery pass re-reads our pending entries on the new one. */
+    if (fb_redis_is_stale(&g->redis)) lose_connection(g, "the Redis primary moved");
     if (fb_redis_ensure(&g->redis)) {
       atomic_store(&g->m->redis_up, 0);
       fb_sleep_ms(50);

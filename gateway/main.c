@@ -20,6 +20,7 @@
 #include "framebuffer/metrics.h"
 #include "framebuffer/nats_bridge.h"
 #include "framebuffer/registry.h"
+#include "framebuffer/sentinel.h"
 
 int main(int argc, char **argv)
 {
@@ -49,12 +50,14 @@ int main(int argc, char **argv)
   struct fb_app app = {.cfg = &cfg, .metrics = &metrics};
   struct fb_control *control = NULL;
   struct fb_http *http = NULL;
+  struct fb_sentinel_watch *sentinel = NULL;
   int status = 1;
 
   if ((rc = fb_registry_create(&app.registry))) goto out;
   if ((rc = fb_events_create(&app.events))) goto out;
-  if ((rc = fb_control_start(&control, &app))) goto out;
+  if (cfg.redis.nsentinels && (rc = fb_sentinel_watch_start(&sentinel, &cfg.redis))) goto out;
   if (cfg.nats_enabled && (rc = fb_nats_start(&app.nats, &app))) goto out;
+  if ((rc = fb_control_start(&control, &app))) goto out;
   if ((rc = fb_ingest_start(&app.ingest, &app))) goto out;
   if ((rc = fb_http_start(&http, &app))) goto out;
 
@@ -73,6 +76,7 @@ out:
   fb_ingest_stop(app.ingest);
   fb_control_stop(control);
   fb_nats_stop(app.nats);
+  fb_sentinel_watch_stop(sentinel);
   fb_registry_destroy(app.registry);
   fb_events_destroy(app.events);
   if (!rc) fb_info("main", "stopped");

@@ -189,6 +189,9 @@ int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, b
   }
   counter(o, "frame_buffer_redis_reconnects_total", "Redis connections re-established.",
           atomic_load(&m->redis_reconnects));
+  counter(o, "frame_buffer_redis_wait_short_total",
+          "Hand-offs fewer Redis replicas than REDIS_WAIT_REPLICAS confirmed in time.",
+          atomic_load(&m->redis_wait_short));
   gauge(o, "frame_buffer_redis_up", "1 when the routing connection to Redis works.",
         atomic_load(&m->redis_up));
   if (nats_enabled)

@@ -6,13 +6,35 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "framebuffer/clock.h"
 #include "framebuffer/log.h"
+#include "framebuffer/sentinel.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+
+/* Process-wide: bumped when the sentinels announce a new primary. */
+static atomic_uint primary_epoch;
+static atomic_uint_fast64_t reconnects;
+
+void fb_redis_primary_moved(void)
+{
+  atomic_fetch_add(&primary_epoch, 1);
+}
+
+uint64_t fb_redis_reconnects(void)
+{
+  return atomic_load(&reconnects);
+}
+
+bool fb_redis_is_stale(const struct fb_redis *r)
+{
+  return r->ctx && r->epoch != atomic_load(&primary_epoch);
+}
 
 void fb_redis_init(struct fb_redis *r, const struct fb_redis_endpoint *ep, const char *who,
                    int timeout_ms)
@@ -22,6 +44,9 @@ void fb_redis_init(struct fb_redis *r, const struct fb_redis_endpoint *ep, const
   r->who = who;
   r->timeout_ms = timeout_ms;
   r->backoff_ms = BACKOFF_MIN_MS;
+  snprintf(r->at.host, sizeof r->at.host, "%s", ep->host);
+  r->at.port = ep->port;
+  r->epoch = atomic_load(&primary_epoch);
 }
 
 static struct timeval tv_ms(int ms)
@@ -39,7 +64,7 @@ void fb_redis_drop(struct fb_redis *r, const char *why)
 {
   if (!r->lost)
     fb_warn("redis", "%s connection to %s:%d lost: %s; reconnecting with backoff", r->who,
-            r->ep->host, r->ep->port, why);
+            r->at.host, r->at.port, why);
   r->lost = true;
   if (r->ctx) redisFree(r->ctx);
   r->ctx = NULL;
@@ -52,7 +77,9 @@ void fb_redis_close(struct fb_redis *r)
   r->ctx = NULL;
 }
 
-/* AUTH and SELECT on a fresh connection. Returns 0 or -EIO with `why`. */
+/* AUTH and SELECT on a fresh connection, and with sentinels a ROLE check
+ * (a sentinel may name the old primary for a moment after a failover).
+ * Returns 0 or -EIO with `why`. */
 static int handshake(struct fb_redis *r, char *why, size_t n)
 {
   redisReply *rep = NULL;
@@ -69,6 +96,22 @@ static int handshake(struct fb_redis *r, char *why, size_t n)
     if (!rep || rep->type == REDIS_REPLY_ERROR) goto fail;
     freeReplyObject(rep);
   }
+  if (r->ep->nsentinels) {
+    rep = redisCommand(r->ctx, "ROLE");
+    if (!rep || rep->type == REDIS_REPLY_ERROR) goto fail;
+    bool primary = rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+                   rep->element[0]->type == REDIS_REPLY_STRING &&
+                   !strcmp(rep->element[0]->str, "master");
+    if (!primary) {
+      snprintf(why, n, "it is not the primary (ROLE %s)",
+               rep->type == REDIS_REPLY_ARRAY && rep->elements && rep->element[0]->str
+                   ? rep->element[0]->str
+                   : "?");
+      freeReplyObject(rep);
+      return -EIO;
+    }
+    freeReplyObject(rep);
+  }
   return 0;
 fail:
   snprintf(why, n, "%s", rep ? rep->str : r->ctx->errstr);
@@ -78,12 +121,24 @@ fail:
 
 int fb_redis_ensure(struct fb_redis *r)
 {
-  if (r->ctx) return 0;
+  unsigned epoch = atomic_load(&primary_epoch);
+  if (r->ctx && r->epoch == epoch) return 0;
+  if (r->ctx) {
+    fb_info("redis", "%s connection moves to the new primary", r->who);
+    redisFree(r->ctx);
+    r->ctx = NULL;
+    r->next_attempt_ms = 0;
+  } else if (r->epoch != epoch) {
+    r->next_attempt_ms = 0; /* the primary moved: no more waiting */
+    r->backoff_ms = BACKOFF_MIN_MS;
+  }
   if (fb_mono_ms() < r->next_attempt_ms) return -ENOTCONN;
+  r->epoch = epoch;
 
-  char why[256];
-  r->ctx = r->timeout_ms ? redisConnectWithTimeout(r->ep->host, r->ep->port, tv_ms(r->timeout_ms))
-                         : redisConnect(r->ep->host, r->ep->port);
+  char why[300];
+  if (r->ep->nsentinels && fb_sentinel_primary(r->ep, &r->at, why, sizeof why)) goto fail;
+  r->ctx = r->timeout_ms ? redisConnectWithTimeout(r->at.host, r->at.port, tv_ms(r->timeout_ms))
+                         : redisConnect(r->at.host, r->at.port);
   if (!r->ctx || r->ctx->err) {
     snprintf(why, sizeof why, "%s", r->ctx ? r->ctx->errstr : "out of memory");
     goto fail;
@@ -93,18 +148,18 @@ int fb_redis_ensure(struct fb_redis *r)
   if (handshake(r, why, sizeof why)) goto fail;
 
   r->backoff_ms = BACKOFF_MIN_MS;
-  r->connects++;
+  if (r->connects++) atomic_fetch_add(&reconnects, 1);
   if (r->lost)
-    fb_info("redis", "%s connection to %s:%d is back", r->who, r->ep->host, r->ep->port);
+    fb_info("redis", "%s connection to %s:%d is back", r->who, r->at.host, r->at.port);
   else
-    fb_debug("redis", "%s connected to %s:%d", r->who, r->ep->host, r->ep->port);
+    fb_debug("redis", "%s connected to %s:%d", r->who, r->at.host, r->at.port);
   r->lost = false;
   return 0;
 
 fail:
   if (!r->lost)
-    fb_warn("redis", "%s cannot connect to %s:%d: %s; retrying with backoff", r->who, r->ep->host,
-            r->ep->port, why);
+    fb_warn("redis", "%s cannot connect to %s:%d: %s; retrying with backoff", r->who,
+            r->at.host, r->at.port, why);
   r->lost = true;
   if (r->ctx) redisFree(r->ctx);
   r->ctx = NULL;
@@ -114,7 +169,10 @@ fail:
 
 static redisReply *checked(struct fb_redis *r, redisReply *rep)
 {
-  if (!rep) fb_redis_drop(r, r->ctx->errstr[0] ? r->ctx->errstr : "no reply");
+  if (!rep)
+    fb_redis_drop(r, r->ctx->errstr[0] ? r->ctx->errstr : "no reply");
+  else if (fb_reply_is_error(rep, "READONLY"))
+    fb_redis_drop(r, "the server is a replica now (READONLY)");
   return rep;
 }
 

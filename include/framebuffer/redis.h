@@ -23,13 +23,33 @@ struct fb_redis {
   int backoff_ms;
   bool lost; /* a loss was logged, the recovery is not yet */
   uint64_t connects;
+  struct fb_hostport at; /* the server connected to (or last tried) */
+  unsigned epoch;        /* the primary epoch when it connected */
 };
 
 void fb_redis_init(struct fb_redis *r, const struct fb_redis_endpoint *ep, const char *who,
                    int timeout_ms);
 
-/* Connected: 0. Not yet time for another attempt, or it failed: -ENOTCONN. */
+/*
+ * Connected: 0. Not yet time for another attempt, or it failed: -ENOTCONN.
+ * With sentinels, the sentinels are asked for the primary first and the
+ * answer is checked with ROLE. A connection older than the last move of
+ * the primary is dropped first (see fb_redis_is_stale).
+ */
 int fb_redis_ensure(struct fb_redis *r);
+
+/* True when the connection was made before the primary last moved: the
+ * caller must forget what it has in flight on it (fb_redis_ensure then
+ * reconnects, to the new primary). */
+bool fb_redis_is_stale(const struct fb_redis *r);
+
+/* Any thread: the primary moved (sentinel +switch-master). Every fb_redis
+ * reconnects before its next command, at once rather than after backoff. */
+void fb_redis_primary_moved(void);
+
+/* Any thread: connections re-established after a loss or a move, over every
+ * fb_redis of the process. */
+uint64_t fb_redis_reconnects(void);
 
 /* Closes the connection after an error and schedules a reconnect. */
 void fb_redis_drop(struct fb_redis *r, const char *why);
@@ -39,7 +59,9 @@ void fb_redis_close(struct fb_redis *r);
 /*
  * Runs one command (redisCommandArgv semantics). Returns the reply, which the
  * caller frees with freeReplyObject, or NULL when the connection failed (it is
- * then dropped). Error replies are returned as they are.
+ * then dropped). Error replies are returned as they are; after a -READONLY
+ * (the server became a replica) the connection is dropped too, so that the
+ * next command finds the primary.
  */
 redisReply *fb_redis_argv(struct fb_redis *r, int argc, const char **argv, const size_t *lens);
 redisReply *fb_redis_cmd(struct fb_redis *r, const char *fmt, ...);
