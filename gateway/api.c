@@ -11,10 +11,11 @@
 
 #include "framebuffer/clock.h"
 #include "framebuffer/events.h"
+#include "framebuffer/fleet.h"
 #include "framebuffer/heartbeat.h"
-#include "framebuffer/ingest.h"
 #include "framebuffer/log.h"
 #include "framebuffer/nats_bridge.h"
+#include "framebuffer/settings.h"
 #include "framebuffer/store.h"
 
 #define PROCESSORS           "/api/v1/processors"
@@ -174,12 +175,14 @@ static void do_register(struct fb_api *api, const struct fb_request *req, struct
   }
   atomic_store(&p->live->last_heartbeat_ms, 0);
   fb_registry_put(api->app->registry, p);
+  fb_fleet_forget(api->app->fleet, &api->redis, p->id);
   fb_info("api", "registered processor %s (%s, %zu capabilities, capacity %lld, %s %s)", p->id,
           fb_transport_name(p->transport), p->ncaps, (long long)p->capacity,
           p->transport == FB_TRANSPORT_REDIS ? "stream" : "subject",
           p->transport == FB_TRANSPORT_REDIS ? p->stream : p->subject);
-  fb_event_emit(api->app, "register", p->id, "healthy", "%s processor with %zu capabilities",
-                fb_transport_name(p->transport), p->ncaps);
+  fb_event_emit_by(api->app, req->request_id, "register", p->id, "healthy",
+                   "%s processor with %zu capabilities", fb_transport_name(p->transport),
+                   p->ncaps);
   respond_json(resp, 201, fb_proc_to_json(p));
   fb_proc_release(p);
 }
@@ -225,7 +228,8 @@ static void do_update(struct fb_api *api, const char *id, const struct fb_reques
   fb_proc_release(p);
 }
 
-static void do_delete(struct fb_api *api, const char *id, struct fb_response *resp)
+static void do_delete(struct fb_api *api, const char *id, const struct fb_request *req,
+                      struct fb_response *resp)
 {
   int rc = fb_store_delete(&api->redis, id);
   /* Gone from Redis: gone here too. Known here but already gone from Redis
@@ -239,7 +243,9 @@ static void do_delete(struct fb_api *api, const char *id, struct fb_response *re
     return;
   }
   fb_info("api", "unregistered processor %s", id);
-  fb_event_emit(api->app, "unregister", id, "removed", "unregistered over the API");
+  fb_fleet_forget(api->app->fleet, &api->redis, id);
+  fb_event_emit_by(api->app, req->request_id, "unregister", id, "removed",
+                   "unregistered over the API");
   resp->status = 204;
   resp->content_type = NULL;
   fb_buf_reset(&resp->body);
@@ -269,8 +275,9 @@ static void do_heartbeat(struct fb_api *api, const struct fb_request *req, struc
     atomic_fetch_add(&api->app->metrics->heartbeats_rejected, 1);
     fb_api_error(resp, 422, why);
   } else {
-    /* Other replicas learn of it through NATS, as of any heartbeat. */
-    fb_nats_publish_heartbeat(api->app->nats, id, req->body, req->body_len);
+    /* Other replicas learn of it through Redis, NATS or not. */
+    if (fb_fleet_heartbeat(api->app->fleet, &api->redis, req->body, req->body_len))
+      fb_debug("api", "heartbeat of %s counts on this replica only: Redis is not reachable", id);
     respond_json(resp, 200, json_pack("{s:s,s:s}", "status", "ok", "processor_id", id));
   }
 }
@@ -346,7 +353,7 @@ static void processors(struct fb_api *api, const char *rest, const struct fb_req
     return;
   }
   case FB_PUT: return do_update(api, sub, req, resp);
-  case FB_DELETE: return do_delete(api, sub, resp);
+  case FB_DELETE: return do_delete(api, sub, req, resp);
   default: return method_not_allowed(resp, "GET, PUT, DELETE");
   }
 }
@@ -356,94 +363,73 @@ static void processors(struct fb_api *api, const char *rest, const struct fb_req
 static json_t *routing_json(struct fb_app *app)
 {
   const struct fb_config *c = app->cfg;
-  struct fb_routing r;
-  fb_ingest_routing(app->ingest, &r);
-  return json_pack("{s:s,s:s,s:I,s:I,s:f,s:I,s:I,s:[s,s,s,s],s:[s,s,s]}", "strategy",
-                   fb_strategy_name(r.strategy), "overload_policy",
-                   fb_overload_policy_name(r.overload_policy), "frame_max_age_ms",
-                   (json_int_t)r.frame_max_age_ms, "slow_start_ms", (json_int_t)r.slow_start_ms,
-                   "hash_bound", r.hash_bound, "max_deliveries", (json_int_t)c->max_deliveries,
-                   "batch_size", (json_int_t)c->batch_size, "strategies", "round_robin",
-                   "weighted_round_robin", "least_loaded", "consistent_hash", "overload_policies",
-                   "drop_oldest", "reject", "block");
+  struct fb_routing_info info;
+  fb_settings_get(app->settings, &info);
+  const struct fb_routing *r = &info.r;
+  json_t *source = json_object(), *strategies = json_array(), *policies = json_array();
+  for (int k = 0; k < FB_SET_COUNT; k++)
+    json_object_set_new(source, fb_setting_name((enum fb_setting)k),
+                        json_string(info.stored[k] ? "fleet" : "config"));
+  for (int k = 0; k < FB_STRATEGY_COUNT; k++)
+    json_array_append_new(strategies, json_string(fb_strategy_name((enum fb_strategy)k)));
+  for (int k = FB_OVERLOAD_DROP_OLDEST; k <= FB_OVERLOAD_BLOCK; k++)
+    json_array_append_new(policies,
+                          json_string(fb_overload_policy_name((enum fb_overload_policy)k)));
+  return json_pack("{s:s,s:s,s:I,s:I,s:f,s:I,s:I,s:o,s:o,s:o,s:I,s:o,s:o,s:o}", "strategy",
+                   fb_strategy_name(r->strategy), "overload_policy",
+                   fb_overload_policy_name(r->overload_policy), "frame_max_age_ms",
+                   (json_int_t)r->frame_max_age_ms, "slow_start_ms", (json_int_t)r->slow_start_ms,
+                   "hash_bound", r->hash_bound, "max_deliveries", (json_int_t)c->max_deliveries,
+                   "batch_size", (json_int_t)c->batch_size, "strategies", strategies,
+                   "overload_policies", policies, "source", source, "generation",
+                   (json_int_t)info.generation, "updated_by",
+                   info.updated_by[0] ? json_string(info.updated_by) : json_null(), "request_id",
+                   info.request_id[0] ? json_string(info.request_id) : json_null(),
+                   "updated_at_ms",
+                   info.updated_at_ms ? json_integer(info.updated_at_ms) : json_null());
 }
 
-/* Applies the members of a PUT /api/v1/routing body to `r`. Returns NULL,
- * or what is wrong (then `r` is only partly changed: the caller drops it). */
-static const char *routing_from_json(json_t *body, struct fb_routing *r)
-{
-  const char *key;
-  json_t *v;
-  if (!json_object_size(body))
-    return "no routing setting given (strategy, overload_policy, frame_max_age_ms, "
-           "slow_start_ms, hash_bound)";
-  json_object_foreach(body, key, v)
-  {
-    if (!strcmp(key, "strategy")) {
-      if (!json_is_string(v) || fb_strategy_parse(json_string_value(v), &r->strategy))
-        return "strategy must be one of round_robin, weighted_round_robin, least_loaded, "
-               "consistent_hash";
-    } else if (!strcmp(key, "overload_policy")) {
-      const char *p = json_is_string(v) ? json_string_value(v) : "";
-      if (!strcmp(p, "drop_oldest"))
-        r->overload_policy = FB_OVERLOAD_DROP_OLDEST;
-      else if (!strcmp(p, "reject"))
-        r->overload_policy = FB_OVERLOAD_REJECT;
-      else if (!strcmp(p, "block"))
-        r->overload_policy = FB_OVERLOAD_BLOCK;
-      else
-        return "overload_policy must be one of drop_oldest, reject, block";
-    } else if (!strcmp(key, "frame_max_age_ms") || !strcmp(key, "slow_start_ms")) {
-      if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-          json_integer_value(v) > INT64_C(86400000) * 365)
-        return "frame_max_age_ms and slow_start_ms must be integers >= 0 (0 = off)";
-      if (key[0] == 'f')
-        r->frame_max_age_ms = json_integer_value(v);
-      else
-        r->slow_start_ms = json_integer_value(v);
-    } else if (!strcmp(key, "hash_bound")) {
-      if (!json_is_number(v) || json_number_value(v) < 1.0 || json_number_value(v) > 100.0)
-        return "hash_bound must be a number between 1.0 and 100";
-      r->hash_bound = json_number_value(v);
-    } else if (strcmp(key, "max_deliveries") && strcmp(key, "batch_size") &&
-               strcmp(key, "strategies") && strcmp(key, "overload_policies")) {
-      return "unknown routing setting (strategy, overload_policy, frame_max_age_ms, "
-             "slow_start_ms, hash_bound)";
-    }
-  }
-  return NULL;
-}
-
+/* PUT stores the given settings for the whole fleet; DELETE removes every
+ * stored setting (each replica goes back to its configured values). Either
+ * is one event on every dashboard, saying what changed, where and why. */
 static void routing(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)
 {
-  if (req->method == FB_GET) return respond_json(resp, 200, routing_json(api->app));
-  if (req->method != FB_PUT) return method_not_allowed(resp, "GET, PUT");
+  struct fb_app *app = api->app;
+  if (req->method == FB_GET) return respond_json(resp, 200, routing_json(app));
+  if (req->method != FB_PUT && req->method != FB_DELETE)
+    return method_not_allowed(resp, "GET, PUT, DELETE");
   if (!authorized(api, req, resp)) return;
-  json_t *body = parse_body(req, resp);
-  if (!body) return;
-  struct fb_routing old, next;
-  fb_ingest_routing(api->app->ingest, &old);
-  next = old;
-  const char *bad = routing_from_json(body, &next);
-  json_decref(body);
-  if (bad) {
-    fb_api_error(resp, 422, bad);
+  struct fb_routing_patch patch;
+  if (req->method == FB_PUT) {
+    json_t *body = parse_body(req, resp);
+    if (!body) return;
+    const char *bad = fb_routing_patch_from_json(body, &patch);
+    json_decref(body);
+    if (bad) {
+      fb_api_error(resp, 422, bad);
+      return;
+    }
+  }
+  struct fb_routing_info before, after;
+  if (fb_settings_store(app->settings, &api->redis, req->method == FB_PUT ? &patch : NULL,
+                        app->cfg->consumer_name, req->request_id, &before, &after)) {
+    fb_api_error(resp, 503, "routing settings unavailable: Redis is not reachable");
     return;
   }
-  fb_ingest_set_routing(api->app->ingest, &next);
-  if (old.strategy != next.strategy) {
-    fb_info("api", "routing strategy changed from %s to %s", fb_strategy_name(old.strategy),
-            fb_strategy_name(next.strategy));
-    fb_event_emit(api->app, "strategy", NULL, fb_strategy_name(next.strategy), "changed from %s",
-                  fb_strategy_name(old.strategy));
+  char diff[400];
+  fb_routing_diff(&before.r, &after.r, diff, sizeof diff);
+  const char *what = req->method == FB_DELETE ? "reset to the configured defaults" : "changed";
+  fb_info("api", "routing settings %s for the fleet (generation %lld, request %s): %s", what,
+          after.generation, req->request_id, diff[0] ? diff : "no change");
+  if (diff[0]) {
+    bool strategy = before.r.strategy != after.r.strategy;
+    fb_event_emit_by(app, req->request_id, strategy ? "strategy" : "routing", NULL,
+                     strategy ? fb_strategy_name(after.r.strategy)
+                     : req->method == FB_DELETE ? "reset"
+                                                : "changed",
+                     "%s%s", req->method == FB_DELETE ? "reset to defaults: " : "", diff);
   }
-  if (memcmp(&old, &next, sizeof old))
-    fb_info("api",
-            "routing: strategy=%s overload=%s frame_max_age_ms=%lld slow_start_ms=%lld "
-            "hash_bound=%.2f",
-            fb_strategy_name(next.strategy), fb_overload_policy_name(next.overload_policy),
-            (long long)next.frame_max_age_ms, (long long)next.slow_start_ms, next.hash_bound);
-  respond_json(resp, 200, routing_json(api->app));
+  respond_json(resp, 200, routing_json(app));
 }
 
 /* ============================================================ operations */
@@ -472,25 +458,30 @@ static json_t *connections_json(struct fb_app *app)
                                           : json_string("disabled"));
 }
 
-/* A processor as the dashboard's table shows it. */
-static json_t *proc_summary(const struct fb_proc *p)
+/* A processor as the dashboard's table shows it: this replica's counts,
+ * and the fleet's from `totals` ({id: [routed, rate]}, may be NULL). */
+static json_t *proc_summary(const struct fb_proc *p, const json_t *totals)
 {
   const struct fb_proc_live *l = p->live;
   json_t *caps = json_array();
   for (size_t c = 0; c < p->ncaps; c++)
     json_array_append_new(caps, json_string(p->caps[c]));
   int64_t hb = atomic_load(&l->last_heartbeat_ms);
-  return json_pack("{s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:I}", "id", p->id, "status",
+  const json_t *t = json_object_get(totals, p->id);
+  json_int_t routed = (json_int_t)atomic_load(&l->frames_routed), rate = atomic_load(&l->rate);
+  return json_pack("{s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:I,s:I,s:I}", "id", p->id,
+                   "status",
                    fb_health_name((enum fb_health)atomic_load(&l->status)), "transport",
-                   fb_transport_name(p->transport), "capabilities", caps, "frames_routed",
-                   (json_int_t)atomic_load(&l->frames_routed), "rate",
-                   (json_int_t)atomic_load(&l->rate), "queue_depth",
+                   fb_transport_name(p->transport), "capabilities", caps, "frames_routed", routed,
+                   "rate", rate, "queue_depth",
                    (json_int_t)(atomic_load(&l->queue_depth) + atomic_load(&l->sent_since_poll) +
                                 atomic_load(&l->routed_in_flight)),
                    "max_queue", (json_int_t)p->max_queue, "capacity", (json_int_t)p->capacity,
                    "weight", (json_int_t)p->weight, "last_heartbeat_ms",
                    hb ? json_integer(hb) : json_null(), "heartbeat_interval_ms",
-                   (json_int_t)p->heartbeat_interval_ms);
+                   (json_int_t)p->heartbeat_interval_ms, "fleet_frames_routed",
+                   t ? json_integer_value(json_array_get(t, 0)) : routed, "fleet_rate",
+                   t ? json_integer_value(json_array_get(t, 1)) : rate);
 }
 
 json_t *fb_api_stats(struct fb_app *app)
@@ -504,10 +495,11 @@ json_t *fb_api_stats(struct fb_app *app)
       json_object_set_new(dlq, fb_reason_name((enum fb_reason)r),
                           json_integer((json_int_t)atomic_load(&m->dlq[r])));
   }
+  json_t *view = fb_fleet_view(app->fleet);
   struct fb_snapshot *s = fb_registry_snapshot(app->registry);
   json_t *procs = json_array();
   for (size_t i = 0; i < s->n; i++)
-    json_array_append_new(procs, proc_summary(s->procs[i]));
+    json_array_append_new(procs, proc_summary(s->procs[i], json_object_get(view, "processors")));
   json_t *counts = json_pack("{s:i,s:i,s:i}", "healthy", 0, "stale", 0, "dead", 0);
   for (size_t i = 0; i < s->n; i++) {
     const char *h = fb_health_name((enum fb_health)atomic_load(&s->procs[i]->live->status));
@@ -516,9 +508,12 @@ json_t *fb_api_stats(struct fb_app *app)
   }
   fb_snapshot_release(s);
   int64_t now = fb_wall_ms();
+  json_t *fleet = json_incref(json_object_get(view, "fleet"));
+  json_t *replicas = json_incref(json_object_get(view, "replicas"));
+  json_decref(view);
   return json_pack(
       "{s:s,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:{s:f,s:f,s:f},s:o,s:o,s:o,s:o,s:o,"
-      "s:{s:b,s:b,s:b},s:s}",
+      "s:{s:b,s:b,s:b},s:s,s:o,s:o}",
       "service", "frame-buffer-v2", "now_ms", (json_int_t)now, "uptime_s",
       (json_int_t)((now - m->started_ms) / 1000), "frames", "consumed",
       (json_int_t)atomic_load(&m->frames_consumed), "distributed",
@@ -535,7 +530,8 @@ json_t *fb_api_stats(struct fb_app *app)
       "dropped", dropped, "dlq", dlq, "routing", routing_json(app), "processor_counts", counts,
       "processors", procs, "connections", "redis", (int)atomic_load(&m->redis_up), "group",
       (int)atomic_load(&m->group_ready), "nats", (int)atomic_load(&m->nats_up), "consumer",
-      app->cfg->consumer_name);
+      app->cfg->consumer_name, "fleet", fleet ? fleet : json_object(), "replicas",
+      replicas ? replicas : json_array());
 }
 
 static void operations(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)
@@ -571,6 +567,11 @@ static void operations(struct fb_api *api, const struct fb_request *req, struct 
     fb_snapshot_release(s);
   } else if (!strcmp(p, "/api/v1/stats")) {
     respond_json(resp, 200, fb_api_stats(app));
+  } else if (!strcmp(p, "/api/v1/replicas")) {
+    json_t *view = fb_fleet_view(app->fleet);
+    json_t *list = json_incref(json_object_get(view, "replicas"));
+    json_decref(view);
+    respond_json(resp, 200, list ? list : json_array());
   } else {
     fb_api_error(resp, 404, "Not Found");
   }

@@ -14,6 +14,7 @@
 
 #include "framebuffer/clock.h"
 #include "framebuffer/events.h"
+#include "framebuffer/fleet.h"
 #include "framebuffer/health.h"
 #include "framebuffer/log.h"
 #include "framebuffer/nats_bridge.h"
@@ -210,7 +211,9 @@ static void check_health(struct fb_control *c)
         fb_info("health", "processor %s: %s -> %s (no heartbeat in %lld ms)", p->id,
                 fb_health_name(old), fb_health_name(h), (long long)(now - in.known_since_ms));
       atomic_fetch_add(&app->metrics->health_changes, 1);
-      fb_event_emit(app, "health", p->id, fb_health_name(h), "was %s", fb_health_name(old));
+      /* Every replica sees the change; the first to tell Redis announces it. */
+      if (fb_fleet_announce_health(app->fleet, &c->redis, p->id, old, h))
+        fb_event_emit(app, "health", p->id, fb_health_name(h), "was %s", fb_health_name(old));
       live->next_rescue_ms = 0;
     }
     if (h == FB_HEALTH_DEAD && p->transport == FB_TRANSPORT_REDIS && now >= live->next_rescue_ms) {
@@ -241,6 +244,7 @@ static void *run(void *arg)
       c->next_health = now + HEALTH_INTERVAL_MS;
     }
     fb_nats_check(c->app->nats);
+    fb_fleet_tick(c->app->fleet, &c->redis);
     if (now >= c->next_lag) {
       sample_rates(c, now - (c->next_lag - LAG_INTERVAL_MS));
       sample_lag(c);
@@ -282,6 +286,7 @@ void fb_control_stop(struct fb_control *c)
   if (!c) return;
   atomic_store(&c->stop, true);
   pthread_join(c->thread, NULL);
+  fb_fleet_leave(c->app->fleet, &c->redis);
   fb_redis_close(&c->redis);
   fb_rescue_destroy(c->rescue);
   free(c);

@@ -20,6 +20,7 @@
 
 #include "framebuffer/clock.h"
 #include "framebuffer/events.h"
+#include "framebuffer/fleet.h"
 #include "framebuffer/http_server.h"
 #include "framebuffer/log.h"
 
@@ -163,8 +164,9 @@ static void record_history(struct vhd *v, int64_t now)
 {
   if (now - v->last_history_ms < 1000) return;
   v->last_history_ms = now;
-  v->history[v->hist_next] = (struct history_point){now, atomic_load(&v->app->metrics->rate_in),
-                                                    atomic_load(&v->app->metrics->rate_out)};
+  int64_t in, out;
+  fb_fleet_rates(v->app->fleet, &in, &out);
+  v->history[v->hist_next] = (struct history_point){now, in, out};
   v->hist_next = (v->hist_next + 1) % HISTORY_SECONDS;
   if (v->hist_count < HISTORY_SECONDS) v->hist_count++;
 }

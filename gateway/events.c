@@ -1,5 +1,5 @@
 /*
- * The event ring (see events.h). Any thread; `lock` guards the ring.
+ * The event ring and outbox (see events.h). Any thread; `lock` guards both.
  */
 #include "framebuffer/events.h"
 
@@ -12,6 +12,7 @@
 
 #include "framebuffer/app.h"
 #include "framebuffer/clock.h"
+#include "framebuffer/config.h"
 #include "framebuffer/nats_bridge.h"
 
 struct fb_events {
@@ -20,12 +21,20 @@ struct fb_events {
   uint64_t next_seq;                    /* guarded by lock; first is 1 */
   void (*wake)(void *arg);              /* guarded by lock */
   void *wake_arg;                       /* guarded by lock */
+  bool use_outbox;                      /* guarded by lock */
+  struct fb_event *outbox;              /* FB_EVENTS_OUTBOX, FIFO; guarded by lock */
+  size_t out_head, out_count;           /* guarded by lock */
 };
 
 int fb_events_create(struct fb_events **out)
 {
   struct fb_events *e = calloc(1, sizeof *e);
   if (!e) return -ENOMEM;
+  e->outbox = calloc(FB_EVENTS_OUTBOX, sizeof *e->outbox);
+  if (!e->outbox) {
+    free(e);
+    return -ENOMEM;
+  }
   pthread_mutex_init(&e->lock, NULL);
   e->next_seq = 1;
   *out = e;
@@ -36,6 +45,7 @@ void fb_events_destroy(struct fb_events *e)
 {
   if (!e) return;
   pthread_mutex_destroy(&e->lock);
+  free(e->outbox);
   free(e);
 }
 
@@ -47,28 +57,81 @@ void fb_events_set_waker(struct fb_events *e, void (*wake)(void *arg), void *arg
   pthread_mutex_unlock(&e->lock);
 }
 
-void fb_event_emit(struct fb_app *app, const char *event, const char *processor_id,
-                   const char *status, const char *fmt, ...)
+/* Under the lock: adds `ev` to the ring and wakes the dashboard (under the
+ * lock, so that the waker cannot be cleared, and its context destroyed,
+ * while it runs). */
+static void push_locked(struct fb_events *e, const struct fb_event *ev)
+{
+  struct fb_event *slot = &e->ring[e->next_seq % FB_EVENTS_KEEP];
+  *slot = *ev;
+  slot->seq = e->next_seq++;
+  if (e->wake) e->wake(e->wake_arg);
+}
+
+void fb_events_push(struct fb_events *e, const struct fb_event *ev)
+{
+  pthread_mutex_lock(&e->lock);
+  push_locked(e, ev);
+  pthread_mutex_unlock(&e->lock);
+}
+
+static void emit(struct fb_app *app, const char *request_id, const char *event,
+                 const char *processor_id, const char *status, const char *fmt, va_list ap)
 {
   struct fb_event ev = {.at_ms = fb_wall_ms()};
   snprintf(ev.event, sizeof ev.event, "%s", event);
   snprintf(ev.processor_id, sizeof ev.processor_id, "%s", processor_id ? processor_id : "");
   snprintf(ev.status, sizeof ev.status, "%s", status);
-  va_list ap;
-  va_start(ap, fmt);
   vsnprintf(ev.detail, sizeof ev.detail, fmt, ap);
-  va_end(ap);
+  snprintf(ev.replica, sizeof ev.replica, "%s", app->cfg->consumer_name);
+  snprintf(ev.request_id, sizeof ev.request_id, "%s", request_id ? request_id : "");
 
   if (processor_id) fb_nats_publish_event(app->nats, event, processor_id, status);
   struct fb_events *e = app->events;
   if (!e) return;
   pthread_mutex_lock(&e->lock);
-  ev.seq = e->next_seq++;
-  e->ring[ev.seq % FB_EVENTS_KEEP] = ev;
-  /* Under the lock, so that the waker cannot be cleared (and its context
-   * destroyed) while it runs. */
-  if (e->wake) e->wake(e->wake_arg);
+  if (e->use_outbox && e->out_count < FB_EVENTS_OUTBOX)
+    e->outbox[(e->out_head + e->out_count++) % FB_EVENTS_OUTBOX] = ev;
+  else
+    push_locked(e, &ev); /* shown here at least */
   pthread_mutex_unlock(&e->lock);
+}
+
+void fb_event_emit(struct fb_app *app, const char *event, const char *processor_id,
+                   const char *status, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  emit(app, NULL, event, processor_id, status, fmt, ap);
+  va_end(ap);
+}
+
+void fb_event_emit_by(struct fb_app *app, const char *request_id, const char *event,
+                      const char *processor_id, const char *status, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  emit(app, request_id, event, processor_id, status, fmt, ap);
+  va_end(ap);
+}
+
+void fb_events_use_outbox(struct fb_events *e, bool on)
+{
+  pthread_mutex_lock(&e->lock);
+  e->use_outbox = on;
+  pthread_mutex_unlock(&e->lock);
+}
+
+size_t fb_events_take_outbox(struct fb_events *e, struct fb_event *out, size_t max)
+{
+  pthread_mutex_lock(&e->lock);
+  size_t n = e->out_count < max ? e->out_count : max;
+  for (size_t i = 0; i < n; i++)
+    out[i] = e->outbox[(e->out_head + i) % FB_EVENTS_OUTBOX];
+  e->out_head = (e->out_head + n) % FB_EVENTS_OUTBOX;
+  e->out_count -= n;
+  pthread_mutex_unlock(&e->lock);
+  return n;
 }
 
 size_t fb_events_since(struct fb_events *e, uint64_t *after, struct fb_event *out, size_t max)
@@ -98,5 +161,12 @@ void fb_event_json(const struct fb_event *ev, struct fb_buf *o)
   fb_buf_json_string(o, ev->status, strlen(ev->status));
   fb_buf_puts(o, ",\"detail\":");
   fb_buf_json_string(o, ev->detail, strlen(ev->detail));
+  fb_buf_puts(o, ",\"replica\":");
+  fb_buf_json_string(o, ev->replica, strlen(ev->replica));
+  fb_buf_puts(o, ",\"request_id\":");
+  if (ev->request_id[0])
+    fb_buf_json_string(o, ev->request_id, strlen(ev->request_id));
+  else
+    fb_buf_puts(o, "null");
   fb_buf_printf(o, ",\"at\":%lld}", (long long)ev->at_ms);
 }

@@ -205,6 +205,7 @@ static int handle(struct lws *wsi, struct fb_http *h, struct session *s)
       .body = s->body.data,
       .body_len = s->body.len,
       .authorization = s->has_auth ? s->auth : NULL,
+      .request_id = s->request_id,
   };
   fb_api_handle(&h->api, &req, &s->resp);
   return respond(wsi, s);

@@ -3,7 +3,7 @@
  * writer (see ingest.h). Everything here runs on that one thread; the only
  * shared state is the registry snapshot (reference-counted, immutable), the
  * processors' live counters and the metrics (atomics), and the routing
- * settings (copied under `routing_lock` when their generation changes).
+ * settings (copied from fb_settings when their generation changes).
  *
  * A batch moves through three steps:
  *   read    XREADGROUP (new entries), XREADGROUP from 0 (our own pending
@@ -37,6 +37,7 @@
 #include "framebuffer/nats_bridge.h"
 #include "framebuffer/redis.h"
 #include "framebuffer/router.h"
+#include "framebuffer/settings.h"
 
 #define BLOCK_MS          1000         /* XREADGROUP BLOCK when idle */
 #define REDIS_TIMEOUT_MS  5000         /* must exceed BLOCK_MS */
@@ -95,11 +96,8 @@ struct fb_ingest {
   struct fb_metrics *m;
   struct fb_redis redis;
   struct fb_router *router;
-  pthread_mutex_t routing_lock;
-  struct fb_routing routing_shared; /* guarded by routing_lock */
-  atomic_uint routing_gen;          /* bumped by every change */
-  unsigned routing_seen;            /* ingest thread */
-  struct fb_routing routing;        /* ingest thread: the settings in use */
+  unsigned routing_seen;     /* fb_settings_gen when `routing` was taken */
+  struct fb_routing routing; /* the settings in use */
   atomic_bool stop;
   pthread_t thread;
 
@@ -366,9 +364,11 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
     fb_snapshot_release(g->snap);
     g->snap = fb_registry_snapshot(g->reg);
   }
-  unsigned gen = atomic_load(&g->routing_gen);
+  unsigned gen = fb_settings_gen(g->app->settings);
   if (gen != g->routing_seen) {
-    fb_ingest_routing(g, &g->routing);
+    struct fb_routing_info now;
+    fb_settings_get(g->app->settings, &now);
+    g->routing = now.r;
     g->routing_seen = gen;
     fb_router_set_strategy(g->router, g->routing.strategy);
     fb_router_set_hash_bound(g->router, g->routing.hash_bound);
@@ -1103,11 +1103,6 @@ int fb_ingest_start(struct fb_ingest **out, struct fb_app *app)
   g->cfg = cfg;
   g->reg = app->registry;
   g->m = app->metrics;
-  pthread_mutex_init(&g->routing_lock, NULL);
-  g->routing_shared =
-      (struct fb_routing){cfg->strategy, cfg->overload_policy, cfg->frame_max_age_ms,
-                          cfg->slow_start_ms, cfg->hash_bound};
-  atomic_init(&g->routing_gen, 1);
   fb_redis_init(&g->redis, &cfg->redis, "ingest", REDIS_TIMEOUT_MS);
   int rc = fb_router_create(&g->router, cfg->strategy);
   for (int i = 0; i < NBATCH && !rc; i++)
@@ -1140,23 +1135,7 @@ void fb_ingest_stop(struct fb_ingest *g)
   fb_redis_close(&g->redis);
   fb_router_destroy(g->router);
   fb_snapshot_release(g->snap);
-  pthread_mutex_destroy(&g->routing_lock);
   free(g->held_ids);
   free(g->fields);
   free(g);
-}
-
-void fb_ingest_set_routing(struct fb_ingest *g, const struct fb_routing *r)
-{
-  pthread_mutex_lock(&g->routing_lock);
-  g->routing_shared = *r;
-  pthread_mutex_unlock(&g->routing_lock);
-  atomic_fetch_add(&g->routing_gen, 1);
-}
-
-void fb_ingest_routing(struct fb_ingest *g, struct fb_routing *out)
-{
-  pthread_mutex_lock(&g->routing_lock);
-  *out = g->routing_shared;
-  pthread_mutex_unlock(&g->routing_lock);
 }

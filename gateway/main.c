@@ -14,6 +14,7 @@
 #include "framebuffer/config.h"
 #include "framebuffer/control.h"
 #include "framebuffer/events.h"
+#include "framebuffer/fleet.h"
 #include "framebuffer/http_server.h"
 #include "framebuffer/ingest.h"
 #include "framebuffer/log.h"
@@ -21,6 +22,7 @@
 #include "framebuffer/nats_bridge.h"
 #include "framebuffer/registry.h"
 #include "framebuffer/sentinel.h"
+#include "framebuffer/settings.h"
 
 int main(int argc, char **argv)
 {
@@ -55,6 +57,8 @@ int main(int argc, char **argv)
 
   if ((rc = fb_registry_create(&app.registry))) goto out;
   if ((rc = fb_events_create(&app.events))) goto out;
+  if ((rc = fb_settings_create(&app.settings, &cfg))) goto out;
+  if ((rc = fb_fleet_create(&app.fleet, &app))) goto out;
   if (cfg.redis.nsentinels && (rc = fb_sentinel_watch_start(&sentinel, &cfg.redis))) goto out;
   if (cfg.nats_enabled && (rc = fb_nats_start(&app.nats, &app))) goto out;
   if ((rc = fb_control_start(&control, &app))) goto out;
@@ -78,6 +82,8 @@ out:
   fb_nats_stop(app.nats);
   fb_sentinel_watch_stop(sentinel);
   fb_registry_destroy(app.registry);
+  fb_fleet_destroy(app.fleet);
+  fb_settings_destroy(app.settings);
   fb_events_destroy(app.events);
   if (!rc) fb_info("main", "stopped");
   return status;

@@ -54,11 +54,21 @@ void fb_histogram_observe(struct fb_histogram *h, uint64_t ns, uint64_t count)
 
 double fb_histogram_quantile(const struct fb_histogram *h, double q)
 {
-  uint64_t total = atomic_load(&h->count);
+  uint64_t b[FB_HIST_BUCKETS + 1];
+  for (int i = 0; i <= FB_HIST_BUCKETS; i++)
+    b[i] = atomic_load(&h->buckets[i]);
+  return fb_buckets_quantile(b, q);
+}
+
+double fb_buckets_quantile(const uint64_t *buckets, double q)
+{
+  uint64_t total = 0;
+  for (int b = 0; b <= FB_HIST_BUCKETS; b++)
+    total += buckets[b];
   if (!total) return 0;
   double rank = q * (double)total, seen = 0, lower = 0;
   for (int b = 0; b <= FB_HIST_BUCKETS; b++) {
-    double c = (double)atomic_load(&h->buckets[b]);
+    double c = (double)buckets[b];
     double upper = b < FB_HIST_BUCKETS ? fb_hist_bounds[b] : fb_hist_bounds[FB_HIST_BUCKETS - 1];
     if (seen + c >= rank && c > 0) return lower + (upper - lower) * ((rank - seen) / c);
     seen += c;

@@ -180,15 +180,6 @@ static void on_heartbeat(natsConnection *nc, natsSubscription *sub, natsMsg *msg
   natsMsg_Destroy(msg);
 }
 
-void fb_nats_publish_heartbeat(struct fb_nats *n, const char *processor_id, const char *json,
-                               size_t len)
-{
-  if (!n || !atomic_load(&n->connected)) return;
-  char subject[FB_PROC_ID_MAX + 32];
-  snprintf(subject, sizeof subject, "processors.heartbeat.%s", processor_id);
-  natsConnection_Publish(n->nc, subject, json, (int)len);
-}
-
 void fb_nats_publish_event(struct fb_nats *n, const char *event, const char *processor_id,
                            const char *status)
 {

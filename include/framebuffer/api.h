@@ -26,6 +26,7 @@ struct fb_request {
   const char *body;       /* may be NULL when body_len is 0 */
   size_t body_len;
   const char *authorization; /* header value, or NULL */
+  const char *request_id;    /* X-Request-ID (given or made up), never NULL */
 };
 
 struct fb_response {

@@ -12,6 +12,8 @@
 struct fb_events;
 struct fb_ingest;
 struct fb_nats;
+struct fb_settings;
+struct fb_fleet;
 
 struct fb_app {
   const struct fb_config *cfg;
@@ -20,6 +22,8 @@ struct fb_app {
   struct fb_ingest *ingest;
   struct fb_nats *nats; /* NULL when NATS_URL=none */
   struct fb_events *events;
+  struct fb_settings *settings; /* the fleet's routing settings */
+  struct fb_fleet *fleet;       /* what the replicas share through Redis */
 };
 
 #endif

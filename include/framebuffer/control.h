@@ -2,7 +2,9 @@
  * The control thread: the slow, periodic work beside the hot path. It syncs
  * the registry from Redis (so a registration made on another replica is
  * routed to within a second), samples the input group's lag and pending
- * count, and updates the per-second rates. It owns its own Redis connection.
+ * count, updates the per-second rates, and keeps this replica in step with
+ * the fleet (fleet.h: events, HTTP heartbeats, routing settings, the fleet
+ * view). It owns its own Redis connection.
  */
 #ifndef FRAMEBUFFER_CONTROL_H
 #define FRAMEBUFFER_CONTROL_H

@@ -1,27 +1,37 @@
 /*
  * Events: what an operator wants to see happen (a registration, a health
- * change, a strategy change, backpressure). Each is kept in a small ring for
- * the dashboard, published on NATS processors.events, and wakes the
- * dashboard. fb_event_emit may be called from any thread; the ring is
- * guarded by its own lock.
+ * change, a routing change, backpressure). Each is published on NATS
+ * processors.events by the replica where it happened, and shown once on
+ * every dashboard of the fleet: fb_event_emit puts it in an outbox, the
+ * control thread appends the outbox to the fleet's event stream in Redis and
+ * feeds what every replica appended into the ring the dashboard reads (see
+ * fleet.h). Without the fleet (or while Redis is away) events go straight
+ * to the ring.
+ *
+ * Threads: any thread emits; the ring and the outbox are guarded by `lock`.
  */
 #ifndef FRAMEBUFFER_EVENTS_H
 #define FRAMEBUFFER_EVENTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "framebuffer/buf.h"
+#include "framebuffer/config.h"
 
-#define FB_EVENTS_KEEP 256
+#define FB_EVENTS_KEEP   256
+#define FB_EVENTS_OUTBOX 1024
 
 struct fb_event {
   uint64_t seq;
   int64_t at_ms;
-  char event[16];         /* register, unregister, health, strategy, backpressure */
+  char event[16];         /* register, unregister, health, strategy, routing, backpressure */
   char processor_id[129]; /* "" when none */
   char status[40];
-  char detail[200];
+  char detail[300];
+  char replica[FB_NAME_MAX]; /* consumer name of the replica where it happened */
+  char request_id[129]; /* the API request that caused it, or "" */
 };
 
 struct fb_events;
@@ -34,10 +44,27 @@ void fb_events_destroy(struct fb_events *e);
  * lws_cancel_service. Set once before other threads start. */
 void fb_events_set_waker(struct fb_events *e, void (*wake)(void *arg), void *arg);
 
-/* Any thread: records an event, publishes it on NATS (when connected) and
- * wakes the dashboard. `processor_id` may be NULL. */
+/* Any thread: records an event of this replica, publishes it on NATS (when
+ * connected and it names a processor). `processor_id` may be NULL. */
 void fb_event_emit(struct fb_app *app, const char *event, const char *processor_id,
                    const char *status, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* The same, caused by API request `request_id`. */
+void fb_event_emit_by(struct fb_app *app, const char *request_id, const char *event,
+                      const char *processor_id, const char *status, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* Control thread: from now on, events go to the outbox (true) or straight
+ * to the ring (false). */
+void fb_events_use_outbox(struct fb_events *e, bool on);
+
+/* Control thread: moves up to `max` events out of the outbox, oldest first.
+ * Returns how many. */
+size_t fb_events_take_outbox(struct fb_events *e, struct fb_event *out, size_t max);
+
+/* Any thread: adds an event to the ring (it gets the next seq) and wakes the
+ * dashboard. */
+void fb_events_push(struct fb_events *e, const struct fb_event *ev);
 
 /* Copies up to `max` events newer than *after, oldest first, and advances
  * *after. Returns how many. Any thread. */

@@ -6,9 +6,9 @@
  * duplicates none. While one batch's transaction runs in Redis, the next
  * batch is already being read.
  *
- * Threads: one ingest thread owns its Redis connection and router. Other
- * threads only call fb_ingest_set_routing/fb_ingest_routing (under
- * `routing_lock`; the ingest thread checks a generation counter per batch).
+ * Threads: one ingest thread owns its Redis connection and router. It takes
+ * the routing settings from fb_settings (their generation is checked once a
+ * batch); nothing else calls into it but start and stop.
  */
 #ifndef FRAMEBUFFER_INGEST_H
 #define FRAMEBUFFER_INGEST_H
@@ -23,18 +23,5 @@ int fb_ingest_start(struct fb_ingest **out, struct fb_app *app);
 
 /* Stops reading, finishes the batches in flight, joins the thread, frees. */
 void fb_ingest_stop(struct fb_ingest *g);
-
-/* The routing settings that can change while the gateway runs. */
-struct fb_routing {
-  enum fb_strategy strategy;
-  enum fb_overload_policy overload_policy;
-  int64_t frame_max_age_ms; /* 0 = off */
-  int64_t slow_start_ms;    /* 0 = off */
-  double hash_bound;        /* consistent_hash, >= 1.0 */
-};
-
-/* Any thread: the settings take effect from the next batch on. */
-void fb_ingest_set_routing(struct fb_ingest *g, const struct fb_routing *r);
-void fb_ingest_routing(struct fb_ingest *g, struct fb_routing *out);
 
 #endif

@@ -81,6 +81,10 @@ void fb_histogram_observe(struct fb_histogram *h, uint64_t ns, uint64_t count);
 /* Estimates quantile q (0..1) in seconds from the buckets; 0 when empty. */
 double fb_histogram_quantile(const struct fb_histogram *h, double q);
 
+/* The same from plain bucket counts (FB_HIST_BUCKETS + 1 of them, the last
+ * +Inf), e.g. several replicas' histograms added up. Pure. */
+double fb_buckets_quantile(const uint64_t *buckets, double q);
+
 /* Appends the Prometheus exposition of `m` and the processors of `s`. */
 int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, bool nats_enabled,
                       struct fb_buf *out);

@@ -7,7 +7,7 @@
  * Threads: nats.c delivers messages on its own threads; the callbacks only
  * update atomics or append to a bounded queue, which a results thread writes
  * to Redis. fb_nats_publish_frame/fb_nats_complete belong to the ingest
- * thread; fb_nats_publish_event and fb_nats_publish_heartbeat to any thread.
+ * thread; fb_nats_publish_event to any thread.
  */
 #ifndef FRAMEBUFFER_NATS_BRIDGE_H
 #define FRAMEBUFFER_NATS_BRIDGE_H
@@ -50,9 +50,5 @@ void fb_nats_publish_event(struct fb_nats *n, const char *event, const char *pro
 /* Control thread, once connected: in core mode, warns when a JetStream
  * stream FRAMES (left from JetStream mode) would store every frame. */
 void fb_nats_check(struct fb_nats *n);
-
-/* Any thread: passes an HTTP heartbeat on to the other replicas. */
-void fb_nats_publish_heartbeat(struct fb_nats *n, const char *processor_id, const char *json,
-                               size_t len);
 
 #endif

@@ -135,7 +135,7 @@ class ApiTest(IntegrationTest):
                           "PATCH on a processor")
         self.assertDetail(self.gw.request("PATCH", P + "/"), 405, "PATCH on the list")
         self.assertDetail(self.gw.get(P + "/register"), 405, "GET on register")
-        self.assertDetail(self.gw.request("DELETE", "/api/v1/routing"), 405, "DELETE on routing")
+        self.assertDetail(self.gw.request("POST", "/api/v1/routing", body={}), 405, "POST on routing")
 
     # ------------------------------------------------------ list / get
     def test_list_200_array_with_registered(self):
