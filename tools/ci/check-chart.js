@@ -5,11 +5,14 @@
 // the rendered manifests must parse, pass the Kubernetes JSON schemas, and
 // hold what an operator relies on (probes, non-root read-only pods, settings
 // from values, secrets only through the Secret, one consumer name per
-// replica, optional objects exactly when enabled). Value sets under
-// tools/ci/chart-bad-values/ must be rejected with the message they name.
+// replica, Redis Sentinel and replica settings, optional objects exactly
+// when enabled). Value sets under tools/ci/chart-bad-values/ must be
+// rejected with the message they name.
 // With a build at hand, the real gateway is started with each set's pod
-// environment (gateway-probe.js): it must accept every setting, answer the
-// probes and stop on SIGTERM within the grace period.
+// environment (gateway-probe.js), Redis, its sentinels and NATS pointed at
+// closed loopback ports: it must accept every setting, be alive (/healthz
+// 200) but not ready (/readyz 503), and stop on SIGTERM within the grace
+// period.
 // Then the Dockerfile and package-list checks of check-dockerfile.js.
 // Prints one line per check and a closing "chart: N passed, N failed".
 // Environment: HELM (the helm binary), NODE_PATH (the tools/ci/node
@@ -166,16 +169,24 @@ const SETTINGS = {
   CLAIM_IDLE_MS: (v) => String(v.config.claimIdleMs),
   LOG_LEVEL: (v) => v.config.logLevel,
   LOG_FORMAT: (v) => v.config.logFormat,
+  FLEET_VIEW: (v) => (v.config.fleetView ? '1' : '0'),
+  REDIS_WAIT_REPLICAS: (v) => String(v.redis.waitReplicas),
+  NATS_JS_REPLICAS: (v) => String(v.nats.jetstreamReplicas),
 };
 // Settings that must come from the Secret, never from a plain value.
 const SECRET_ENV = {
   API_TOKEN: 'apiToken',
   REDIS_PASSWORD: 'redisPassword',
+  REDIS_SENTINEL_PASSWORD: 'redisSentinelPassword',
   NATS_TOKEN: 'natsToken',
   NATS_USER: 'natsUser',
   NATS_PASSWORD: 'natsPassword',
 };
-const SECRET_VALUES = ['apiToken', 'redisPassword', 'natsToken', 'natsUser', 'natsPassword', 'natsCreds', 'natsTlsCA'];
+// Settings from the Secret that only make sense with another value on.
+const SECRET_ENV_WHEN = {
+  REDIS_SENTINEL_PASSWORD: (v) => v.redis.sentinel.enabled,
+};
+const SECRET_VALUES = ['apiToken', 'redisPassword', 'redisSentinelPassword', 'natsToken', 'natsUser', 'natsPassword', 'natsCreds', 'natsTlsCA'];
 
 // ------------------------------------------------- the checks of one set
 
@@ -334,6 +345,34 @@ function checkValueSet(setName, valueFiles) {
     for (const e of v.extraEnv || []) expect(env[e.name], `extraEnv ${e.name} is missing`);
   });
 
+  const sentinel = v.redis.sentinel;
+  check(`${tag} gateway: Redis Sentinel settings ${sentinel.enabled ? 'from values, password from the Secret' : 'absent (sentinel off)'}`, (expect) => {
+    const names = ['REDIS_SENTINELS', 'REDIS_SENTINEL_MASTER', 'REDIS_SENTINEL_PASSWORD'];
+    if (!sentinel.enabled) {
+      for (const n of names) expect(!env[n], `${n} is set although redis.sentinel.enabled is false`);
+      return;
+    }
+    expect(!v.redis.bundled.enabled, 'sentinel and the bundled Redis rendered together');
+    const s = env.REDIS_SENTINELS;
+    if (expect(s && typeof s.value === 'string', `REDIS_SENTINELS is ${JSON.stringify(s)}`)) {
+      expect(s.value === sentinel.sentinels.join(','), `REDIS_SENTINELS=${JSON.stringify(s.value)}, wanted ${JSON.stringify(sentinel.sentinels.join(','))}`);
+      const list = s.value.split(',');
+      expect(list.length >= 1 && list.every((x) => /^[^\s:,/]{1,255}:[0-9]{1,5}$/.test(x)), `REDIS_SENTINELS=${s.value} is not a host:port list`);
+    }
+    const m = env.REDIS_SENTINEL_MASTER;
+    expect(m && m.value === sentinel.masterName && sentinel.masterName, `REDIS_SENTINEL_MASTER is ${JSON.stringify(m)}, wanted ${JSON.stringify(sentinel.masterName)}`);
+    // REDIS_URL still carries the database (and REDIS_PASSWORD the data nodes' password).
+    expect(env.REDIS_URL && env.REDIS_URL.value, 'REDIS_URL is missing: the database would be lost');
+    const p = env.REDIS_SENTINEL_PASSWORD;
+    if (v.secret.existingSecret || (v.secret.create && v.secret.redisSentinelPassword)) {
+      const ref = p && p.valueFrom && p.valueFrom.secretKeyRef;
+      expect(p && nil(p.value) && ref && ref.name === (v.secret.existingSecret || fullname) && ref.key === v.secret.keys.redisSentinelPassword,
+        `REDIS_SENTINEL_PASSWORD is ${JSON.stringify(p)}, wanted a secretKeyRef to key ${v.secret.keys.redisSentinelPassword}`);
+    } else expect(!p, 'REDIS_SENTINEL_PASSWORD is set although no password is in play');
+    // $(VAR) references resolve only to earlier variables: keep them plain.
+    for (const n of names) if (env[n] && env[n].value) expect(!/\$\(/.test(env[n].value), `${n} holds a $(...) reference`);
+  });
+
   check(`${tag} gateway: CONSUMER_NAME is the pod name, unique and stable per replica`, (expect) => {
     const podName = env.POD_NAME;
     expect(podName && podName.valueFrom && podName.valueFrom.fieldRef &&
@@ -357,9 +396,10 @@ function checkValueSet(setName, valueFiles) {
     const useSecret = v.secret.existingSecret || v.secret.create;
     for (const [name, key] of Object.entries(SECRET_ENV)) {
       const e = env[name];
-      const wanted = v.secret.existingSecret || (v.secret.create && v.secret[key]);
+      const when = SECRET_ENV_WHEN[name] ? SECRET_ENV_WHEN[name](v) : true;
+      const wanted = when && (v.secret.existingSecret || (v.secret.create && v.secret[key]));
       if (!wanted) {
-        expect(!e, `${name} is set although no Secret key is in play`);
+        expect(!e, `${name} is set although ${when ? 'no Secret key is in play' : 'the setting it belongs to is off'}`);
         continue;
       }
       if (!expect(e, `${name} is missing`)) continue;
@@ -461,6 +501,9 @@ function checkValueSet(setName, valueFiles) {
           const ports = o.spec.egress.flatMap((r) => (r.ports || []).map((p) => p.port));
           expect(ports.includes(53), 'DNS not allowed out');
           expect(ports.includes(v.redis.bundled.enabled ? 6379 : v.networkPolicy.redisPort), 'Redis not allowed out');
+          if (v.redis.sentinel.enabled)
+            for (const s of v.redis.sentinel.sentinels)
+              expect(ports.includes(Number(s.split(':').pop())), `the sentinel ${s} is not allowed out`);
           if (v.nats.url !== 'none' || v.nats.bundled.enabled)
             expect(ports.includes(v.nats.bundled.enabled ? 4222 : v.networkPolicy.natsPort), 'NATS not allowed out');
         }
@@ -500,8 +543,8 @@ function checkValueSet(setName, valueFiles) {
 
   if (gatewayBin) {
     check(`${tag} the built gateway takes the pod's environment, answers the probes, stops on SIGTERM in time`, (expect) => {
-      const penv = podEnv(envList, v, `${sts.metadata.name}-0`);
       const port = freePort();
+      const penv = podEnv(envList, v, `${sts.metadata.name}-0`, port);
       penv.PORT = String(port);
       const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-probe-'));
       try {
@@ -529,7 +572,8 @@ function checkValueSet(setName, valueFiles) {
         const tail = `\n--- gateway output ---\n${res.output_tail}`;
         if (!expect(!res.early_exit, `it exited at start with status ${res.code}${res.code === 2 ? ' (bad setting)' : ''}${tail}`)) return;
         expect(res.healthz === 200, `/healthz answered ${res.healthz}, wanted 200 (liveness)${tail}`);
-        expect(res.readyz === 503, `/readyz answered ${res.readyz}, wanted 503 with Redis down (readiness)${tail}`);
+        const down = penv.REDIS_SENTINELS ? 'Redis and its sentinels' : 'Redis';
+        expect(res.readyz === 503, `/readyz answered ${res.readyz}, wanted 503 with ${down} down (readiness)${tail}`);
         expect(res.metrics === 200, `/metrics answered ${res.metrics}, wanted 200`);
         expect(res.stop_ms >= 0, `still running ${limit} ms after SIGTERM: the kubelet would kill it${tail}`);
         expect(res.code === 0, `exit status ${res.code} (signal ${res.signal}) after SIGTERM, wanted 0${tail}`);
@@ -557,6 +601,14 @@ function checkValueSet(setName, valueFiles) {
     const token = v.secret.existingSecret || v.secret.apiToken;
     expect(notes.includes('Authorization: Bearer') === !!token, 'Authorization header does not follow the API token');
     expect(/WARNING: no API token/.test(notes) === !token, 'the no-token warning does not follow the API token');
+    expect(/Readiness \(\/readyz\)[^]*NATS being away does not make it unready/.test(notes), 'no word on what readiness means');
+    if (v.redis.sentinel.enabled) {
+      expect(notes.includes(`primary "${v.redis.sentinel.masterName}" from the Redis Sentinels ${v.redis.sentinel.sentinels.join(', ')}`), 'the Redis line does not name the sentinels and master');
+      expect(notes.includes('SENTINEL get-master-addr-by-name'), 'no hint how the tools find the primary');
+    }
+    if (v.redis.waitReplicas > 0) expect(notes.includes(`waits (WAIT) for ${v.redis.waitReplicas} Redis replica(s)`), 'no word on redis.waitReplicas');
+    if (nil(v.nats.jetstream) ? v.nats.bundled.enabled : v.nats.jetstream)
+      expect(notes.includes(`stream FRAMES with ${v.nats.jetstreamReplicas} replica(s)`), 'no word on the stream replicas');
     if (keep) fs.writeFileSync(path.join(keep, `${setName}.NOTES.txt`), notes);
   });
 }
@@ -577,11 +629,13 @@ function freePort() {
 /*
  * The environment the kubelet would give the gateway container: values,
  * $(VAR) references expanded, the downward-API pod name, Secret keys as the
- * values say (or a stand-in for an existing Secret). Redis and NATS point at
- * closed loopback ports: nothing leaves this machine, and the gateway must
- * stay alive though not ready.
+ * values say (or a stand-in for an existing Secret). Redis, the Redis
+ * sentinels and NATS point at closed loopback ports: nothing leaves this
+ * machine, and the gateway must stay alive though not ready. Each sentinel
+ * gets a port of its own (free a moment ago, and not `avoidPort`, the
+ * gateway's), so a gateway that tries them in turn finds every one closed.
  */
-function podEnv(envList, v, podName) {
+function podEnv(envList, v, podName, avoidPort) {
   const out = { PATH: '/usr/bin:/bin' };
   for (const e of envList) {
     let val;
@@ -595,6 +649,14 @@ function podEnv(envList, v, podName) {
   }
   if (out.REDIS_URL) out.REDIS_URL = out.REDIS_URL.replace(/^redis:\/\/([^@/]*@)?[^/]+/, (m, auth) => `redis://${auth || ''}127.0.0.1:9`);
   if (out.NATS_URL && out.NATS_URL !== 'none') out.NATS_URL = 'nats://127.0.0.1:9';
+  if (out.REDIS_SENTINELS) {
+    const ports = new Set();
+    for (let i = 0; ports.size < out.REDIS_SENTINELS.split(',').length && i < 50; i++) {
+      const p = freePort();
+      if (p && p !== avoidPort) ports.add(p);
+    }
+    out.REDIS_SENTINELS = [...ports].map((p) => `127.0.0.1:${p}`).join(',');
+  }
   return out;
 }
 

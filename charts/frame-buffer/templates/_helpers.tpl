@@ -114,6 +114,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* REDIS_SENTINELS: the sentinels' host:port, joined with commas. */}}
+{{- define "frame-buffer.redisSentinels" -}}
+{{- join "," .Values.redis.sentinel.sentinels }}
+{{- end }}
+
 {{/* NATS_JETSTREAM as "1" or "0"; null follows the bundled NATS. */}}
 {{- define "frame-buffer.natsJetstream" -}}
 {{- $js := .Values.nats.jetstream }}
@@ -153,7 +158,7 @@ reference is optional: a missing key leaves the setting unset.
 {{- define "frame-buffer.validate" -}}
 {{- $v := .Values }}
 {{- if and $v.secret.existingSecret $v.secret.create }}
-{{- $own := list $v.secret.apiToken $v.secret.redisPassword $v.secret.natsToken $v.secret.natsUser $v.secret.natsPassword $v.secret.natsCreds $v.secret.natsTlsCA | compact }}
+{{- $own := list $v.secret.apiToken $v.secret.redisPassword $v.secret.redisSentinelPassword $v.secret.natsToken $v.secret.natsUser $v.secret.natsPassword $v.secret.natsCreds $v.secret.natsTlsCA | compact }}
 {{- if $own }}
 {{- fail "\n\nsecret.existingSecret is set, so the chart makes no Secret: put the API token, passwords and NATS credentials into that Secret (keys: secret.keys), not into secret.apiToken / secret.redisPassword / ..." }}
 {{- end }}
@@ -181,6 +186,15 @@ reference is optional: a missing key leaves the setting unset.
 {{- end }}
 {{- if and $v.nats.bundled.enabled (or $v.nats.mountCreds $v.secret.natsCreds) }}
 {{- fail "\n\nthe bundled NATS takes a token (secret.natsToken) or a user and password (secret.natsUser, secret.natsPassword), not a .creds file: a .creds file needs an operator-mode NATS of your own (nats.url, with nats.bundled.enabled=false)." }}
+{{- end }}
+{{- if and $v.redis.sentinel.enabled $v.redis.bundled.enabled }}
+{{- fail "\n\nredis.sentinel.enabled and redis.bundled.enabled exclude each other: the bundled Redis is a single server without sentinels. Turn one of them off (for Sentinel, list your sentinels in redis.sentinel.sentinels)." }}
+{{- end }}
+{{- if and $v.redis.bundled.enabled (gt (int $v.redis.waitReplicas) 0) }}
+{{- fail (printf "\n\nredis.waitReplicas is %v, but the bundled Redis has no replicas to wait for: keep it 0 with redis.bundled.enabled." $v.redis.waitReplicas) }}
+{{- end }}
+{{- if and $v.nats.bundled.enabled (gt (int $v.nats.jetstreamReplicas) 1) }}
+{{- fail (printf "\n\nnats.jetstreamReplicas is %v, but the bundled NATS is a single JetStream server: keep it 1 with nats.bundled.enabled, or use a NATS cluster of your own (nats.url)." $v.nats.jetstreamReplicas) }}
 {{- end }}
 {{- if and $v.ingress.enabled (not $v.ingress.hosts) }}
 {{- fail "\n\ningress.enabled needs at least one entry in ingress.hosts." }}
