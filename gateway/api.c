@@ -534,6 +534,24 @@ json_t *fb_api_stats(struct fb_app *app)
       replicas ? replicas : json_array());
 }
 
+/* The fleet's recent events, oldest first, as the dashboard receives them. */
+static void respond_events(struct fb_app *app, struct fb_response *resp)
+{
+  static struct fb_event evs[FB_EVENTS_KEEP]; /* HTTP thread only */
+  uint64_t from = 0;
+  size_t n = fb_events_since(app->events, &from, evs, FB_EVENTS_KEEP);
+  resp->status = 200;
+  resp->content_type = "application/json";
+  fb_buf_reset(&resp->body);
+  fb_buf_puts(&resp->body, "[");
+  for (size_t i = 0; i < n; i++) {
+    if (i) fb_buf_puts(&resp->body, ",");
+    fb_event_json(&evs[i], &resp->body);
+  }
+  fb_buf_puts(&resp->body, "]");
+  if (resp->body.truncated) fb_api_error(resp, 500, "response too large");
+}
+
 static void operations(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)
 {
   struct fb_app *app = api->app;
@@ -567,6 +585,8 @@ static void operations(struct fb_api *api, const struct fb_request *req, struct 
     fb_snapshot_release(s);
   } else if (!strcmp(p, "/api/v1/stats")) {
     respond_json(resp, 200, fb_api_stats(app));
+  } else if (!strcmp(p, "/api/v1/events")) {
+    respond_events(app, resp);
   } else if (!strcmp(p, "/api/v1/replicas")) {
     json_t *view = fb_fleet_view(app->fleet);
     json_t *list = json_incref(json_object_get(view, "replicas"));
