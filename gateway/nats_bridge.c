@@ -358,7 +358,13 @@ static void ensure_stream(struct fb_nats *n)
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
   natsStatus s = js_GetStreamInfo(&si, n->js, JS_STREAM, NULL, &jerr);
+  int want = n->app->cfg->nats_js_replicas;
   if (s == NATS_OK) {
+    if (si->Config && si->Config->Replicas != want)
+      fb_warn("nats",
+              "JetStream stream %s has %lld replicas, NATS_JS_REPLICAS is %d; the gateway does "
+              "not change an existing stream (nats stream edit %s --replicas %d does)",
+              JS_STREAM, (long long)si->Config->Replicas, want, JS_STREAM, want);
     jsStreamInfo_Destroy(si);
     atomic_store(&n->stream_ready, true);
     return;
@@ -376,12 +382,13 @@ static void ensure_stream(struct fb_nats *n)
   cfg.Retention = js_WorkQueuePolicy;
   cfg.Storage = js_FileStorage;
   cfg.Duplicates = JS_DUPLICATE_WINDOW_NS;
+  cfg.Replicas = want;
   s = js_AddStream(&si, n->js, &cfg, NULL, &jerr);
   if (s == NATS_OK) {
     jsStreamInfo_Destroy(si);
     atomic_store(&n->stream_ready, true);
-    fb_info("nats", "created JetStream stream %s (%s, work-queue retention)", JS_STREAM,
-            JS_SUBJECTS);
+    fb_info("nats", "created JetStream stream %s (%s, work-queue retention, %d replicas)",
+            JS_STREAM, JS_SUBJECTS, want);
   } else {
     fb_warn("nats", "cannot create JetStream stream %s: %s (error %d)", JS_STREAM,
             natsStatus_GetText(s), (int)jerr);
