@@ -81,7 +81,12 @@ struct bench_config {
   const char *nats_url; /* for the gateway and our own connection */
   int64_t interval_ms;  /* heartbeats: each processor's heartbeat interval */
   bool no_heartbeats;   /* heartbeats: a control run, registry only */
+  int64_t replicas;     /* throughput: gateways spawned on the one Redis */
+  const char *gateway_env[16]; /* --gateway-env KEY=VALUE, passed to each gateway */
+  int ngateway_env;
 };
+
+#define BENCH_MAX_REPLICAS 8
 
 static volatile sig_atomic_t interrupted;
 
@@ -281,10 +286,10 @@ static void input_group_state(redisContext *c, const struct bench_config *cfg, i
   freeReplyObject(r);
 }
 
-/* Names the consumers of the input group other than `ours`, and returns
- * how many there are. The group is new for every run, so another one means
- * a second reader (a gateway left running on this Redis) took frames and
- * the numbers are worthless. */
+/* Names the consumers of the input group whose names do not start with
+ * `ours`, and returns how many there are. The group is new for every run, so
+ * another one means a second reader (a gateway left running on this Redis)
+ * took frames and the numbers are worthless. */
 static int foreign_consumers(redisContext *c, const struct bench_config *cfg, const char *ours)
 {
   redisReply *r = redisCommand(c, "XINFO CONSUMERS %s %s", cfg->stream, cfg->group);
@@ -292,7 +297,8 @@ static int foreign_consumers(redisContext *c, const struct bench_config *cfg, co
   int n = 0;
   for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
     const redisReply *name = tk_reply_field(r->element[i], "name");
-    if (!name || name->type != REDIS_REPLY_STRING || strcmp(name->str, ours) == 0) continue;
+    if (!name || name->type != REDIS_REPLY_STRING || strncmp(name->str, ours, strlen(ours)) == 0)
+      continue;
     tk_log("another consumer, '%s', read from %s (group %s) during the run: a second gateway "
            "on this Redis? The result does not measure one gateway",
            name->str, cfg->stream, cfg->group);
@@ -325,7 +331,7 @@ static int free_port(void)
   return ntohs(a.sin_port);
 }
 
-static bool env_is_ours(const char *kv)
+static bool env_is_ours(const char *kv, const struct bench_config *cfg)
 {
   static const char *const ours[] = {
       "REDIS_URL=",    "REDIS_HOST=",     "REDIS_PORT=",       "REDIS_DB=",  "REDIS_PASSWORD=",
@@ -333,25 +339,31 @@ static bool env_is_ours(const char *kv)
       "INPUT_STREAM=", "CONSUMER_GROUP=", "NATS_JETSTREAM="};
   for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
     if (strncmp(kv, ours[i], strlen(ours[i])) == 0) return true;
+  for (int i = 0; i < cfg->ngateway_env; i++) {
+    size_t key = (size_t)(strchr(cfg->gateway_env[i], '=') - cfg->gateway_env[i]) + 1;
+    if (strncmp(kv, cfg->gateway_env[i], key) == 0) return true;
+  }
   return false;
 }
 
 /* Starts the gateway with our settings in its environment. The environment is
  * built before fork(), and exec failures come back over a CLOEXEC pipe, so the
  * child only calls async-signal-safe functions. */
-static void spawn_gateway(struct gateway_proc *g, const struct bench_config *cfg)
+static void spawn_gateway(struct gateway_proc *g, const struct bench_config *cfg, const char *name)
 {
   memset(g, 0, sizeof *g);
   g->port = free_port();
   size_t n = 0;
   while (environ[n])
     n++;
-  char **envp = calloc(n + 16, sizeof *envp);
+  char **envp = calloc(n + 16 + (size_t)cfg->ngateway_env, sizeof *envp);
   char vars[10][512];
   if (!envp) tk_die(1, "out of memory");
   size_t e = 0;
   for (size_t i = 0; i < n; i++)
-    if (!env_is_ours(environ[i])) envp[e++] = environ[i];
+    if (!env_is_ours(environ[i], cfg)) envp[e++] = environ[i];
+  for (int i = 0; i < cfg->ngateway_env; i++)
+    envp[e++] = (char *)cfg->gateway_env[i];
   snprintf(vars[0], sizeof vars[0], "REDIS_URL=%s", cfg->redis_url_str);
   /* NATS only when the run needs it: otherwise a missing NATS would make
    * the gateway not-ready, and its reconnects would cost CPU. */
@@ -360,7 +372,7 @@ static void spawn_gateway(struct gateway_proc *g, const struct bench_config *cfg
   snprintf(vars[2], sizeof vars[2], "PORT=%d", g->port);
   snprintf(vars[3], sizeof vars[3], "ROUTING_STRATEGY=%s", cfg->strategy);
   snprintf(vars[4], sizeof vars[4], "LOG_LEVEL=%s", cfg->gateway_log_level);
-  snprintf(vars[5], sizeof vars[5], "CONSUMER_NAME=" BENCH_CONSUMER);
+  snprintf(vars[5], sizeof vars[5], "CONSUMER_NAME=%s", name);
   snprintf(vars[6], sizeof vars[6], "INPUT_STREAM=%s", cfg->stream);
   snprintf(vars[7], sizeof vars[7], "CONSUMER_GROUP=%s", cfg->group);
   snprintf(vars[8], sizeof vars[8], "NATS_JETSTREAM=%d", cfg->jetstream ? 1 : 0);
@@ -766,6 +778,40 @@ static int64_t dlq_len(redisContext *c)
 
 /* ============================================================== throughput */
 
+/* The CPU seconds Redis has used (INFO cpu: used_cpu_sys + used_cpu_user),
+ * or -1. */
+static double redis_cpu_s(redisContext *c)
+{
+  redisReply *r = redisCommand(c, "INFO cpu");
+  double total = -1;
+  if (r && r->type == REDIS_REPLY_STRING) {
+    const char *keys[] = {"used_cpu_sys:", "used_cpu_user:"};
+    total = 0;
+    for (int k = 0; k < 2; k++) {
+      const char *at = strstr(r->str, keys[k]);
+      if (!at) {
+        total = -1;
+        break;
+      }
+      total += strtod(at + strlen(keys[k]), NULL);
+    }
+  }
+  if (r) freeReplyObject(r);
+  return total;
+}
+
+/* The gateways' CPU time, added up, in clock ticks; -1 when one is gone. */
+static long long gateways_cpu_ticks(const struct gateway_proc *gws, int n)
+{
+  long long sum = 0;
+  for (int k = 0; k < n; k++) {
+    long long t = cpu_ticks(gws[k].pid);
+    if (t < 0) return -1;
+    sum += t;
+  }
+  return sum;
+}
+
 static int run_throughput(const struct bench_config *cfg)
 {
   redisContext *c = connect_or_die(cfg, 10000);
@@ -780,11 +826,22 @@ static int run_throughput(const struct bench_config *cfg)
                       : cfg->jetstream ? "subjects, in JetStream stream " TK_JS_STREAM
                                        : "core NATS subjects";
 
-  struct gateway_proc gw;
+  struct gateway_proc gws[BENCH_MAX_REPLICAS];
+  const int nrep = (int)cfg->replicas;
+  double redis_cpu0 = redis_cpu_s(c), redis_cpu1 = -1;
   const int64_t t0 = tk_mono_us();
-  spawn_gateway(&gw, cfg);
-  tk_log("spawned %s (pid %d, port %d, strategy %s); waiting for %lld frames on %lld %s",
-         cfg->gateway, (int)gw.pid, gw.port, cfg->strategy, (long long)cfg->frames,
+  for (int k = 0; k < nrep; k++) {
+    char name[32];
+    if (nrep == 1)
+      snprintf(name, sizeof name, BENCH_CONSUMER);
+    else
+      snprintf(name, sizeof name, BENCH_CONSUMER "-%d", k + 1);
+    spawn_gateway(&gws[k], cfg, name);
+    tk_log("spawned %s as %s (pid %d, port %d, strategy %s)", cfg->gateway, name,
+           (int)gws[k].pid, gws[k].port, cfg->strategy);
+  }
+  struct gateway_proc *gw = &gws[0];
+  tk_log("waiting for %lld frames on %lld %s", (long long)cfg->frames,
          (long long)cfg->processors, where);
 
   int64_t t_first = 0, t_routed = 0, t_acked = 0, sum = 0, dlq = 0, pending = -1, lag = -1;
@@ -803,14 +860,17 @@ static int run_throughput(const struct bench_config *cfg)
     if (sum > 0 && !t_first) t_first = now;
     if (sum + dlq >= cfg->frames && !t_routed) {
       t_routed = now;
-      t_routed_ticks = cpu_ticks(gw.pid);
+      t_routed_ticks = gateways_cpu_ticks(gws, nrep);
+      redis_cpu1 = redis_cpu_s(c);
     }
     if (pending == 0 && lag == 0 && !t_acked) t_acked = now;
     if (t_routed && (t_acked || now - t_routed > 2000000)) break;
-    if (gateway_exited(&gw)) {
-      error = "gateway_exited";
-      break;
-    }
+    for (int k = 0; k < nrep && !error; k++)
+      if (gateway_exited(&gws[k])) {
+        error = "gateway_exited";
+        gw = &gws[k];
+      }
+    if (error) break;
     if (interrupted) {
       error = "interrupted";
       break;
@@ -826,23 +886,32 @@ static int run_throughput(const struct bench_config *cfg)
     }
     tk_sleep_us(BENCH_POLL_US);
   }
-  long rss = gw.exited ? -1 : peak_rss_kb(gw.pid);
-  /* Remote frames the gateway could not hand to NATS (retried later). */
+  long rss = -1;
+  for (int k = 0; k < nrep; k++) {
+    long r = gws[k].exited ? -1 : peak_rss_kb(gws[k].pid);
+    if (r > rss) rss = r;
+  }
+  /* Remote frames the gateways could not hand to NATS (retried later). */
   double nats_errors = -1;
-  if (cfg->nats && !gw.exited) {
+  for (int k = 0; cfg->nats && k < nrep; k++) {
+    if (gws[k].exited) continue;
     char url[64], err[256];
     struct tk_http_url api;
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", gw.port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", gws[k].port);
     char *m = tk_http_url_parse(&api, url, err, sizeof err) == 0 ? fetch_metrics(&api) : NULL;
-    nats_errors = m ? metric_value(m, "frame_buffer_nats_publish_errors_total") : -1;
+    double v = m ? metric_value(m, "frame_buffer_nats_publish_errors_total") : -1;
+    if (v >= 0) nats_errors = (nats_errors < 0 ? 0 : nats_errors) + v;
     free(m);
   }
-  /* Its CPU time up to the last frame (a sample then, or now if it came late). */
-  long long ticks = t_routed_ticks >= 0 ? t_routed_ticks : gw.exited ? -1 : cpu_ticks(gw.pid);
+  /* Their CPU time up to the last frame (a sample then, or now if it came late). */
+  long long ticks = t_routed_ticks >= 0 ? t_routed_ticks : gateways_cpu_ticks(gws, nrep);
   double cpu_s = ticks >= 0 ? (double)ticks / (double)sysconf(_SC_CLK_TCK) : -1;
+  if (redis_cpu1 < 0) redis_cpu1 = redis_cpu_s(c);
+  double redis_cpu = redis_cpu0 >= 0 && redis_cpu1 >= 0 ? redis_cpu1 - redis_cpu0 : -1;
   char how[96] = "";
-  if (gw.exited) describe_exit(gw.status, how, sizeof how);
-  stop_gateway(&gw);
+  if (gw->exited) describe_exit(gw->status, how, sizeof how);
+  for (int k = 0; k < nrep; k++)
+    stop_gateway(&gws[k]);
 
   int64_t lo = 0, hi = 0;
   if (cfg->nats) {
@@ -880,10 +949,10 @@ static int run_throughput(const struct bench_config *cfg)
     double steady = t_routed > t_first ? (double)(t_routed - t_first) / 1e6 : secs;
     double fps = secs > 0 ? (double)cfg->frames / secs : 0;
     double steady_fps = steady > 0 ? (double)cfg->frames / steady : 0;
-    printf("throughput: %lld frames to %lld processors (%s, %s%s) in %.3f s from spawn: %.0f "
-           "frames/s\n",
+    printf("throughput: %lld frames to %lld processors (%s, %s%s) by %d gateway%s in %.3f s from "
+           "spawn: %.0f frames/s\n",
            (long long)cfg->frames, (long long)cfg->processors, cfg->strategy, transport,
-           cfg->jetstream ? " JetStream" : "", secs, fps);
+           cfg->jetstream ? " JetStream" : "", nrep, nrep > 1 ? "s" : "", secs, fps);
     printf("  first frame routed %.3f s after spawn; from then on %.0f frames/s\n", startup,
            steady_fps);
     if (t_acked)
@@ -893,9 +962,9 @@ static int run_throughput(const struct bench_config *cfg)
       printf("  input NOT fully acked 2 s after the last frame (pending %lld, lag %lld)\n",
              (long long)pending, (long long)lag);
     printf("  per processor: min %lld, max %lld frames; dlq %lld; gateway peak RSS %ld kB, CPU "
-           "%.2f s (%.0f%% of one core until the last frame)\n",
+           "%.2f s (%.0f%% of one core until the last frame); Redis CPU %.2f s (%.0f%%)\n",
            (long long)lo, (long long)hi, (long long)dlq, rss, cpu_s,
-           secs > 0 ? cpu_s / secs * 100 : 0);
+           secs > 0 ? cpu_s / secs * 100 : 0, redis_cpu, secs > 0 ? redis_cpu / secs * 100 : 0);
     if (cfg->nats)
       printf("  %lld frames arrived on NATS; %lld checked against SPEC section 4, %lld bad; "
              "gateway publish errors %.0f\n",
@@ -912,10 +981,11 @@ static int run_throughput(const struct bench_config *cfg)
         "RESULT {\"mode\":\"throughput\",\"transport\":\"%s\",\"jetstream\":%s,\"strategy\":\"%s\","
         "\"frames\":%lld,\"processors\":%lld,\"seconds\":%.3f,\"frames_per_s\":%.0f,"
         "\"startup_s\":%.3f,\"steady_frames_per_s\":%.0f,\"acked_s\":%.3f,\"dlq\":%lld,"
-        "\"min_per_processor\":%lld,\"max_per_processor\":%lld,\"rss_kb\":%ld,\"cpu_s\":%.2f}\n",
+        "\"min_per_processor\":%lld,\"max_per_processor\":%lld,\"rss_kb\":%ld,\"cpu_s\":%.2f,"
+        "\"replicas\":%d,\"redis_cpu_s\":%.2f}\n",
         transport, js, cfg->strategy, (long long)cfg->frames, (long long)cfg->processors, secs, fps,
         startup, steady_fps, t_acked ? (double)(t_acked - t0) / 1e6 : -1.0, (long long)dlq,
-        (long long)lo, (long long)hi, rss, cpu_s);
+        (long long)lo, (long long)hi, rss, cpu_s, nrep, redis_cpu);
   }
   if (cfg->nats) nats_arrivals_stop(&na, cfg->keep);
   if (!cfg->keep) reset_keys(c, cfg);
@@ -1274,7 +1344,7 @@ static int run_latency(const struct bench_config *cfg)
     reset_keys(c, cfg);
     register_direct(c, cfg);
     create_input_group(c, cfg);
-    spawn_gateway(&gw, cfg);
+    spawn_gateway(&gw, cfg, BENCH_CONSUMER);
     tk_log("spawned %s (pid %d, port %d, strategy %s)", cfg->gateway, (int)gw.pid, gw.port,
            cfg->strategy);
   } else {
@@ -1469,7 +1539,7 @@ static int run_heartbeats(const struct bench_config *cfg)
              (long long)i);
 
   struct gateway_proc gw;
-  spawn_gateway(&gw, cfg);
+  spawn_gateway(&gw, cfg, BENCH_CONSUMER);
   char url[64];
   struct tk_http_url api;
   snprintf(url, sizeof url, "http://127.0.0.1:%d", gw.port);
@@ -1650,6 +1720,10 @@ static void usage(FILE *to)
           "  --interval-ms MS    heartbeats: each processor's interval (default 1000)\n"
           "  --no-heartbeats     heartbeats: register them untracked and publish nothing (the\n"
           "                      registry's own cost, to compare with)\n"
+          "  --replicas N        throughput: spawn N gateways (consumers bench-1..N) on the one\n"
+          "                      Redis; the result adds their CPU and Redis's (default 1, max 8)\n"
+          "  --gateway-env K=V   an extra setting for every spawned gateway (repeatable), e.g.\n"
+          "                      FLEET_VIEW=0 or REDIS_WAIT_REPLICAS=1\n"
           "  --keep              leave the bench keys in Redis (and FRAMES's frames) afterwards\n"
           "  --help, --version\n"
           "\n"
@@ -1680,6 +1754,7 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
   cfg->nats_url = tk_env_or("NATS_URL", TK_DEFAULT_NATS_URL);
   cfg->gateway_log_level = "warn";
   cfg->interval_ms = 1000;
+  cfg->replicas = 1;
   const char *transport = NULL;
   bool procs_given = false;
 
@@ -1710,6 +1785,8 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
     O_INTERVAL,
     O_NO_HB,
     O_GWLOGLEVEL,
+    O_REPLICAS,
+    O_GWENV,
     O_HELP,
     O_VERSION
   };
@@ -1740,6 +1817,8 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
       {"interval-ms", required_argument, NULL, O_INTERVAL},
       {"no-heartbeats", no_argument, NULL, O_NO_HB},
       {"gateway-log-level", required_argument, NULL, O_GWLOGLEVEL},
+      {"replicas", required_argument, NULL, O_REPLICAS},
+      {"gateway-env", required_argument, NULL, O_GWENV},
       {"help", no_argument, NULL, O_HELP},
       {"version", no_argument, NULL, O_VERSION},
       {NULL, 0, NULL, 0},
@@ -1790,6 +1869,16 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
     case O_INTERVAL: cfg->interval_ms = tk_flag_i64("--interval-ms", optarg, 10, 3600000); break;
     case O_NO_HB: cfg->no_heartbeats = true; break;
     case O_GWLOGLEVEL: cfg->gateway_log_level = optarg; break;
+    case O_REPLICAS:
+      cfg->replicas = tk_flag_i64("--replicas", optarg, 1, BENCH_MAX_REPLICAS);
+      break;
+    case O_GWENV:
+      if (!strchr(optarg, '=') || optarg[0] == '=')
+        tk_die(2, "--gateway-env %s: expected KEY=VALUE", optarg);
+      if (cfg->ngateway_env == (int)(sizeof cfg->gateway_env / sizeof cfg->gateway_env[0]))
+        tk_die(2, "--gateway-env: at most 16");
+      cfg->gateway_env[cfg->ngateway_env++] = optarg;
+      break;
     case O_HELP: usage(stdout); exit(0);
     case O_VERSION: printf("fb-bench " TK_VERSION "\n"); exit(0);
     default: tk_die(TK_EXIT_USAGE, "try 'fb-bench --help'");
