@@ -181,8 +181,7 @@ static void do_register(struct fb_api *api, const struct fb_request *req, struct
           p->transport == FB_TRANSPORT_REDIS ? "stream" : "subject",
           p->transport == FB_TRANSPORT_REDIS ? p->stream : p->subject);
   fb_event_emit_by(api->app, req->request_id, "register", p->id, "healthy",
-                   "%s processor with %zu capabilities", fb_transport_name(p->transport),
-                   p->ncaps);
+                   "%s processor with %zu capabilities", fb_transport_name(p->transport), p->ncaps);
   respond_json(resp, 201, fb_proc_to_json(p));
   fb_proc_release(p);
 }
@@ -384,8 +383,7 @@ static json_t *routing_json(struct fb_app *app)
                    "overload_policies", policies, "source", source, "generation",
                    (json_int_t)info.generation, "updated_by",
                    info.updated_by[0] ? json_string(info.updated_by) : json_null(), "request_id",
-                   info.request_id[0] ? json_string(info.request_id) : json_null(),
-                   "updated_at_ms",
+                   info.request_id[0] ? json_string(info.request_id) : json_null(), "updated_at_ms",
                    info.updated_at_ms ? json_integer(info.updated_at_ms) : json_null());
 }
 
@@ -424,7 +422,7 @@ static void routing(struct fb_api *api, const struct fb_request *req, struct fb_
   if (diff[0]) {
     bool strategy = before.r.strategy != after.r.strategy;
     fb_event_emit_by(app, req->request_id, strategy ? "strategy" : "routing", NULL,
-                     strategy ? fb_strategy_name(after.r.strategy)
+                     strategy                   ? fb_strategy_name(after.r.strategy)
                      : req->method == FB_DELETE ? "reset"
                                                 : "changed",
                      "%s%s", req->method == FB_DELETE ? "reset to defaults: " : "", diff);
@@ -470,8 +468,7 @@ static json_t *proc_summary(const struct fb_proc *p, const json_t *totals)
   const json_t *t = json_object_get(totals, p->id);
   json_int_t routed = (json_int_t)atomic_load(&l->frames_routed), rate = atomic_load(&l->rate);
   return json_pack("{s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:I,s:I,s:I}", "id", p->id,
-                   "status",
-                   fb_health_name((enum fb_health)atomic_load(&l->status)), "transport",
+                   "status", fb_health_name((enum fb_health)atomic_load(&l->status)), "transport",
                    fb_transport_name(p->transport), "capabilities", caps, "frames_routed", routed,
                    "rate", rate, "queue_depth",
                    (json_int_t)(atomic_load(&l->queue_depth) + atomic_load(&l->sent_since_poll) +

@@ -21,9 +21,9 @@
 
 #define EVENTS_MAXLEN     1000 /* the event stream keeps about this many */
 #define HEARTBEATS_MAXLEN 10000
-#define EVENTS_HISTORY    100  /* read at start, for the dashboard's log */
-#define READ_COUNT        512  /* entries per stream per tick */
-#define OUTBOX_BATCH      256  /* events appended per tick */
+#define EVENTS_HISTORY    100 /* read at start, for the dashboard's log */
+#define READ_COUNT        512 /* entries per stream per tick */
+#define OUTBOX_BATCH      256 /* events appended per tick */
 #define SETTINGS_EVERY_MS 200
 #define VIEW_EVERY_MS     1000
 
@@ -102,11 +102,16 @@ static void append_event(redisContext *c, const char *key, const struct fb_event
   char at[24], maxlen[16];
   snprintf(at, sizeof at, "%lld", (long long)ev->at_ms);
   snprintf(maxlen, sizeof maxlen, "%d", EVENTS_MAXLEN);
-  const char *argv[] = {"XADD",       key,         "MAXLEN",          "~",
-                        maxlen,       "*",         "event",           ev->event,
-                        "processor_id", ev->processor_id, "status",   ev->status,
-                        "detail",     ev->detail,  "replica",         ev->replica,
-                        "request_id", ev->request_id, "at",            at};
+  const char *argv[] = {"XADD",         key,
+                        "MAXLEN",       "~",
+                        maxlen,         "*",
+                        "event",        ev->event,
+                        "processor_id", ev->processor_id,
+                        "status",       ev->status,
+                        "detail",       ev->detail,
+                        "replica",      ev->replica,
+                        "request_id",   ev->request_id,
+                        "at",           at};
   redisAppendCommandArgv(c, (int)(sizeof argv / sizeof *argv), argv, NULL);
 }
 
@@ -131,8 +136,10 @@ static int start(struct fb_fleet *f, struct fb_redis *r)
     freeReplyObject(ev);
     return -EIO;
   }
-  snprintf(f->ev_last, sizeof f->ev_last, "%s", ev->elements ? ev->element[0]->element[0]->str : "0-0");
-  snprintf(f->hb_last, sizeof f->hb_last, "%s", hb->elements ? hb->element[0]->element[0]->str : "0-0");
+  snprintf(f->ev_last, sizeof f->ev_last, "%s",
+           ev->elements ? ev->element[0]->element[0]->str : "0-0");
+  snprintf(f->hb_last, sizeof f->hb_last, "%s",
+           hb->elements ? hb->element[0]->element[0]->str : "0-0");
   for (size_t i = ev->elements; i-- > 0;) {
     struct fb_event e;
     event_from_fields(ev->element[i]->element[1], &e);
@@ -204,8 +211,8 @@ static void exchange(struct fb_fleet *f, struct fb_redis *r)
     append_event(c, f->k_events, &f->batch[i]);
   char count[16];
   snprintf(count, sizeof count, "%d", READ_COUNT);
-  const char *argv[] = {"XREAD", "COUNT", count, "STREAMS", f->k_events, f->k_heartbeats,
-                        f->ev_last, f->hb_last};
+  const char *argv[] = {"XREAD",     "COUNT",         count,      "STREAMS",
+                        f->k_events, f->k_heartbeats, f->ev_last, f->hb_last};
   redisAppendCommandArgv(c, 8, argv, NULL);
   for (size_t i = 0; i <= n; i++) {
     void *v = NULL;
@@ -258,8 +265,11 @@ int fb_fleet_heartbeat(struct fb_fleet *f, struct fb_redis *r, const char *json,
 {
   char maxlen[16];
   snprintf(maxlen, sizeof maxlen, "%d", HEARTBEATS_MAXLEN);
-  const char *argv[] = {"XADD",  f->k_heartbeats, "MAXLEN", "~",  maxlen, "*", "replica",
-                        f->app->cfg->consumer_name, "body",   json};
+  const char *argv[] = {"XADD",    f->k_heartbeats,
+                        "MAXLEN",  "~",
+                        maxlen,    "*",
+                        "replica", f->app->cfg->consumer_name,
+                        "body",    json};
   size_t lens[10];
   for (int i = 0; i < 10; i++)
     lens[i] = strlen(argv[i]);
@@ -348,8 +358,7 @@ static int by_consumer(const void *a, const void *b)
 
 json_t *fb_fleet_merge(json_t *const *records, size_t n, int64_t now_ms, const char *self)
 {
-  static const char *const sums[] = {"in_per_s", "out_per_s", "consumed", "distributed",
-                                     "blocked"};
+  static const char *const sums[] = {"in_per_s", "out_per_s", "consumed", "distributed", "blocked"};
   json_t *fleet = json_object(), *list = json_array(), *procs = json_object();
   json_t *dropped = json_object(), *dlq = json_object();
   uint64_t buckets[FB_HIST_BUCKETS + 1] = {0}, sum_ns = 0;
@@ -374,12 +383,11 @@ json_t *fb_fleet_merge(json_t *const *records, size_t n, int64_t now_ms, const c
     json_int_t my_sum = int_of(lat, "sum_ns");
     sum_ns += my_sum > 0 ? (uint64_t)my_sum : 0;
 
-    json_t *r = json_pack("{s:s,s:O,s:I,s:I,s:I,s:b}", "consumer", name, "version",
-                          json_object_get(rec, "version"), "uptime_s",
-                          (json_int_t)((now_ms - int_of(rec, "started_ms")) / 1000),
-                          "last_seen_ms", int_of(rec, "published_ms"), "age_ms",
-                          (json_int_t)(now_ms - int_of(rec, "published_ms")), "self",
-                          self && !strcmp(self, name));
+    json_t *r = json_pack(
+        "{s:s,s:O,s:I,s:I,s:I,s:b}", "consumer", name, "version", json_object_get(rec, "version"),
+        "uptime_s", (json_int_t)((now_ms - int_of(rec, "started_ms")) / 1000), "last_seen_ms",
+        int_of(rec, "published_ms"), "age_ms", (json_int_t)(now_ms - int_of(rec, "published_ms")),
+        "self", self && !strcmp(self, name));
     json_t *conn = json_object_get(rec, "connections");
     json_object_set(r, "connections", conn ? conn : json_null());
     for (size_t k = 0; k < sizeof sums / sizeof *sums; k++) {

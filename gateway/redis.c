@@ -158,8 +158,8 @@ int fb_redis_ensure(struct fb_redis *r)
 
 fail:
   if (!r->lost)
-    fb_warn("redis", "%s cannot connect to %s:%d: %s; retrying with backoff", r->who,
-            r->at.host, r->at.port, why);
+    fb_warn("redis", "%s cannot connect to %s:%d: %s; retrying with backoff", r->who, r->at.host,
+            r->at.port, why);
   r->lost = true;
   if (r->ctx) redisFree(r->ctx);
   r->ctx = NULL;

@@ -50,13 +50,12 @@ static redisContext *sentinel_connect(const struct fb_redis_endpoint *ep,
 
 /* Asks sentinel `s` (connected as `c`) for the primary. 0 or -ENOENT. */
 static int ask(const struct fb_redis_endpoint *ep, redisContext *c, const struct fb_hostport *s,
-             struct fb_hostport *out, char *why, size_t n)
+               struct fb_hostport *out, char *why, size_t n)
 {
   redisReply *rep = redisCommand(c, "SENTINEL get-master-addr-by-name %s", ep->sentinel_master);
   bool ok = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
             rep->element[0]->type == REDIS_REPLY_STRING &&
-            rep->element[1]->type == REDIS_REPLY_STRING &&
-            rep->element[0]->len < sizeof out->host;
+            rep->element[1]->type == REDIS_REPLY_STRING && rep->element[0]->len < sizeof out->host;
   if (ok) {
     char *end;
     long port = strtol(rep->element[1]->str, &end, 10);
@@ -102,8 +101,9 @@ struct fb_sentinel_watch {
 static void primary_is(struct fb_sentinel_watch *w, const struct fb_hostport *at)
 {
   if (w->primary.port && (w->primary.port != at->port || strcmp(w->primary.host, at->host))) {
-    fb_warn("sentinel", "failover: the primary of %s moved from %s:%d to %s:%d; every connection "
-                        "follows",
+    fb_warn("sentinel",
+            "failover: the primary of %s moved from %s:%d to %s:%d; every connection "
+            "follows",
             w->ep->sentinel_master, w->primary.host, w->primary.port, at->host, at->port);
     fb_redis_primary_moved();
   }
@@ -151,8 +151,7 @@ static void listen_on(struct fb_sentinel_watch *w, redisContext *c, const struct
     if (r < 0) return;
     if (r == 0) continue;
     if (redisBufferRead(c) != REDIS_OK) {
-      fb_warn("sentinel", "lost sentinel %s:%d: %s; trying the next", s->host, s->port,
-              c->errstr);
+      fb_warn("sentinel", "lost sentinel %s:%d: %s; trying the next", s->host, s->port, c->errstr);
       return;
     }
     void *v = NULL;

@@ -115,8 +115,8 @@ const char *fb_routing_patch_from_json(const json_t *body, struct fb_routing_pat
     }
     /* What GET answers besides the settings may come back in a PUT. */
     static const char *const read_only[] = {
-        "max_deliveries", "batch_size",    "strategies", "overload_policies", "source",
-        "generation",     "updated_by",    "request_id", "updated_at_ms",     NULL};
+        "max_deliveries", "batch_size", "strategies", "overload_policies", "source",
+        "generation",     "updated_by", "request_id", "updated_at_ms",     NULL};
     bool known = false;
     for (const char *const *ro = read_only; *ro && !known; ro++)
       known = !strcmp(key, *ro);
@@ -160,8 +160,8 @@ struct fb_settings {
 
 static struct fb_routing defaults(const struct fb_config *c)
 {
-  return (struct fb_routing){c->strategy, c->overload_policy, c->frame_max_age_ms,
-                             c->slow_start_ms, c->hash_bound};
+  return (struct fb_routing){c->strategy, c->overload_policy, c->frame_max_age_ms, c->slow_start_ms,
+                             c->hash_bound};
 }
 
 int fb_settings_create(struct fb_settings **out, const struct fb_config *cfg)
@@ -217,8 +217,9 @@ static void from_hash(struct fb_settings *s, const redisReply *h, struct fb_rout
       if (from_text(&out->r, (enum fb_setting)k, v) == 0) {
         out->stored[k] = true;
       } else if (s->bad_generation != out->generation) {
-        fb_warn("settings", "stored routing setting %s='%s' in %s is not valid; using %s's "
-                            "configured value",
+        fb_warn("settings",
+                "stored routing setting %s='%s' in %s is not valid; using %s's "
+                "configured value",
                 f, v, s->key, s->cfg->consumer_name);
         s->bad_generation = out->generation;
       }

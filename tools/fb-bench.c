@@ -76,12 +76,12 @@ struct bench_config {
   struct tk_http_url api;
   const char *api_str;
   const char *token;
-  bool nats;            /* --transport nats: the bench processors are remote */
-  bool jetstream;       /* and the gateway publishes into JetStream */
-  const char *nats_url; /* for the gateway and our own connection */
-  int64_t interval_ms;  /* heartbeats: each processor's heartbeat interval */
-  bool no_heartbeats;   /* heartbeats: a control run, registry only */
-  int64_t replicas;     /* throughput: gateways spawned on the one Redis */
+  bool nats;                   /* --transport nats: the bench processors are remote */
+  bool jetstream;              /* and the gateway publishes into JetStream */
+  const char *nats_url;        /* for the gateway and our own connection */
+  int64_t interval_ms;         /* heartbeats: each processor's heartbeat interval */
+  bool no_heartbeats;          /* heartbeats: a control run, registry only */
+  int64_t replicas;            /* throughput: gateways spawned on the one Redis */
   const char *gateway_env[16]; /* --gateway-env KEY=VALUE, passed to each gateway */
   int ngateway_env;
 };
@@ -837,12 +837,12 @@ static int run_throughput(const struct bench_config *cfg)
     else
       snprintf(name, sizeof name, BENCH_CONSUMER "-%d", k + 1);
     spawn_gateway(&gws[k], cfg, name);
-    tk_log("spawned %s as %s (pid %d, port %d, strategy %s)", cfg->gateway, name,
-           (int)gws[k].pid, gws[k].port, cfg->strategy);
+    tk_log("spawned %s as %s (pid %d, port %d, strategy %s)", cfg->gateway, name, (int)gws[k].pid,
+           gws[k].port, cfg->strategy);
   }
   struct gateway_proc *gw = &gws[0];
-  tk_log("waiting for %lld frames on %lld %s", (long long)cfg->frames,
-         (long long)cfg->processors, where);
+  tk_log("waiting for %lld frames on %lld %s", (long long)cfg->frames, (long long)cfg->processors,
+         where);
 
   int64_t t_first = 0, t_routed = 0, t_acked = 0, sum = 0, dlq = 0, pending = -1, lag = -1;
   long long t_routed_ticks = -1;

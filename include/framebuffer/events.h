@@ -31,7 +31,7 @@ struct fb_event {
   char status[40];
   char detail[300];
   char replica[FB_NAME_MAX]; /* consumer name of the replica where it happened */
-  char request_id[129]; /* the API request that caused it, or "" */
+  char request_id[129];      /* the API request that caused it, or "" */
 };
 
 struct fb_events;

@@ -44,10 +44,10 @@ struct fb_routing {
 /* The settings in effect and where they came from. */
 struct fb_routing_info {
   struct fb_routing r;
-  bool stored[FB_SET_COUNT]; /* from Redis; else this replica's configuration */
-  long long generation;      /* of the stored set; 0 = never changed */
+  bool stored[FB_SET_COUNT];    /* from Redis; else this replica's configuration */
+  long long generation;         /* of the stored set; 0 = never changed */
   char updated_by[FB_NAME_MAX]; /* consumer name of the replica that changed it */
-  char request_id[129];      /* X-Request-ID of that change */
+  char request_id[129];         /* X-Request-ID of that change */
   int64_t updated_at_ms;
 };
 
