@@ -118,6 +118,8 @@ struct fb_ingest {
   size_t nheld;
   bool resending; /* draining the pipeline for, or running, a resend */
   int64_t next_touch_ms;
+  int64_t next_resend_ms; /* after a resend was refused again */
+  int resend_backoff_ms;
   bool held_overflow_said;
 
   struct op ops[NBATCH + 1]; /* FIFO of replies we wait for */
@@ -938,9 +940,9 @@ static void claim_step(struct fb_ingest *g)
   }
 }
 
-/* Runs XCLAIM of `n` held ids (to ourselves, min idle 0), with JUSTID when
- * only their idle time is to be reset. Returns the reply or NULL. */
-static redisReply *claim_held(struct fb_ingest *g, char (*ids)[32], size_t n, bool justid)
+/* Runs XCLAIM JUSTID of `n` held ids (to ourselves, min idle 0): resets
+ * their idle time. Returns the reply or NULL. */
+static redisReply *touch_ids(struct fb_ingest *g, char (*ids)[32], size_t n)
 {
   const char **argv = calloc(n + 6, sizeof *argv);
   if (!argv) return NULL;
@@ -952,7 +954,7 @@ static redisReply *claim_held(struct fb_ingest *g, char (*ids)[32], size_t n, bo
   argv[k++] = "0";
   for (size_t i = 0; i < n; i++)
     argv[k++] = ids[i];
-  if (justid) argv[k++] = "JUSTID";
+  argv[k++] = "JUSTID";
   redisReply *rep = command(g, (int)k, argv);
   free(argv);
   return rep;
@@ -968,31 +970,70 @@ static void touch_held(struct fb_ingest *g)
   g->next_touch_ms = now + (every < 100 ? 100 : every > 10000 ? 10000 : every);
   for (size_t done = 0; done < g->nheld;) {
     size_t n = g->nheld - done < 1000 ? g->nheld - done : 1000;
-    redisReply *rep = claim_held(g, g->held_ids + done, n, true);
+    redisReply *rep = touch_ids(g, g->held_ids + done, n);
     if (!rep) return;
     freeReplyObject(rep);
     done += n;
   }
 }
 
-/* NATS is back: hands the held entries off again, a batch at a time. */
+/* KEYS[1] the input; ARGV group, consumer, ids... The held entries that are
+ * still ours, claimed JUSTID (which does not count as a delivery: waiting
+ * for NATS must not make a frame poison), with their fields, as XCLAIM
+ * would answer them. */
+static const char take_held_script[] =
+    "local ids = {}\n"
+    "for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end\n"
+    "local out = {}\n"
+    "for _, id in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids),\n"
+    "                               'JUSTID')) do\n"
+    "  local e = redis.call('XRANGE', KEYS[1], id, id)\n"
+    "  if e[1] then out[#out + 1] = e[1] end\n"
+    "end\n"
+    "return out\n";
+
+/* NATS is back: hands the held entries off again, a batch at a time. When
+ * they are refused again (a JetStream stream electing a leader, say), the
+ * next try waits, 250 ms doubling to 4 s. */
 static void resend_step(struct fb_ingest *g)
 {
   size_t n = g->nheld < (size_t)g->cfg->batch_size ? g->nheld : (size_t)g->cfg->batch_size;
-  redisReply *rep = claim_held(g, g->held_ids, n, false);
+  const char **argv = calloc(n + 6, sizeof *argv);
+  if (!argv) return;
+  size_t k = 0;
+  argv[k++] = "EVAL";
+  argv[k++] = take_held_script;
+  argv[k++] = "1";
+  argv[k++] = g->cfg->input_stream;
+  argv[k++] = g->cfg->consumer_group;
+  argv[k++] = g->cfg->consumer_name;
+  for (size_t i = 0; i < n; i++)
+    argv[k++] = g->held_ids[i];
+  redisReply *rep = command(g, (int)k, argv);
+  free(argv);
   if (!rep) return;
   memmove(g->held_ids, g->held_ids + n, (g->nheld - n) * sizeof g->held_ids[0]);
   g->nheld -= n;
-  if (!g->nheld) g->resending = false;
+  size_t left = g->nheld;
   struct batch *b = batch_get(g);
   b->reply = rep;
   b->read_ns = fb_mono_ns();
   if (rep->type != REDIS_REPLY_ARRAY || !take_entries(b, rep, (size_t)g->cfg->batch_size)) {
+    if (rep->type == REDIS_REPLY_ERROR) fb_warn("ingest", "taking held entries: %s", rep->str);
     batch_clear(b); /* acked meanwhile, or no longer in the stream */
-    return;
+  } else {
+    fb_info("ingest", "handing off %zu remote frames that waited for NATS", b->n);
+    if (hand_off_now(g, b) == -ENOMEM) batch_clear(b);
   }
-  fb_info("ingest", "NATS is back: handing off %zu remote frames that waited for it", b->n);
-  if (hand_off_now(g, b) == -ENOMEM) batch_clear(b);
+  if (g->nheld > left) { /* some were held again */
+    g->resending = false;
+    g->resend_backoff_ms = g->resend_backoff_ms ? g->resend_backoff_ms * 2 : 250;
+    if (g->resend_backoff_ms > 4000) g->resend_backoff_ms = 4000;
+    g->next_resend_ms = fb_mono_ms() + g->resend_backoff_ms;
+  } else {
+    g->resend_backoff_ms = 0;
+    if (!g->nheld) g->resending = false;
+  }
 }
 
 /* One step of live reading: keeps a read and up to MAX_TX hand-offs in
@@ -1004,7 +1045,9 @@ static void live_step(struct fb_ingest *g)
     g->claiming = true;
     snprintf(g->cursor, sizeof g->cursor, "0-0");
   }
-  if (g->nheld && !g->resending && g->nats && fb_nats_is_connected(g->nats)) g->resending = true;
+  if (g->nheld && !g->resending && g->nats && fb_nats_is_connected(g->nats) &&
+      fb_mono_ms() >= g->next_resend_ms)
+    g->resending = true;
   if (!stopping && !g->claiming && !g->resending && !g->nblocked && !g->read_in_flight &&
       g->tx_in_flight < MAX_TX && (!g->idle || g->op_count == 0))
     send_read(g, true);
