@@ -260,8 +260,9 @@ void fb_settings_poll(struct fb_settings *s, struct fb_redis *r)
 }
 
 /* KEYS[1] the hash; ARGV: reset ("1"/"0"), replica, request id, now,
- * then field/value pairs. Answers the whole hash as it is afterwards. */
+ * then field/value pairs. Answers the whole hash before and after. */
 static const char store_script[] =
+    "local before = redis.call('HGETALL', KEYS[1])\n"
     "if ARGV[1] == '1' then\n"
     "  redis.call('HDEL', KEYS[1], 'strategy', 'overload_policy', 'frame_max_age_ms',\n"
     "             'slow_start_ms', 'hash_bound')\n"
@@ -270,14 +271,13 @@ static const char store_script[] =
     "redis.call('HINCRBY', KEYS[1], 'generation', 1)\n"
     "redis.call('HSET', KEYS[1], 'updated_by', ARGV[2], 'request_id', ARGV[3],\n"
     "           'updated_at_ms', ARGV[4])\n"
-    "return redis.call('HGETALL', KEYS[1])\n";
+    "return {before, redis.call('HGETALL', KEYS[1])}\n";
 
 int fb_settings_store(struct fb_settings *s, struct fb_redis *r,
                       const struct fb_routing_patch *patch, const char *replica,
                       const char *request_id, struct fb_routing_info *before,
                       struct fb_routing_info *after)
 {
-  fb_settings_get(s, before);
   char now[24], values[FB_SET_COUNT][64];
   snprintf(now, sizeof now, "%lld", (long long)fb_wall_ms());
   const char *argv[8 + 2 * FB_SET_COUNT];
@@ -297,7 +297,7 @@ int fb_settings_store(struct fb_settings *s, struct fb_redis *r,
       argv[argc++] = values[k];
     }
   redisReply *rep = fb_redis_argv(r, argc, argv, NULL);
-  if (!rep || rep->type != REDIS_REPLY_ARRAY) {
+  if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
     if (rep) {
       fb_warn("settings", "storing the routing settings: %s",
               rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
@@ -305,7 +305,10 @@ int fb_settings_store(struct fb_settings *s, struct fb_redis *r,
     }
     return -EIO;
   }
-  from_hash(s, rep, after);
+  /* Before and after as stored, not as this replica last polled them: a
+   * change made elsewhere a moment ago is not this one's. */
+  from_hash(s, rep->element[0], before);
+  from_hash(s, rep->element[1], after);
   freeReplyObject(rep);
   apply(s, after);
   return 0;

@@ -83,8 +83,8 @@ void fb_settings_get(struct fb_settings *s, struct fb_routing_info *out);
 /*
  * API thread: stores `patch` for the fleet (NULL: removes every stored
  * setting, back to the configured defaults), marked with `replica` and
- * `request_id`, and applies the result here at once. The settings before
- * and after go to `before`/`after`. Returns 0, or -EIO when Redis is not
+ * `request_id`, and applies the result here at once. The settings as stored
+ * just before and just after go to `before`/`after`. Returns 0, or -EIO when Redis is not
  * reachable (nothing changed).
  */
 int fb_settings_store(struct fb_settings *s, struct fb_redis *r,
