@@ -21,7 +21,6 @@ struct fb_events {
   uint64_t next_seq;                    /* guarded by lock; first is 1 */
   void (*wake)(void *arg);              /* guarded by lock */
   void *wake_arg;                       /* guarded by lock */
-  bool use_outbox;                      /* guarded by lock */
   struct fb_event *outbox;              /* FB_EVENTS_OUTBOX, FIFO; guarded by lock */
   size_t out_head, out_count;           /* guarded by lock */
 };
@@ -90,7 +89,7 @@ static void emit(struct fb_app *app, const char *request_id, const char *event,
   struct fb_events *e = app->events;
   if (!e) return;
   pthread_mutex_lock(&e->lock);
-  if (e->use_outbox && e->out_count < FB_EVENTS_OUTBOX)
+  if (e->out_count < FB_EVENTS_OUTBOX)
     e->outbox[(e->out_head + e->out_count++) % FB_EVENTS_OUTBOX] = ev;
   else
     push_locked(e, &ev); /* shown here at least */
@@ -113,13 +112,6 @@ void fb_event_emit_by(struct fb_app *app, const char *request_id, const char *ev
   va_start(ap, fmt);
   emit(app, request_id, event, processor_id, status, fmt, ap);
   va_end(ap);
-}
-
-void fb_events_use_outbox(struct fb_events *e, bool on)
-{
-  pthread_mutex_lock(&e->lock);
-  e->use_outbox = on;
-  pthread_mutex_unlock(&e->lock);
 }
 
 size_t fb_events_take_outbox(struct fb_events *e, struct fb_event *out, size_t max)

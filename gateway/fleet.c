@@ -148,7 +148,6 @@ static int start(struct fb_fleet *f, struct fb_redis *r)
   freeReplyObject(ev);
   freeReplyObject(hb);
   f->started = true;
-  fb_events_use_outbox(f->app->events, true);
   return 0;
 }
 
@@ -218,7 +217,6 @@ static void exchange(struct fb_fleet *f, struct fb_redis *r)
     void *v = NULL;
     if (redisGetReply(c, &v) != REDIS_OK) {
       fb_redis_drop(r, c->errstr);
-      fb_events_use_outbox(f->app->events, false);
       show_here(f, n);
       return;
     }
@@ -547,14 +545,11 @@ void fb_fleet_tick(struct fb_fleet *f, struct fb_redis *r)
     f->next_view_ms = now + VIEW_EVERY_MS;
     publish_and_read(f, r);
   }
-  if (fb_redis_ensure(r)) {
+  if (fb_redis_ensure(r) || (!f->started && start(f, r))) {
     /* Events must still show here while Redis is away. */
-    fb_events_use_outbox(f->app->events, false);
     show_here(f, fb_events_take_outbox(f->app->events, f->batch, OUTBOX_BATCH));
     return;
   }
-  if (!f->started && start(f, r)) return;
-  fb_events_use_outbox(f->app->events, true);
   exchange(f, r);
   if (now >= f->next_settings_ms) {
     f->next_settings_ms = now + SETTINGS_EVERY_MS;

@@ -5,8 +5,7 @@
  * every dashboard of the fleet: fb_event_emit puts it in an outbox, the
  * control thread appends the outbox to the fleet's event stream in Redis and
  * feeds what every replica appended into the ring the dashboard reads (see
- * fleet.h). Without the fleet (or while Redis is away) events go straight
- * to the ring.
+ * fleet.h); while Redis is away it moves them straight to the ring.
  *
  * Threads: any thread emits; the ring and the outbox are guarded by `lock`.
  */
@@ -53,10 +52,6 @@ void fb_event_emit(struct fb_app *app, const char *event, const char *processor_
 void fb_event_emit_by(struct fb_app *app, const char *request_id, const char *event,
                       const char *processor_id, const char *status, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
-
-/* Control thread: from now on, events go to the outbox (true) or straight
- * to the ring (false). */
-void fb_events_use_outbox(struct fb_events *e, bool on);
 
 /* Control thread: moves up to `max` events out of the outbox, oldest first.
  * Returns how many. */
