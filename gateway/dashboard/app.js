@@ -6,7 +6,16 @@
  * history), a "snapshot" (the fields of GET /api/v1/stats) about four times a
  * second, and an "event" whenever something happens. The page itself only
  * asks GET /readyz once (to tell NATS "disabled" from "down") and sends
- * PUT /api/v1/routing when the operator changes the strategy.
+ * PUT /api/v1/routing when the operator changes the strategy, DELETE
+ * /api/v1/routing when they reset the settings to the configured ones.
+ *
+ * The gateway runs as a fleet of replicas sharing one Redis. A snapshot's
+ * own fields are the serving replica's; `fleet` holds the totals over every
+ * live replica and `replicas` each one's figures (both refreshed once a
+ * second). The page shows the fleet unless the operator picks one replica
+ * (the KPIs and drops then show that replica's entry of `replicas`; the
+ * chart and the processor table stay fleet-wide). A snapshot without
+ * `fleet` (an older gateway) shows the serving replica's own figures.
  */
 "use strict";
 
@@ -114,7 +123,12 @@
     dirty: {},             // the operator picked something not yet applied
     snapshots: 0,          // snapshots received (tests read it)
     perf: { message: [], render: [] },
-    logPaused: false
+    logPaused: false,
+    scope: storageGet("sessionStorage", "fb-scope") || "", // "" = the fleet, else a replica's consumer name
+    dropKey: null,         // the scope dropWin was taken for
+    source: null,          // routing setting -> "fleet" | "config" (null: the gateway does not say)
+    routingMeta: null,     // {generation, updatedBy, requestId, updatedAt}
+    self: null             // the serving replica's consumer name
   };
 
   // --------------------------------------------------------- connection
@@ -242,6 +256,7 @@
     conn.attempt = 0;
     state.authRequired = !!m.auth_required;
     $("#token-row").hidden = !state.authRequired && !$("#token-row").dataset.forced;
+    state.self = typeof m.consumer === "string" ? m.consumer : state.self;
     setText(tid("consumer"), m.consumer || "—");
     setText(tid("version"), m.version ? "v" + m.version : "v—");
     if (Array.isArray(m.history)) {
@@ -268,7 +283,9 @@
 
   function onSnapshot(s) {
     state.snap = s;
-    var f = s.frames || {};
+    // The chart shows the fleet (the hello's history is the fleet's too);
+    // without a fleet view, this replica.
+    var f = fleetOf(s) || s.frames || {};
     var t = num(s.now_ms) || Date.now();
     var h = state.history;
     var last = h.length ? h[h.length - 1] : null;
@@ -284,7 +301,7 @@
     state.snapshots++;
     routingFromSnapshot(s.routing);
     updateProcs(s, t);
-    trackDrops(s, t);
+    trackDrops(scoped(s), t);
     scheduleRender();
   }
 
@@ -322,8 +339,11 @@
       var p = list[i] || {};
       var id = String(p.id);
       seen.add(id);
-      var routed = num(p.frames_routed) || 0;
-      var rate = num(p.rate);
+      // The fleet's counts when the gateway gives them, else this replica's.
+      var ownRouted = num(p.frames_routed), ownRate = num(p.rate);
+      var fleetRouted = num(p.fleet_frames_routed), fleetRate = num(p.fleet_rate);
+      var routed = (fleetRouted != null ? fleetRouted : ownRouted) || 0;
+      var rate = fleetRouted != null ? fleetRate : ownRate;
       if (rate == null) {
         // No rate from the gateway: derive it from frames_routed.
         var r = state.rates.get(id);
@@ -353,6 +373,8 @@
         capsText: caps.join(", "),
         rate: rate,
         routed: routed,
+        ownRate: fleetRouted != null ? ownRate : null, // this replica's share, for the tooltip
+        ownRouted: fleetRouted != null ? ownRouted : null,
         depth: num(p.queue_depth) || 0,
         maxq: maxq,
         capacity: num(p.capacity),
@@ -481,9 +503,17 @@
       td.title = p.capsText;
     });
     var rate = fmtRate(p.rate);
-    put(tr, 4, rate, function (td) { td.textContent = rate; td.setAttribute("data-value", String(p.rate)); });
+    put(tr, 4, rate + "|" + p.ownRate, function (td) {
+      td.textContent = rate;
+      td.setAttribute("data-value", String(p.rate));
+      td.title = p.ownRate == null ? "" : "whole fleet; this replica " + fmtRate(p.ownRate) + " frames/s";
+    });
     var routed = fmtInt(p.routed);
-    put(tr, 5, routed, function (td) { td.textContent = routed; td.setAttribute("data-value", String(p.routed)); });
+    put(tr, 5, routed + "|" + p.ownRouted, function (td) {
+      td.textContent = routed;
+      td.setAttribute("data-value", String(p.routed));
+      td.title = p.ownRouted == null ? "" : "whole fleet; this replica " + fmtInt(p.ownRouted);
+    });
     var frac = p.maxq > 0 ? Math.min(1, p.depth / p.maxq) : 0;
     var qkey = p.depth + "/" + p.maxq;
     put(tr, 6, qkey, function (td) {
@@ -597,7 +627,246 @@
     scheduleRender();
   });
 
+  // -------------------------------------------------------------- scope
+
+  /* The snapshot's totals over the fleet, or null when the gateway sends none. */
+  function fleetOf(s) {
+    var f = s && s.fleet;
+    return f && typeof f === "object" && num(f.in_per_s) != null ? f : null;
+  }
+
+  /* The snapshot's replicas (sorted by consumer name by the gateway). */
+  function replicasOf(s) {
+    if (!s || !Array.isArray(s.replicas)) return [];
+    return s.replicas.filter(function (r) { return r && typeof r === "object" && typeof r.consumer === "string"; });
+  }
+
+  /* What the KPIs and the drops table show: the fleet, one replica's entry
+   * of `replicas`, or (no fleet view) the serving replica's own figures.
+   * asOf: the gateway time the figures are from (the fleet's: its oldest
+   * replica's). */
+  function scoped(s) {
+    var fl = fleetOf(s), reps = replicasOf(s);
+    if (fl && state.scope) {
+      for (var i = 0; i < reps.length; i++) {
+        var r = reps[i];
+        if (r.consumer !== state.scope) continue;
+        return {
+          kind: "replica", name: r.consumer, self: r.self === true,
+          in: num(r.in_per_s), out: num(r.out_per_s), consumed: num(r.consumed),
+          distributed: num(r.distributed), blocked: num(r.blocked),
+          dropped: r.dropped || {}, dlq: r.dlq || {}, lat: r.routing_latency_ms || {},
+          asOf: num(r.last_seen_ms)
+        };
+      }
+      return {
+        kind: "gone", name: state.scope, in: null, out: null, consumed: null, distributed: null,
+        blocked: null, dropped: {}, dlq: {}, lat: {}, asOf: null
+      };
+    }
+    if (fl) {
+      var asOf = null;
+      reps.forEach(function (r) {
+        var t = num(r.last_seen_ms);
+        if (t != null && (asOf == null || t < asOf)) asOf = t;
+      });
+      return {
+        kind: "fleet", name: "", in: num(fl.in_per_s), out: num(fl.out_per_s), consumed: num(fl.consumed),
+        distributed: num(fl.distributed), blocked: num(fl.blocked), dropped: fl.dropped || {}, dlq: fl.dlq || {},
+        lat: fl.routing_latency_ms || {}, asOf: asOf != null ? asOf : num(s.now_ms), replicas: num(fl.replicas)
+      };
+    }
+    var f = s.frames || {};
+    return {
+      kind: "self", name: String(s.consumer || ""), in: num(f.in_per_s), out: num(f.out_per_s),
+      consumed: num(f.consumed), distributed: num(f.distributed), blocked: num(f.blocked),
+      dropped: s.dropped || {}, dlq: s.dlq || {}, lat: s.routing_latency_ms || {}, asOf: num(s.now_ms)
+    };
+  }
+
+  function setScope(name) {
+    name = name || "";
+    if (state.scope === name) return;
+    state.scope = name;
+    storageSet("sessionStorage", "fb-scope", name);
+    state.dropWin = [];
+    state.dropKey = null;
+    if (state.snap) trackDrops(scoped(state.snap), num(state.snap.now_ms) || Date.now());
+    scheduleRender();
+  }
+
+  var scopeBar = tid("scope-bar");
+  var scopeSelect = tid("scope-select");
+  var kpisEl = tid("kpis");
+  scopeSelect.addEventListener("change", function () { setScope(scopeSelect.value); });
+
+  function renderScope(s, sc) {
+    var fl = fleetOf(s), reps = replicasOf(s);
+    scopeBar.hidden = !fl;
+    tid("replica-count-wrap").hidden = !fl;
+    tid("proc-scope").hidden = !fl;
+    tid("conns-label").hidden = !fl;
+    setText(tid("chart-scope"), fl ? "whole fleet" : "this replica");
+    var nrep = fl ? num(fl.replicas) : null;
+    if (nrep == null && fl) nrep = reps.length;
+    show(tid("replica-count"), nrep, nrep == null ? "—" : fmtInt(nrep) + (nrep === 1 ? " replica" : " replicas"));
+
+    var pick = sc.kind === "replica" || sc.kind === "gone" ? sc.name : "";
+    if (kpisEl.getAttribute("data-scope") !== pick) kpisEl.setAttribute("data-scope", pick);
+    if (kpisEl.getAttribute("data-scope-kind") !== sc.kind) kpisEl.setAttribute("data-scope-kind", sc.kind);
+    var asOf = sc.asOf == null ? "" : String(sc.asOf);
+    if (kpisEl.getAttribute("data-as-of") !== asOf) kpisEl.setAttribute("data-as-of", asOf);
+    setText(tid("reasons-scope"), sc.kind === "fleet" ? " · whole fleet" : pick ? " · " + pick : "");
+    if (!fl) return;
+
+    // The selector: the fleet, then every live replica (and a picked one
+    // that has gone, so the choice stays visible).
+    var opts = [["", "Whole fleet · " + fmtInt(nrep) + (nrep === 1 ? " replica" : " replicas")]];
+    reps.forEach(function (r) { opts.push([r.consumer, r.consumer + (r.self ? " · this page" : "")]); });
+    if (sc.kind === "gone") opts.push([sc.name, sc.name + " · gone"]);
+    var want = opts.map(function (o) { return o[0] + "\t" + o[1]; }).join("\n");
+    if (scopeSelect._key !== want) {
+      scopeSelect._key = want;
+      scopeSelect.textContent = "";
+      opts.forEach(function (o) { var e = el("option", "", o[1]); e.value = o[0]; scopeSelect.appendChild(e); });
+    }
+    if (scopeSelect.value !== pick) scopeSelect.value = pick;
+
+    scopeBar.setAttribute("data-scope", pick);
+    scopeBar.classList.toggle("picked", !!pick);
+    scopeBar.classList.toggle("gone", sc.kind === "gone");
+    var now = num(s.now_ms);
+    var age = sc.asOf != null && now != null ? " · as of " + fmtAge(now - sc.asOf) + " ago" : "";
+    if (sc.kind === "fleet") {
+      setText(tid("scope-label"), "Whole fleet");
+      setText(tid("scope-note"), "totals over " + fmtInt(nrep) + " live " + (nrep === 1 ? "replica" : "replicas") + age);
+    } else if (sc.kind === "replica") {
+      setText(tid("scope-label"), "Replica " + sc.name + (sc.self ? " (this page)" : ""));
+      setText(tid("scope-note"), "its own figures" + age + " · the chart and the processor table show the whole fleet");
+    } else {
+      setText(tid("scope-label"), "Replica " + sc.name);
+      setText(tid("scope-note"), "not live any more: it stopped publishing its figures · pick the fleet or another replica");
+    }
+  }
+
+  // ------------------------------------------------------------ replicas
+
+  var replicasCard = tid("replicas-card");
+  var replicaBody = $("#replica-body");
+  var replicaTotal = $("#replica-total");
+  var replicaRows = new Map(); // consumer -> tr
+  var RCOLS = ["r-name", "r-ver", "r-up", "r-conn", "c-num r-in", "c-num r-out", "c-num r-cons", "c-num r-p99", "c-num r-seen"];
+
+  function makeReplicaRow(name) {
+    var tr = el("tr");
+    tr.setAttribute("data-testid", "replica-row");
+    tr.setAttribute("data-consumer", name);
+    tr._cells = RCOLS.map(function (c) { var td = el("td", c); tr.appendChild(td); return td; });
+    var b = el("button", "rsel");
+    b.type = "button";
+    b.setAttribute("data-consumer", name);
+    b.appendChild(el("span", "rname", name));
+    tr._self = el("span", "self-tag", "this page");
+    tr._self.setAttribute("data-testid", "replica-self");
+    tr._self.hidden = true;
+    b.appendChild(tr._self);
+    tr._cells[0].appendChild(b);
+    ["replica-name", "replica-version", "replica-uptime", "replica-conns", "replica-in", "replica-out",
+      "replica-consumed", "replica-p99", "replica-seen"].forEach(function (t, i) { tr._cells[i].setAttribute("data-testid", t); });
+    ["redis", "group", "nats"].forEach(function (k) {
+      var c = el("span", "cb", k);
+      c.setAttribute("data-conn", k);
+      tr._cells[3].appendChild(c);
+    });
+    return tr;
+  }
+
+  function connBadge(c, v) {
+    var val = v === true ? "true" : v === false ? "false" : "off";
+    if (c.getAttribute("data-up") !== val) {
+      c.setAttribute("data-up", val);
+      c.title = c.getAttribute("data-conn") + (val === "true" ? ": connected" : val === "false" ? ": down" : ": not used");
+    }
+  }
+
+  function renderReplicas(s) {
+    var fl = fleetOf(s), reps = replicasOf(s);
+    replicasCard.hidden = !fl;
+    if (!fl) return;
+    var now = num(s.now_ms);
+    var myVersion = null;
+    reps.forEach(function (r) { if (r.self) myVersion = r.version; });
+    setText(tid("replica-summary"), "· " + fmtInt(reps.length) + " live");
+    var keep = new Map();
+    var node = replicaBody.firstChild;
+    reps.forEach(function (r) {
+      var tr = replicaRows.get(r.consumer) || makeReplicaRow(r.consumer);
+      keep.set(r.consumer, tr);
+      if (node !== tr) replicaBody.insertBefore(tr, node);
+      else node = node.nextSibling;
+      var c = tr._cells;
+      var self = r.self === true;
+      if (tr.getAttribute("data-self") !== String(self)) {
+        tr.setAttribute("data-self", String(self));
+        tr._self.hidden = !self;
+        tr.classList.toggle("self", self);
+      }
+      var sel = state.scope === r.consumer;
+      if (tr.getAttribute("aria-selected") !== String(sel)) tr.setAttribute("aria-selected", String(sel));
+      var ver = r.version == null ? "—" : String(r.version);
+      setText(c[1], ver);
+      c[1].classList.toggle("diff", myVersion != null && r.version !== myVersion);
+      c[1].title = c[1].classList.contains("diff") ? "not the version of the replica serving this page" : "";
+      show(c[2], r.uptime_s, fmtUptime(num(r.uptime_s)));
+      var cn = r.connections || {};
+      var bs = c[3].children;
+      connBadge(bs[0], cn.redis);
+      connBadge(bs[1], cn.group);
+      connBadge(bs[2], cn.nats === "disabled" ? null : cn.nats);
+      show(c[4], r.in_per_s, fmtRate(num(r.in_per_s)));
+      show(c[5], r.out_per_s, fmtRate(num(r.out_per_s)));
+      show(c[6], r.consumed, fmtInt(num(r.consumed)));
+      var p99 = r.routing_latency_ms ? num(r.routing_latency_ms.p99) : null;
+      show(c[7], p99, fmtMs(p99));
+      var seen = num(r.last_seen_ms);
+      var age = seen != null && now != null ? Math.max(0, now - seen) : num(r.age_ms);
+      show(c[8], seen, age == null ? "—" : fmtAge(age) + " ago");
+      c[8].classList.toggle("late", age != null && age > 3000);
+      c[8].title = seen == null ? "" : "figures published " + new Date(seen).toLocaleString();
+    });
+    replicaRows.forEach(function (tr, name) { if (!keep.has(name)) tr.remove(); });
+    replicaRows = keep;
+
+    var t = replicaTotal.children;
+    setText(t[0].firstChild, "Whole fleet");
+    replicaTotal.setAttribute("aria-selected", String(!state.scope));
+    show(t[4], fl.in_per_s, fmtRate(num(fl.in_per_s)));
+    show(t[5], fl.out_per_s, fmtRate(num(fl.out_per_s)));
+    show(t[6], fl.consumed, fmtInt(num(fl.consumed)));
+    var fp99 = fl.routing_latency_ms ? num(fl.routing_latency_ms.p99) : null;
+    show(t[7], fp99, fmtMs(fp99));
+  }
+
+  tid("replica-table").addEventListener("click", function (e) {
+    var tr = e.target.closest("tr");
+    if (!tr || !tr.parentNode || tr.parentNode.tagName === "THEAD") return;
+    var name = tr.id === "replica-total" ? "" : tr.getAttribute("data-consumer") || "";
+    // A second click on the picked replica goes back to the fleet.
+    setScope(name && name === state.scope ? "" : name);
+  });
+
   // --------------------------------------------------------- KPI, drops
+
+  function trackDrops(sc, t) {
+    var key = sc.kind + ":" + sc.name;
+    if (state.dropKey !== key) {
+      state.dropWin = [];
+      state.dropKey = key;
+    }
+    var w = state.dropWin;
+    w.push({ t: t, dropped: sc.dropped || {}, dlq: sc.dlq || {} });
+    while (w.length > 2 && w[0].t < t - 10000) w.shift();
+  }
 
   var REASONS = ["malformed", "no_processor", "expired", "overloaded", "poison", "missing", "trimmed"];
 
@@ -616,11 +885,6 @@
     return t;
   }
 
-  function trackDrops(s, t) {
-    var w = state.dropWin;
-    w.push({ t: t, dropped: s.dropped || {}, dlq: s.dlq || {} });
-    while (w.length > 2 && w[0].t < t - 10000) w.shift();
-  }
 
   /* Per-second growth of a counter over the window (null: not enough data). */
   function growth(kind, reason) {
@@ -637,8 +901,8 @@
   var reasonsBody = $("#reasons-body");
   var reasonRows = new Map();
 
-  function renderReasons(s) {
-    var dropped = s.dropped || {}, dlq = s.dlq || {};
+  function renderReasons(sc) {
+    var dropped = sc.dropped || {}, dlq = sc.dlq || {};
     var names = REASONS.slice();
     Object.keys(dropped).concat(Object.keys(dlq)).forEach(function (k) {
       if (names.indexOf(k) < 0) names.push(k);
@@ -675,18 +939,23 @@
     if (r) td.appendChild(el("span", "delta", r));
   }
 
-  function renderKpis(s) {
+  /* sc: what scoped(s) says the figures are (the fleet, one replica, or
+   * this replica without a fleet view). */
+  function renderKpis(s, sc) {
     var f = s.frames || {};
-    var lat = s.routing_latency_ms || {};
-    show(tid("frames-in"), f.in_per_s, fmtRate(f.in_per_s));
-    show(tid("frames-out"), f.out_per_s, fmtRate(f.out_per_s));
-    show(tid("frames-consumed"), f.consumed, fmtInt(f.consumed));
-    show(tid("frames-distributed"), f.distributed, fmtInt(f.distributed));
+    var lat = sc.lat || {};
+    show(tid("frames-in"), sc.in, fmtRate(sc.in));
+    show(tid("frames-out"), sc.out, fmtRate(sc.out));
+    show(tid("frames-consumed"), sc.consumed, fmtInt(sc.consumed));
+    show(tid("frames-distributed"), sc.distributed, fmtInt(sc.distributed));
+    // The lag and the pending count are the consumer group's: one figure
+    // for every replica, whatever the scope.
     show(tid("consumer-lag"), f.consumer_lag, fmtInt(f.consumer_lag));
     show(tid("frames-pending"), f.pending, fmtInt(f.pending));
+    var fl = fleetOf(s);
     tid("consumer-lag").classList.toggle("warn",
-      (f.consumer_lag || 0) > Math.max(1000, 2 * (f.in_per_s || 0)));
-    tid("blocked").hidden = !f.blocked;
+      (f.consumer_lag || 0) > Math.max(1000, 2 * ((fl ? fl.in_per_s : f.in_per_s) || 0)));
+    tid("blocked").hidden = !sc.blocked;
     show(tid("latency-p50"), lat.p50, fmtMs(lat.p50));
     show(tid("latency-p99"), lat.p99, fmtMs(lat.p99));
     show(tid("latency-mean"), lat.mean, fmtMs(lat.mean));
@@ -698,7 +967,8 @@
       e.parentNode.classList.toggle("zero", !c[k]);
     });
 
-    var dt = sum(s.dropped), qt = sum(s.dlq);
+    var gone = sc.kind === "gone";
+    var dt = gone ? null : sum(sc.dropped), qt = gone ? null : sum(sc.dlq);
     show(tid("dropped-total"), dt, fmtInt(dt));
     show(tid("dlq-total"), qt, fmtInt(qt));
     tid("dropped-total").classList.toggle("bad", dt > 0);
@@ -743,6 +1013,9 @@
     { key: "overload_policy", list: "overload_policies", sel: tid("overload-select") }
   ];
   var applyBtn = tid("strategy-apply");
+  var resetBtn = tid("routing-reset");
+  /* The settings the fleet stores (GET /api/v1/routing's "source"). */
+  var SOURCE_KEYS = ["strategy", "overload_policy", "frame_max_age_ms", "slow_start_ms", "hash_bound"];
   var tokenInput = tid("api-token");
   var formMsg = tid("strategy-msg");
   var routingBusy = false;
@@ -757,10 +1030,62 @@
     // A snapshot that left the gateway before our PUT was answered would
     // undo what the operator sees for a moment: trust the PUT's answer first.
     if (!r || performance.now() - appliedAt < 800) return;
+    takeRouting(r);
+  }
+
+  /* The routing settings as GET /api/v1/routing (or the snapshot) gives them. */
+  function takeRouting(r) {
     FIELDS.forEach(function (f) {
       if (typeof r[f.key] === "string") state.current[f.key] = r[f.key];
       if (Array.isArray(r[f.list])) state.options[f.key] = r[f.list].map(String);
     });
+    state.source = r.source && typeof r.source === "object" ? r.source : null;
+    state.routingMeta = {
+      generation: num(r.generation),
+      updatedBy: typeof r.updated_by === "string" ? r.updated_by : null,
+      requestId: typeof r.request_id === "string" ? r.request_id : null,
+      updatedAt: num(r.updated_at_ms)
+    };
+  }
+
+  /* Where each setting comes from: the fleet's stored set or the replica's
+   * configuration; and who changed the stored set last. */
+  function renderSources() {
+    var src = state.source;
+    var anyFleet = false;
+    SOURCE_KEYS.forEach(function (k) {
+      var e = tid("src-" + k);
+      var v = src && (src[k] === "fleet" || src[k] === "config") ? src[k] : "";
+      if (v === "fleet") anyFleet = true;
+      e.hidden = !v;
+      if (e.getAttribute("data-src") !== v) {
+        e.setAttribute("data-src", v);
+        e.textContent = v;
+        e.title = v === "fleet" ? "set for the whole fleet (stored in Redis)" : "this replica's configured value";
+      }
+    });
+    tid("src-max_deliveries").hidden = !src;
+    tid("src-batch_size").hidden = !src;
+    tid("routing-scope").hidden = !src;
+    resetBtn.hidden = !src;
+    resetBtn.disabled = routingBusy || !anyFleet;
+    resetBtn.title = anyFleet
+      ? "Remove the fleet's stored settings: every replica goes back to its configured values"
+      : "Nothing to reset: every setting is the configured one";
+    var origin = tid("routing-origin");
+    origin.hidden = !src;
+    if (!src) return;
+    var m = state.routingMeta || {};
+    var now = state.snap && num(state.snap.now_ms) != null ? state.snap.now_ms : Date.now();
+    var last = m.updatedBy
+      ? "by " + m.updatedBy + (m.updatedAt != null ? " " + fmtAge(now - m.updatedAt) + " ago" : "")
+      : "";
+    setText(origin, anyFleet
+      ? "Stored for the fleet" + (last ? " " + last : "") + (m.generation != null ? " · generation " + m.generation : "")
+      : "Every replica uses its configured values" + (last ? " · last change " + last : ""));
+    var title = m.requestId ? "request " + m.requestId : "";
+    if (origin.title !== title) origin.title = title;
+    origin.setAttribute("data-request-id", m.requestId || "");
   }
 
   function syncOptions(f) {
@@ -790,6 +1115,7 @@
     applyBtn.disabled = routingBusy || !changed;
     setText(tid("strategy-current"), state.current.strategy || "—");
     setText(tid("overload-policy"), state.current.overload_policy || "—");
+    renderSources();
   }
 
   FIELDS.forEach(function (f) {
@@ -805,32 +1131,25 @@
     formMsg.className = "form-msg" + (kind ? " " + kind : "");
   }
 
-  $("#strategy-form").addEventListener("submit", function (e) {
-    e.preventDefault();
-    var body = {};
-    FIELDS.forEach(function (f) {
-      if (f.sel.value !== state.current[f.key]) body[f.key] = f.sel.value;
-    });
-    var keys = Object.keys(body);
-    if (!keys.length) return;
-    var headers = { "Content-Type": "application/json" };
+  /* PUT (body: the changes) or DELETE /api/v1/routing with the token when
+   * one is given; done(answer) on success, the gateway's own words if not. */
+  function sendRouting(method, body, done) {
+    var headers = {};
+    if (body) headers["Content-Type"] = "application/json";
     var token = tokenInput.value.trim();
     if (token) headers.Authorization = "Bearer " + token;
     routingBusy = true;
     renderRouting();
-    setMsg("Applying…", "");
-    fetch("/api/v1/routing", { method: "PUT", headers: headers, body: JSON.stringify(body) })
+    setMsg(method === "DELETE" ? "Resetting…" : "Applying…", "");
+    fetch("/api/v1/routing", { method: method, headers: headers, body: body ? JSON.stringify(body) : undefined })
       .then(function (r) {
         return r.text().then(function (text) {
           var j = null;
           try { j = JSON.parse(text); } catch (err) { /* not JSON */ }
           if (r.ok) {
             appliedAt = performance.now();
-            FIELDS.forEach(function (f) {
-              state.current[f.key] = j && typeof j[f.key] === "string" ? j[f.key] : body[f.key] || state.current[f.key];
-              state.dirty[f.key] = false;
-            });
-            setMsg(keys.map(function (k) { return (k === "strategy" ? "Strategy" : "Overload policy") + " is now " + state.current[k]; }).join("; ") + ".", "ok");
+            if (j && typeof j === "object") takeRouting(j);
+            done(j);
           } else {
             var detail = j && j.detail ? (typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail)) : text || r.statusText;
             setMsg(r.status + ": " + detail, "err");
@@ -850,6 +1169,32 @@
         routingBusy = false;
         renderRouting();
       });
+  }
+
+  $("#strategy-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    var body = {};
+    FIELDS.forEach(function (f) {
+      if (f.sel.value !== state.current[f.key]) body[f.key] = f.sel.value;
+    });
+    var keys = Object.keys(body);
+    if (!keys.length) return;
+    sendRouting("PUT", body, function (j) {
+      FIELDS.forEach(function (f) {
+        if (!(j && typeof j[f.key] === "string") && body[f.key]) state.current[f.key] = body[f.key];
+        state.dirty[f.key] = false;
+      });
+      setMsg(keys.map(function (k) { return (k === "strategy" ? "Strategy" : "Overload policy") + " is now " + state.current[k]; }).join("; ") +
+        (state.source ? " for the whole fleet." : "."), "ok");
+    });
+  });
+
+  resetBtn.addEventListener("click", function () {
+    sendRouting("DELETE", null, function () {
+      FIELDS.forEach(function (f) { state.dirty[f.key] = false; });
+      setMsg("Reset: every replica is back to its configured settings (here: strategy " +
+        (state.current.strategy || "—") + ", overload policy " + (state.current.overload_policy || "—") + ").", "ok");
+    });
   });
 
   // ---------------------------------------------------------- event log
@@ -862,6 +1207,14 @@
     li.setAttribute("data-event", String(e.event || ""));
     if (e.processor_id) li.setAttribute("data-processor", String(e.processor_id));
     if (e.status) li.setAttribute("data-status", String(e.status));
+    var replica = typeof e.replica === "string" && e.replica ? e.replica : "";
+    var requestId = typeof e.request_id === "string" && e.request_id ? e.request_id : "";
+    if (replica) li.setAttribute("data-replica", replica);
+    if (requestId) li.setAttribute("data-request-id", requestId);
+    if (replica || requestId) {
+      li.title = (replica ? "on replica " + replica : "") + (replica && requestId ? " · " : "") +
+        (requestId ? "caused by request " + requestId : "");
+    }
     var at = num(e.at) || Date.now();
     var time = el("time", "", fmtClock(at));
     time.dateTime = new Date(at).toISOString();
@@ -870,13 +1223,22 @@
     var kind = String(e.event || "event");
     li.appendChild(el("span", "ev " + kind + (e.status ? " " + e.status : ""), kind));
     var msg = el("span", "msg");
+    if (replica) {
+      var rep = el("span", "rep", replica);
+      rep.setAttribute("data-testid", "event-replica");
+      if (replica === state.self) {
+        rep.classList.add("self");
+        rep.title = "the replica serving this page";
+      }
+      msg.appendChild(rep);
+    }
     if (e.processor_id) {
       msg.appendChild(el("code", "", String(e.processor_id)));
       if (e.status) msg.appendChild(document.createTextNode(" → " + e.status));
     } else if (e.status) {
       msg.appendChild(el("code", "", String(e.status)));
     }
-    if (e.detail) msg.appendChild(el("span", "muted", (msg.childNodes.length ? " · " : "") + e.detail));
+    if (e.detail) msg.appendChild(el("span", "muted", (msg.querySelector("code") ? " · " : "") + e.detail));
     li.appendChild(msg);
     return li;
   }
@@ -884,7 +1246,7 @@
   function renderLog() {
     logEl.textContent = "";
     if (!state.events.length) {
-      logEl.appendChild(el("li", "empty-li", "No events yet. Registrations, health changes and strategy changes appear here as they happen."));
+      logEl.appendChild(el("li", "empty-li", "No events yet. Registrations, health changes and routing changes on every replica appear here as they happen."));
     } else {
       var frag = document.createDocumentFragment();
       state.events.forEach(function (e) { frag.appendChild(eventLine(e)); });
@@ -1160,8 +1522,11 @@
     renderQueued = false;
     var s = state.snap;
     if (s) {
-      renderKpis(s);
-      renderReasons(s);
+      var sc = scoped(s);
+      renderScope(s, sc);
+      renderKpis(s, sc);
+      renderReasons(sc);
+      renderReplicas(s);
     }
     renderRouting();
     renderTable();

@@ -1,7 +1,8 @@
 // The live dashboard in a real browser: Debian's headless Chromium, driven by
-// playwright-core, loads the page from a running gateway (its own
-// redis-server, frames from fb-inject at 500/s, fb-processor processors) and
-// checks what an operator sees against the REST API.
+// playwright-core, loads the page from a running gateway and checks what an
+// operator sees against the REST API. The gateway is a fleet of two replicas
+// (gw-a, which serves the page, and gw-b) on one redis-server, with frames
+// from fb-inject at 500/s and fb-processor processors.
 //
 //   cd tests/browser && npm ci && FB_BIN_DIR=../../build/bin node --test
 //
@@ -19,8 +20,13 @@ const INJECT_RATE = 500;
 const HEARTBEAT_TIMEOUT_MS = 2000;
 const HEARTBEAT_MS = 250;
 const BULK = 1000;
+const A = 'gw-a'; // serves the page
+const B = 'gw-b';
+// gw-b joins once gw-a has consumed this many frames, so that the two
+// replicas' counters are far apart (a page showing one for the other fails).
+const LEAD = 2500;
 
-let out, redis, gw, inject, alive, dying, browser, context, page;
+let out, redis, gw, gwB, inject, alive, dying, browser, context, page;
 const pageErrors = [];
 
 const sel = (testid) => `[data-testid="${testid}"]`;
@@ -33,31 +39,56 @@ function startProcessor(id) {
 }
 
 /* Everything the page shows that the API also answers, read in one go (one
- * JavaScript task, so all from the same rendered snapshot). */
-function readPage() {
-  return page.evaluate(() => {
-    const v = (id) => {
-      const e = document.querySelector(`[data-testid="${id}"]`);
+ * JavaScript task, so all from the same rendered snapshot). `asOf` is the
+ * gateway time the KPIs are from (the fleet's figures are each replica's
+ * last published ones), `scope` the replica they are for ('' = the fleet). */
+function readPage(p = page) {
+  return p.evaluate(() => {
+    const num = (e) => {
       const s = e && e.getAttribute('data-value');
       return s === null || s === '' || s === undefined ? null : Number(s);
     };
+    const v = (id) => num(document.querySelector(`[data-testid="${id}"]`));
     const procs = {};
     document.querySelectorAll('tr[data-testid^="proc-row-"]').forEach((tr) => {
       const cell = (id) => tr.querySelector(`[data-testid="${id}"]`);
       procs[tr.getAttribute('data-id')] = {
         status: tr.getAttribute('data-status'),
         routed: Number(cell('proc-routed').getAttribute('data-value')),
+        rate: Number(cell('proc-rate').getAttribute('data-value')),
       };
     });
+    const replicas = {};
+    document.querySelectorAll('tr[data-testid="replica-row"]').forEach((tr) => {
+      const c = (id) => num(tr.querySelector(`[data-testid="${id}"]`));
+      replicas[tr.getAttribute('data-consumer')] = {
+        self: tr.getAttribute('data-self') === 'true',
+        selected: tr.getAttribute('aria-selected') === 'true',
+        version: tr.querySelector('[data-testid="replica-version"]').textContent,
+        uptime: c('replica-uptime'), in: c('replica-in'), out: c('replica-out'),
+        consumed: c('replica-consumed'), p99: c('replica-p99'), lastSeen: c('replica-seen'),
+        conns: Object.fromEntries([...tr.querySelectorAll('.cb')].map((b) => [b.getAttribute('data-conn'), b.getAttribute('data-up')])),
+      };
+    });
+    const kpis = document.querySelector('[data-testid="kpis"]');
+    const asOf = kpis.getAttribute('data-as-of');
     return {
       nowMs: Number(document.body.getAttribute('data-now-ms')),
+      scope: kpis.getAttribute('data-scope'), scopeKind: kpis.getAttribute('data-scope-kind'),
+      asOf: asOf ? Number(asOf) : null,
       in: v('frames-in'), out: v('frames-out'),
       consumed: v('frames-consumed'), distributed: v('frames-distributed'),
       lag: v('consumer-lag'), p50: v('latency-p50'), p99: v('latency-p99'),
-      procs,
+      dropped: v('dropped-total'), dlq: v('dlq-total'), replicaCount: v('replica-count'),
+      procs, replicas,
     };
   });
 }
+
+const total = (o) => Object.values(o || {}).reduce((a, b) => a + b, 0);
+
+/* The fleet's event log lines matching `css` (attributes on li[data-testid=event]). */
+const events = (css = '', p = page) => p.locator(`${sel('event')}${css}`);
 
 async function shot(name, p = page) {
   const file = path.join(out, name);
@@ -71,10 +102,9 @@ before(async () => {
   // here, at once, saying what to install.
   browser = await launchChromium();
   redis = await startRedis(out);
-  gw = new Gateway({
-    redis, port: await freePort(), logDir: out,
-    env: { HEARTBEAT_TIMEOUT_MS: String(HEARTBEAT_TIMEOUT_MS), ROUTING_STRATEGY: 'least_loaded' },
-  });
+  const env = { HEARTBEAT_TIMEOUT_MS: String(HEARTBEAT_TIMEOUT_MS), ROUTING_STRATEGY: 'least_loaded' };
+  gw = new Gateway({ redis, port: await freePort(), consumer: A, logDir: out, env });
+  gwB = new Gateway({ redis, port: await freePort(), consumer: B, logDir: out, env });
   await gw.start();
   alive = startProcessor('alive-1');
   dying = startProcessor('dying-1');
@@ -85,6 +115,13 @@ before(async () => {
   inject = new Proc('fb-inject', fbBinary('fb-inject'), [
     '--redis-url', redis.url, '--rate', String(INJECT_RATE), '--frames', '0', '--quiet',
   ], { logDir: out });
+  await waitFor(async () => (await gw.get('/api/v1/stats')).frames.consumed >= LEAD,
+    { timeout: 30000, interval: 200, what: `${A} to consume ${LEAD} frames before ${B} joins` });
+  await gwB.start();
+  for (const g of [gw, gwB]) {
+    await waitFor(async () => (await g.get('/api/v1/replicas')).length === 2,
+      { timeout: 10000, what: `${g.consumer} to see both replicas` });
+  }
   context = await browser.newContext({ viewport: { width: 1440, height: 900 }, colorScheme: 'light' });
   page = await context.newPage();
   page.on('pageerror', (e) => pageErrors.push(e.message));
@@ -94,6 +131,7 @@ after(async () => {
   await browser?.close().catch(() => {});
   for (const p of [inject, alive, dying]) await p?.stop('SIGTERM').catch(() => {});
   await gw?.stop().catch(() => {});
+  await gwB?.stop().catch(() => {});
   await redis?.stop().catch(() => {});
   console.log(`# screenshots and logs: ${out}`);
 });
@@ -112,61 +150,193 @@ test('the page comes from the gateway and goes live over the WebSocket', { timeo
   await sleep(2000);
   const n1 = await page.evaluate(() => window.fbDashboard.state.snapshots);
   assert.ok(n1 - n0 >= 5, `at least 5 snapshots in 2 s (got ${n1 - n0})`);
+  // The header names this replica and says how many are live.
+  assert.equal(await page.textContent(sel('consumer')), A);
+  await page.waitForFunction(() => document.querySelector('[data-testid="replica-count"]').textContent === '2 replicas',
+    null, { timeout: 5000 });
+  assert.equal(await page.locator(sel('replica-count')).isVisible(), true);
 });
 
-test('the numbers change and agree with /api/v1/stats', { timeout: 60000 }, async (t) => {
-  await waitFor(async () => (await readPage()).in > 0, { timeout: 15000, what: 'frames in/s > 0 on the page' });
+test('the page shows the fleet: the sum of both replicas, agreeing with each one\'s /api/v1/stats', { timeout: 60000 }, async (t) => {
+  await waitFor(async () => {
+    const pg = await readPage();
+    return pg.in > 0 && pg.replicas[A]?.in > 0 && pg.replicas[B]?.in > 0;
+  }, { timeout: 15000, what: 'frames in/s > 0 on the page, for both replicas' });
   const a = await readPage();
-  await sleep(1500);
+  await sleep(2000); // the fleet's figures are refreshed once a second
   const b = await readPage();
+  assert.equal(b.scope, '', 'the fleet by default');
+  assert.equal(b.scopeKind, 'fleet');
   assert.ok(b.nowMs > a.nowMs, 'the snapshot time moves');
+  assert.ok(b.asOf > a.asOf, 'the fleet\'s figures are refreshed');
   assert.ok(b.consumed > a.consumed, `frames consumed grows on the page (${a.consumed} → ${b.consumed})`);
   assert.ok(b.distributed > a.distributed, 'frames distributed grows on the page');
 
   for (let round = 0; round < 3; round++) {
     const pg = await readPage();
-    const api = await gw.get('/api/v1/stats');
-    // Both times are the gateway's own clock: dt is exactly how much later
-    // the API's numbers are than the page's.
-    const dt = (api.now_ms - pg.nowMs) / 1000;
-    assert.ok(dt >= 0 && dt < 5, `the page's snapshot is at most 5 s older than the API's (dt=${dt})`);
-    const rate = Math.max(api.frames.in_per_s, pg.in, INJECT_RATE);
-    // Counters can only have grown by what arrived in dt (+50% for bursts)
-    // plus one batch read at once.
-    const grow = Math.ceil(rate * dt * 1.5) + api.routing.batch_size;
-    t.diagnostic(`round ${round}: dt=${dt.toFixed(3)} s, allowed growth ${grow}; ` +
-      `consumed page=${pg.consumed} api=${api.frames.consumed}; in page=${pg.in} api=${api.frames.in_per_s}`);
+    const [apiA, apiB] = await Promise.all([gw.get('/api/v1/stats'), gwB.get('/api/v1/stats')]);
+    const apis = { [A]: apiA, [B]: apiB };
+    const batch = apiA.routing.batch_size;
+    assert.equal(pg.replicaCount, 2, 'two live replicas');
+    assert.deepEqual(Object.keys(pg.replicas).sort(), [A, B], 'both replicas are in the table');
+    // The KPIs are the sum of the replica rows (one snapshot)...
+    for (const k of ['in', 'out', 'consumed']) {
+      assert.equal(pg[k], pg.replicas[A][k] + pg.replicas[B][k], `fleet ${k} = ${A} + ${B} on the page`);
+    }
+    assert.equal(pg.asOf, Math.min(pg.replicas[A].lastSeen, pg.replicas[B].lastSeen), 'the fleet is as old as its oldest figures');
+    // ...and each row is that replica's own figures, a moment older than its
+    // API's: a counter can only have grown by what arrived meanwhile (+50%
+    // for bursts) plus one batch read at once.
+    for (const name of [A, B]) {
+      const row = pg.replicas[name], api = apis[name];
+      const dt = (api.now_ms - row.lastSeen) / 1000;
+      assert.ok(dt >= 0 && dt < 5, `${name}'s row is at most 5 s older than its API (dt=${dt})`);
+      const rate = Math.max(api.frames.in_per_s, row.in, INJECT_RATE / 2);
+      const grow = Math.ceil(rate * dt * 1.5) + batch;
+      const d = api.frames.consumed - row.consumed;
+      assert.ok(d >= 0 && d <= grow, `${name} consumed: row ${row.consumed}, its API ${api.frames.consumed} ${dt.toFixed(3)} s later (allowed 0..${grow})`);
+      assert.ok(Math.abs(row.in - api.frames.in_per_s) <= rate * (0.2 + dt), `${name} in/s: row ${row.in}, its API ${api.frames.in_per_s}`);
+    }
+    // The fleet figures against the two APIs' sums. Both times are the
+    // gateways' own clocks (one machine): dt is how much later the APIs'
+    // numbers are than the page's oldest.
+    const dt = (Math.max(apiA.now_ms, apiB.now_ms) - pg.asOf) / 1000;
+    assert.ok(dt >= 0 && dt < 5, `the page's fleet figures are at most 5 s older than the APIs' (dt=${dt})`);
+    const sum = (f) => apiA.frames[f] + apiB.frames[f];
+    const rate = Math.max(sum('in_per_s'), pg.in, INJECT_RATE);
+    const grow = Math.ceil(rate * dt * 1.5) + 2 * batch;
+    t.diagnostic(`round ${round}: dt=${dt.toFixed(3)} s, allowed growth ${grow}; in page=${pg.in} ` +
+      `API ${A}+${B}=${apiA.frames.in_per_s}+${apiB.frames.in_per_s}; consumed page=${pg.consumed} APIs=${sum('consumed')}`);
     for (const [name, p, q] of [
-      ['consumed', pg.consumed, api.frames.consumed],
-      ['distributed', pg.distributed, api.frames.distributed],
+      ['consumed', pg.consumed, sum('consumed')],
+      ['distributed', pg.distributed, sum('distributed')],
     ]) {
-      assert.ok(q - p >= 0 && q - p <= grow, `${name}: page ${p}, API ${q} ${dt.toFixed(3)} s later (allowed 0..${grow})`);
+      assert.ok(q - p >= 0 && q - p <= grow, `fleet ${name}: page ${p}, ${A}+${B} APIs ${q} ${dt.toFixed(3)} s later (allowed 0..${grow})`);
     }
     // Rates are per-second figures: in dt they can move by the whole rate
     // per second of dt, plus 20% of it for the second's granularity.
     const rateTol = rate * (0.2 + dt);
-    assert.ok(Math.abs(pg.in - api.frames.in_per_s) <= rateTol, `in/s: page ${pg.in}, API ${api.frames.in_per_s} (±${rateTol})`);
-    assert.ok(Math.abs(pg.out - api.frames.out_per_s) <= rateTol, `out/s: page ${pg.out}, API ${api.frames.out_per_s} (±${rateTol})`);
-    assert.ok(Math.abs(pg.lag - api.frames.consumer_lag) <= grow, `consumer lag: page ${pg.lag}, API ${api.frames.consumer_lag}`);
-    // Latency quantiles come from one cumulative histogram: the same within a factor of 2.
+    assert.ok(Math.abs(pg.in - sum('in_per_s')) <= rateTol, `fleet in/s: page ${pg.in}, ${A}+${B} APIs ${sum('in_per_s')} (±${rateTol})`);
+    assert.ok(Math.abs(pg.out - sum('out_per_s')) <= rateTol, `fleet out/s: page ${pg.out}, ${A}+${B} APIs ${sum('out_per_s')} (±${rateTol})`);
+    // The consumer group's lag is one figure for the fleet.
+    const lagDt = (apiA.now_ms - pg.nowMs) / 1000;
+    assert.ok(Math.abs(pg.lag - apiA.frames.consumer_lag) <= Math.ceil(rate * lagDt * 1.5) + batch,
+      `consumer lag: page ${pg.lag}, API ${apiA.frames.consumer_lag}`);
+    // Latency quantiles come from the merged histograms: the same within a factor of 2.
     for (const q of ['p50', 'p99']) {
-      const x = pg[q], y = api.routing_latency_ms[q];
-      assert.ok(x > 0 && y > 0 && x <= 2 * y && y <= 2 * x, `latency ${q}: page ${x} ms, API ${y} ms`);
+      const x = pg[q], y = apiA.fleet.routing_latency_ms[q];
+      assert.ok(x > 0 && y > 0 && x <= 2 * y && y <= 2 * x, `fleet latency ${q}: page ${x} ms, API ${y} ms`);
     }
     assert.ok(pg.p99 >= pg.p50, 'p99 ≥ p50');
-    for (const p of api.processors) {
+    // The processor table counts the frames every replica routed.
+    for (const p of apiA.processors) {
       const shown = pg.procs[p.id];
       assert.ok(shown, `processor ${p.id} is in the table`);
       assert.equal(shown.status, p.status, `${p.id}'s status`);
-      assert.ok(p.frames_routed - shown.routed >= 0 && p.frames_routed - shown.routed <= grow,
-        `${p.id} frames routed: page ${shown.routed}, API ${p.frames_routed}`);
+      assert.ok(p.fleet_frames_routed - shown.routed >= 0 && p.fleet_frames_routed - shown.routed <= grow,
+        `${p.id} frames routed by the fleet: page ${shown.routed}, API ${p.fleet_frames_routed}`);
     }
     // The KPIs say in words what the numbers say.
     const text = await page.locator(sel('frames-in')).textContent();
     assert.match(text, /^[\d,.]+$/, `frames in reads as a number: ${text}`);
     await sleep(700);
   }
+  assert.equal(await page.textContent(sel('chart-scope')), 'whole fleet');
   await shot('dashboard-light.png');
+});
+
+test('the replica table lists both replicas, marks this one, and picking gw-b shows gw-b\'s figures', { timeout: 60000 }, async (t) => {
+  const list = await gw.get('/api/v1/replicas');
+  const pg = await readPage();
+  assert.deepEqual(Object.keys(pg.replicas), [A, B], 'both replicas, sorted by name');
+  assert.equal(pg.replicas[A].self, true, `${A} serves the page`);
+  assert.equal(pg.replicas[B].self, false);
+  assert.equal(await page.locator(`tr[data-consumer="${A}"] ${sel('replica-self')}`).isVisible(), true, `"this page" on ${A}'s row`);
+  assert.equal(await page.locator(`tr[data-consumer="${B}"] ${sel('replica-self')}`).isVisible(), false);
+  for (const r of list) {
+    const row = pg.replicas[r.consumer];
+    assert.equal(row.version, r.version, `${r.consumer}'s version`);
+    assert.deepEqual(row.conns, { redis: 'true', group: 'true', nats: 'off' }, `${r.consumer}'s connections (NATS_URL=none)`);
+    assert.ok(Math.abs(row.uptime - r.uptime_s) <= 3, `${r.consumer}'s uptime: page ${row.uptime} s, API ${r.uptime_s} s`);
+  }
+  assert.ok(pg.replicas[A].uptime > pg.replicas[B].uptime, `${A} started first`);
+  const options = await page.$$eval(`${sel('scope-select')} option`, (os) => os.map((o) => o.value));
+  assert.deepEqual(options, ['', A, B], 'the selector offers the fleet and each replica');
+
+  // Picking gw-b: the KPIs show gw-b's entry of the fleet view...
+  await page.selectOption(sel('scope-select'), B);
+  await page.waitForFunction((b) => document.querySelector('[data-testid="kpis"]').getAttribute('data-scope') === b, B, { timeout: 2000 });
+  assert.match(await page.textContent(sel('scope-label')), new RegExp(`^Replica ${B}$`));
+  assert.match(await page.textContent(sel('scope-note')), /chart and the processor table show the whole fleet/);
+  assert.equal(await page.getAttribute(`tr[data-consumer="${B}"]`, 'aria-selected'), 'true');
+  assert.equal(await page.textContent(sel('reasons-scope')), ` · ${B}`);
+  await waitFor(async () => {
+    const p = await readPage();
+    const e = (await gw.get('/api/v1/replicas')).find((r) => r.consumer === B);
+    if (!e || e.last_seen_ms !== p.asOf) return false; // the view moved on between the two reads
+    assert.equal(p.scopeKind, 'replica');
+    assert.deepEqual(
+      [p.in, p.out, p.consumed, p.distributed, p.p50, p.p99, p.dropped, p.dlq],
+      [e.in_per_s, e.out_per_s, e.consumed, e.distributed, e.routing_latency_ms.p50, e.routing_latency_ms.p99, total(e.dropped), total(e.dlq)],
+      `the KPIs are ${B}'s entry of /api/v1/replicas`);
+    return true;
+  }, { timeout: 10000, interval: 100, what: `the page and /api/v1/replicas to show the same second of ${B}` });
+  // ...which are gw-b's own numbers, a moment older than its API's, and not gw-a's.
+  const p = await readPage();
+  const [apiA, apiB] = await Promise.all([gw.get('/api/v1/stats'), gwB.get('/api/v1/stats')]);
+  const dt = (apiB.now_ms - p.asOf) / 1000;
+  const rate = Math.max(apiB.frames.in_per_s, p.in, INJECT_RATE / 2);
+  const grow = Math.ceil(rate * dt * 1.5) + apiB.routing.batch_size;
+  t.diagnostic(`${B}: dt=${dt.toFixed(3)} s; consumed page=${p.consumed} API ${B}=${apiB.frames.consumed} API ${A}=${apiA.frames.consumed}; in page=${p.in} API=${apiB.frames.in_per_s}`);
+  assert.ok(dt >= 0 && dt < 5, `dt=${dt}`);
+  assert.ok(apiB.frames.consumed - p.consumed >= 0 && apiB.frames.consumed - p.consumed <= grow,
+    `${B} consumed: page ${p.consumed}, ${B}'s API ${apiB.frames.consumed} (allowed growth ${grow})`);
+  assert.ok(apiA.frames.consumed - p.consumed > grow, `not ${A}'s figures (${A} consumed ${apiA.frames.consumed})`);
+  assert.ok(Math.abs(p.in - apiB.frames.in_per_s) <= rate * (0.2 + dt), `${B} in/s: page ${p.in}, API ${apiB.frames.in_per_s}`);
+  assert.ok(p.in < p.replicas[A].in + p.replicas[B].in, 'less than the fleet\'s in/s');
+  assert.equal(await page.textContent(sel('chart-scope')), 'whole fleet', 'the chart stays fleet-wide');
+  await shot('dashboard-replica.png');
+
+  // A click on gw-a's row picks it; one on the fleet's row goes back.
+  await page.click(`tr[data-consumer="${A}"] .rsel`);
+  await page.waitForFunction((a) => document.querySelector('[data-testid="kpis"]').getAttribute('data-scope') === a, A, { timeout: 2000 });
+  assert.equal(await page.textContent(sel('scope-label')), `Replica ${A} (this page)`);
+  assert.equal(await page.inputValue(sel('scope-select')), A);
+  const pa = await readPage();
+  assert.equal(pa.consumed, pa.replicas[A].consumed, `${A}'s figures`);
+  await page.click('#replica-total .rsel');
+  await page.waitForFunction(() => document.querySelector('[data-testid="kpis"]').getAttribute('data-scope-kind') === 'fleet', null, { timeout: 2000 });
+  assert.equal(await page.inputValue(sel('scope-select')), '');
+  assert.equal(await page.textContent(sel('scope-label')), 'Whole fleet');
+});
+
+test('an event on gw-b shows once in gw-a\'s log, with gw-b\'s name and the request id', { timeout: 30000 }, async () => {
+  const rid = `browser-register-${Date.now()}`;
+  const r = await gwB.api('POST', '/api/v1/processors/register',
+    { id: 'via-b-1', capabilities: ['elsewhere'], capacity: 1, queue: '', heartbeat_interval_ms: 0 }, undefined, { 'X-Request-ID': rid });
+  assert.equal(r.status, 201, `register on ${B}: ${r.text}`);
+  const reg = events('[data-event="register"][data-processor="via-b-1"]');
+  await reg.first().waitFor({ state: 'attached', timeout: 5000 });
+  await sleep(1500); // a second copy (one per replica) would be here by now
+  assert.equal(await reg.count(), 1, 'the registration is in the log once');
+  assert.equal(await reg.getAttribute('data-replica'), B);
+  assert.equal(await reg.getAttribute('data-request-id'), rid);
+  assert.equal(await reg.locator(sel('event-replica')).textContent(), B, 'the line names the replica');
+  assert.match(await reg.getAttribute('title'), new RegExp(`${B}.*${rid}`), 'its title gives the replica and the request id');
+  assert.equal(await page.evaluate(() => window.fbDashboard.state.events.filter((e) => e.processor_id === 'via-b-1').length), 1);
+  // The registry is the fleet's: gw-a's table has the processor too.
+  await page.waitForSelector(sel('proc-row-via-b-1'), { state: 'attached', timeout: 5000 });
+
+  const rid2 = `browser-unregister-${Date.now()}`;
+  const d = await gwB.api('DELETE', '/api/v1/processors/via-b-1', undefined, undefined, { 'X-Request-ID': rid2 });
+  assert.ok(d.status === 200 || d.status === 204, `unregister on ${B}: ${d.status} ${d.text}`);
+  const unreg = events(`[data-event="unregister"][data-processor="via-b-1"]`);
+  await unreg.first().waitFor({ state: 'attached', timeout: 5000 });
+  await sleep(1000);
+  assert.equal(await unreg.count(), 1, 'the removal is in the log once');
+  assert.equal(await unreg.getAttribute('data-replica'), B);
+  assert.equal(await unreg.getAttribute('data-request-id'), rid2);
+  await page.waitForSelector(sel('proc-row-via-b-1'), { state: 'detached', timeout: 5000 });
 });
 
 test('a processor that dies turns dead on the page within 2 s of the gateway deciding so', { timeout: 60000 }, async (t) => {
@@ -226,6 +396,20 @@ test('changing the strategy on the page changes GET /api/v1/routing', { timeout:
     target, { timeout: 3000 });
   await page.waitForSelector(`${sel('event')}[data-event="strategy"][data-status="${target}"]`, { state: 'attached', timeout: 3000 });
   assert.equal(await page.getAttribute(sel('strategy-apply'), 'disabled'), '', 'nothing left to apply');
+  // One set for the fleet: gw-b has it too (it polls the stored set 5 times
+  // a second), and the page says where it comes from.
+  const onB = await waitFor(async () => {
+    const r = await gwB.get('/api/v1/routing');
+    return r.strategy === target && r.source.strategy === 'fleet' && r;
+  }, { timeout: 3000, what: `${B} to route with ${target} too` });
+  assert.equal(onB.updated_by, A, `${A} changed it`);
+  await page.waitForSelector(`${sel('src-strategy')}[data-src="fleet"]`, { timeout: 3000 });
+  assert.equal(await page.getAttribute(sel('src-overload_policy'), 'data-src'), 'config');
+  assert.equal(await page.isEnabled(sel('routing-reset')), true, 'something to reset');
+  await sleep(1000);
+  const line = events(`[data-event="strategy"][data-status="${target}"]`);
+  assert.equal(await line.count(), 1, 'the change is in the log once');
+  assert.equal(await line.getAttribute('data-replica'), A);
 });
 
 test('dark theme: the toggle switches, is remembered, and the phone layout works', { timeout: 60000 }, async () => {
@@ -253,6 +437,8 @@ test('dark theme: the toggle switches, is remembered, and the phone layout works
   const overflow = await pp.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   assert.ok(overflow <= 0, `no sideways scrolling on a phone (${overflow} px too wide)`);
   assert.ok(await pp.locator(sel('proc-row-alive-1')).isVisible(), 'the processor table shows on a phone');
+  assert.ok(await pp.locator(`tr[data-consumer="${B}"]`).isVisible(), 'the replica table shows on a phone');
+  assert.ok(await pp.locator(sel('scope-select')).isVisible(), 'and the replica selector');
   await shot('dashboard-phone.png', pp);
   await phone.close();
 });
@@ -306,6 +492,68 @@ test('with API_TOKEN set the page asks for the token and shows the 401 and 422 d
   await page.click(sel('strategy-apply'));
   await waitFor(async () => (await gw.get('/api/v1/routing')).strategy === target, { timeout: 5000, what: `strategy ${target} with the token` });
   assert.equal(await page.evaluate(() => sessionStorage.getItem('fb-api-token')), TOKEN, 'the token is kept for the tab');
+});
+
+test('"Reset to defaults" sends DELETE /api/v1/routing with the token; every replica is back to its configuration', { timeout: 30000 }, async () => {
+  // A change made on gw-b (no token there): one "routing" event, from gw-b.
+  // gw-b first catches up with the settings gw-a stored (it polls them), so
+  // that its event compares with what is in force.
+  await waitFor(async () => (await gwB.get('/api/v1/routing')).generation === (await gw.get('/api/v1/routing')).generation,
+    { timeout: 3000, what: `${B} to have the fleet's settings` });
+  const rid = `browser-routing-${Date.now()}`;
+  const put = await gwB.api('PUT', '/api/v1/routing', { overload_policy: 'reject', hash_bound: 1.5 }, undefined, { 'X-Request-ID': rid });
+  assert.equal(put.status, 200, put.text);
+  const changed = events(`[data-event="routing"][data-request-id="${rid}"]`);
+  await changed.first().waitFor({ state: 'attached', timeout: 5000 });
+  await page.waitForFunction(() => document.querySelector('[data-testid="overload-policy"]').textContent === 'reject' &&
+    document.querySelector('[data-testid="hash-bound"]').textContent === '×1.50', null, { timeout: 3000 });
+  await sleep(1000);
+  assert.equal(await changed.count(), 1, 'the change is in the log once');
+  assert.equal(await changed.getAttribute('data-replica'), B);
+  assert.equal(await changed.getAttribute('data-status'), 'changed');
+  assert.match(await changed.textContent(), /hash_bound 1\.25 -> 1\.5/);
+  for (const k of ['strategy', 'overload_policy', 'hash_bound']) {
+    assert.equal(await page.getAttribute(sel(`src-${k}`), 'data-src'), 'fleet', `${k} comes from the fleet`);
+  }
+  for (const k of ['frame_max_age_ms', 'slow_start_ms']) {
+    assert.equal(await page.getAttribute(sel(`src-${k}`), 'data-src'), 'config', `${k} comes from the configuration`);
+  }
+  assert.match(await page.textContent(sel('routing-origin')), new RegExp(`^Stored for the fleet by ${B} `));
+
+  // Without the token (gw-a wants one): the gateway's 401, nothing changes.
+  await page.fill(sel('api-token'), '');
+  const expected = (await gw.api('DELETE', '/api/v1/routing')).json.detail;
+  await page.click(sel('routing-reset'));
+  await page.waitForFunction(() => /^401: /.test(document.querySelector('[data-testid="strategy-msg"]').textContent), null, { timeout: 5000 });
+  assert.equal(await page.textContent(sel('strategy-msg')), `401: ${expected}`);
+  assert.equal((await gw.get('/api/v1/routing')).source.overload_policy, 'fleet', 'nothing reset without the token');
+
+  // With it.
+  await page.fill(sel('api-token'), TOKEN);
+  const sent = page.waitForRequest((r) => r.url().endsWith('/api/v1/routing') && r.method() === 'DELETE');
+  await page.click(sel('routing-reset'));
+  const req = await sent;
+  assert.equal(req.headers().authorization, `Bearer ${TOKEN}`, 'the DELETE carries the token');
+  await page.waitForFunction(() => /^Reset: /.test(document.querySelector('[data-testid="strategy-msg"]').textContent), null, { timeout: 5000 });
+  const fromConfig = (r) => Object.values(r.source).every((v) => v === 'config');
+  const onA = await gw.get('/api/v1/routing');
+  assert.ok(fromConfig(onA), `${A}: every setting from the configuration at once (${JSON.stringify(onA.source)})`);
+  // gw-b within its poll of the stored set.
+  const onB = await waitFor(async () => { const r = await gwB.get('/api/v1/routing'); return fromConfig(r) && r; },
+    { timeout: 3000, what: `${B} to have every setting from the configuration` });
+  for (const [name, r] of [[A, onA], [B, onB]]) {
+    assert.deepEqual([r.strategy, r.overload_policy, r.hash_bound], ['least_loaded', 'drop_oldest', 1.25], `${name}'s configured values`);
+  }
+  await page.waitForFunction(() => [...document.querySelectorAll('.settings .src[data-testid^="src-"]')]
+    .every((e) => e.getAttribute('data-src') === 'config'), null, { timeout: 3000 });
+  assert.equal(await page.textContent(sel('strategy-current')), 'least_loaded');
+  assert.equal(await page.textContent(sel('overload-policy')), 'drop_oldest');
+  assert.equal(await page.isDisabled(sel('routing-reset')), true, 'nothing left to reset');
+  // The reset is in the log once, from gw-a.
+  const reset = events(`[data-replica="${A}"]`).filter({ hasText: 'reset to defaults' });
+  await reset.first().waitFor({ state: 'attached', timeout: 3000 });
+  await sleep(1000);
+  assert.equal(await reset.count(), 1, 'the reset is in the log once');
 });
 
 test(`${BULK} processors: the table stays small in the DOM, sorts and filters`, { timeout: 120000 }, async (t) => {
@@ -373,6 +621,57 @@ test(`${BULK} processors: the table stays small in the DOM, sorts and filters`, 
   await page.click('th[data-key="id"] button');
   await sleep(500);
   await shot('dashboard-1000.png');
+});
+
+test('without the fleet view (an older gateway) the page shows the replica\'s own figures', { timeout: 30000 }, async () => {
+  // The same gateway, its messages stripped of everything the fleet added.
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: 'light' });
+  const p = await ctx.newPage();
+  p.on('pageerror', (e) => pageErrors.push(e.message));
+  const strip = (e) => { delete e.replica; delete e.request_id; return e; };
+  await p.routeWebSocket(/\/ws$/, (ws) => {
+    const server = ws.connectToServer();
+    server.onMessage((m) => {
+      const j = JSON.parse(m);
+      if (j.type === 'snapshot') {
+        delete j.fleet;
+        delete j.replicas;
+        for (const k of ['source', 'generation', 'updated_by', 'request_id', 'updated_at_ms']) delete j.routing[k];
+        for (const x of j.processors) { delete x.fleet_frames_routed; delete x.fleet_rate; }
+      } else if (j.type === 'hello') {
+        j.events.forEach(strip);
+      } else if (j.type === 'event') {
+        strip(j);
+      }
+      ws.send(JSON.stringify(j));
+    });
+  });
+  await p.goto(gw.base + '/');
+  await p.waitForSelector(`${sel('conn-status')}[data-state="live"]`, { timeout: 10000 });
+  await p.waitForFunction(() => window.fbDashboard.state.snapshots >= 3, null, { timeout: 5000 });
+  for (const id of ['scope-bar', 'replicas-card', 'replica-count-wrap', 'routing-reset', 'src-strategy', 'routing-origin', 'proc-scope']) {
+    assert.equal(await p.locator(sel(id)).isHidden(), true, `${id} is hidden`);
+  }
+  assert.equal(await p.locator(sel('event-replica')).count(), 0, 'no replica on the events');
+  assert.ok(await p.locator(sel('event')).count() > 0, 'the events still show');
+  assert.equal(await p.textContent(sel('chart-scope')), 'this replica');
+  const pg = await readPage(p);
+  const api = await gw.get('/api/v1/stats');
+  assert.equal(pg.scopeKind, 'self');
+  assert.equal(pg.asOf, pg.nowMs);
+  const dt = (api.now_ms - pg.nowMs) / 1000;
+  const rate = Math.max(api.frames.in_per_s, pg.in, INJECT_RATE / 2);
+  const grow = Math.ceil(rate * dt * 1.5) + api.routing.batch_size;
+  assert.ok(dt >= 0 && dt < 5, `dt=${dt}`);
+  // gw-a's own counters (the fleet's are larger: a page showing them fails here).
+  for (const [name, x, y] of [['consumed', pg.consumed, api.frames.consumed], ['distributed', pg.distributed, api.frames.distributed],
+    ['alive-1 routed', pg.procs['alive-1'].routed, api.processors.find((q) => q.id === 'alive-1').frames_routed]]) {
+    assert.ok(y - x >= 0 && y - x <= grow, `${name}: page ${x}, ${A}'s own ${y} (allowed growth ${grow})`);
+  }
+  assert.ok(Math.abs(pg.in - api.frames.in_per_s) <= rate * (0.2 + dt), `in/s: page ${pg.in}, ${A}'s own ${api.frames.in_per_s}`);
+  assert.equal(await p.locator(sel('strategy-select')).isEnabled(), true, 'the strategy can still be changed');
+  await shot('dashboard-no-fleet.png', p);
+  await ctx.close();
 });
 
 test('no JavaScript errors on the page', () => {

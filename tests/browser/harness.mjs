@@ -174,10 +174,13 @@ export async function startRedis(logDir) {
   return p;
 }
 
+/* One frame-buffer replica. Several on one redis-server (each with its own
+ * consumer name and port) make a fleet. */
 export class Gateway {
-  constructor({ redis, port, env = {}, logDir }) {
+  constructor({ redis, port, consumer = 'browser-test', env = {}, logDir }) {
     this.redis = redis;
     this.port = port;
+    this.consumer = consumer;
     this.env = env;
     this.logDir = logDir;
     this.base = `http://127.0.0.1:${port}`;
@@ -188,13 +191,13 @@ export class Gateway {
     const env = {
       REDIS_URL: this.redis.url,
       NATS_URL: 'none',
-      CONSUMER_NAME: 'browser-test',
       LOG_LEVEL: 'info',
       ...this.env,
       ...extraEnv,
+      CONSUMER_NAME: this.consumer,
     };
     this.starts++;
-    this.proc = new Proc('gateway', fbBinary('frame-buffer'), ['--listen', `127.0.0.1:${this.port}`],
+    this.proc = new Proc(`gateway-${this.consumer}`, fbBinary('frame-buffer'), ['--listen', `127.0.0.1:${this.port}`],
       { env, logDir: this.logDir });
     await waitFor(async () => {
       if (!this.proc.running) throw new Error(`frame-buffer exited (${this.proc.exitCode ?? this.proc.exitSignal}):\n${this.proc.tail()}`);
@@ -206,8 +209,8 @@ export class Gateway {
 
   async stop() { if (this.proc) await this.proc.stop('SIGTERM'); }
 
-  async api(method, p, body, token) {
-    const headers = {};
+  async api(method, p, body, token, extraHeaders = {}) {
+    const headers = { ...extraHeaders };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     if (token) headers.Authorization = `Bearer ${token}`;
     const r = await fetch(this.base + p, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
