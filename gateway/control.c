@@ -245,6 +245,7 @@ static void *run(void *arg)
     }
     fb_nats_check(c->app->nats);
     fb_fleet_tick(c->app->fleet, &c->redis);
+    if (fb_fleet_registry_changed(c->app->fleet)) c->next_sync = 0; /* read it now */
     if (now >= c->next_lag) {
       sample_rates(c, now - (c->next_lag - LAG_INTERVAL_MS));
       sample_lag(c);

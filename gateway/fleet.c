@@ -35,6 +35,7 @@ struct fb_fleet {
   bool started; /* the streams' positions are known */
   char ev_last[48], hb_last[48];
   int64_t next_settings_ms, next_view_ms;
+  bool registry_changed;  /* another replica (un)registered a processor */
   struct fb_event *batch; /* OUTBOX_BATCH events being appended */
   /* any thread */
   pthread_mutex_t lock;
@@ -194,6 +195,9 @@ static void take_new(struct fb_fleet *f, const redisReply *rep)
         struct fb_event ev;
         event_from_fields(e->element[1], &ev);
         fb_events_push(f->app->events, &ev);
+        if ((!strcmp(ev.event, "register") || !strcmp(ev.event, "unregister")) &&
+            strcmp(ev.replica, f->app->cfg->consumer_name))
+          f->registry_changed = true;
       } else {
         take_heartbeat(f, e->element[1]);
       }
@@ -555,6 +559,13 @@ void fb_fleet_tick(struct fb_fleet *f, struct fb_redis *r)
     f->next_settings_ms = now + SETTINGS_EVERY_MS;
     fb_settings_poll(f->app->settings, r);
   }
+}
+
+bool fb_fleet_registry_changed(struct fb_fleet *f)
+{
+  bool changed = f->registry_changed;
+  f->registry_changed = false;
+  return changed;
 }
 
 void fb_fleet_leave(struct fb_fleet *f, struct fb_redis *r)

@@ -982,11 +982,11 @@ static void touch_held(struct fb_ingest *g)
  * for NATS must not make a frame poison), with their fields, as XCLAIM
  * would answer them. */
 static const char take_held_script[] =
-    "local ids = {}\n"
-    "for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end\n"
+    "local args = {KEYS[1], ARGV[1], ARGV[2], 0}\n"
+    "for i = 3, #ARGV do args[#args + 1] = ARGV[i] end\n"
+    "args[#args + 1] = 'JUSTID'\n"
     "local out = {}\n"
-    "for _, id in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids),\n"
-    "                               'JUSTID')) do\n"
+    "for _, id in ipairs(redis.call('XCLAIM', unpack(args))) do\n"
     "  local e = redis.call('XRANGE', KEYS[1], id, id)\n"
     "  if e[1] then out[#out + 1] = e[1] end\n"
     "end\n"

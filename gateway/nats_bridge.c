@@ -467,9 +467,23 @@ void fb_nats_complete(struct fb_nats *n, void (*failed)(void *ctx, const char *f
   po.MaxWait = JS_ACK_WAIT_MS;
   natsStatus s = js_PublishAsyncComplete(n->js, &po);
   if (s != NATS_OK) {
-    fb_warn("nats", "JetStream acks did not all arrive: %s; the batch is retried",
-            natsStatus_GetText(s));
-    *all_failed = true;
+    /* Take back what was never acked (its acks may have died with a NATS
+     * node): those frames are retried, and no later batch waits for them. */
+    natsMsgList pending = {0};
+    if (js_PublishAsyncGetPendingList(&pending, n->js) == NATS_OK) {
+      for (int i = 0; i < pending.Count; i++) {
+        const char *id = NULL;
+        if (pending.Msgs[i] && natsMsgHeader_Get(pending.Msgs[i], "Nats-Msg-Id", &id) == NATS_OK)
+          failed(ctx, id);
+      }
+      fb_warn("nats", "JetStream acks did not all arrive (%s): %d frames are retried",
+              natsStatus_GetText(s), pending.Count);
+      natsMsgList_Destroy(&pending);
+    } else {
+      fb_warn("nats", "JetStream acks did not all arrive (%s): the batch is retried",
+              natsStatus_GetText(s));
+      *all_failed = true;
+    }
   }
   pthread_mutex_lock(&n->failed_lock);
   if (n->failed_overflow) *all_failed = true;

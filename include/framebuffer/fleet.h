@@ -43,6 +43,11 @@ void fb_fleet_destroy(struct fb_fleet *f);
  * reads everyone's. */
 void fb_fleet_tick(struct fb_fleet *f, struct fb_redis *r);
 
+/* Control thread: true (once) when another replica registered or removed a
+ * processor since the last call: time to read the registry, rather than
+ * wait for the next periodic sync. */
+bool fb_fleet_registry_changed(struct fb_fleet *f);
+
 /* Control thread, at stop: removes this replica's figures at once. */
 void fb_fleet_leave(struct fb_fleet *f, struct fb_redis *r);
 
