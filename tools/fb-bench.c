@@ -557,9 +557,10 @@ static void stop_gateway(struct gateway_proc *g)
 
 /* Frames that reached NATS, for a throughput run with --transport nats.
  * Core: a subscription to frames.ready.> whose callback (one nats.c thread)
- * counts into the atomics and checks every 64th frame against SPEC section
- * 4. JetStream: the message count of stream FRAMES, which the main thread
- * asks for; no consumer takes them, so they stay until purged. */
+ * counts into the atomics and checks every 64th frame against the
+ * remote-frame contract (README: Remote processors and NATS). JetStream: the message count of
+ * stream FRAMES, which the main thread asks for; no consumer takes them, so they stay until purged.
+ */
 struct nats_arrivals {
   natsConnection *nc;
   jsCtx *js;
@@ -573,7 +574,7 @@ struct nats_arrivals {
   char why[300]; /* the first bad frame's problem: written once, then have_why */
 };
 
-/* Returns NULL when `m` is a remote frame as SPEC section 4 has it: a JSON
+/* Returns NULL when `m` is a remote frame as README: Remote processors and NATS has it: a JSON
  * object of strings with the processor defaults, Nats-Msg-Id = frame_id,
  * and a traceparent carrying trace_context's trace_id. Else the problem,
  * written into `why`. */
@@ -924,7 +925,8 @@ static int run_throughput(const struct bench_config *cfg)
   const char *transport = cfg->nats ? "nats" : "redis", *js = cfg->jetstream ? "true" : "false";
   if (!error && foreign_consumers(c, cfg, BENCH_CONSUMER) > 0) error = "foreign_consumer";
   if (cfg->nats && atomic_load(&na.bad)) {
-    tk_log("%lld of %lld checked remote frames break SPEC section 4; the first: %s",
+    tk_log("%lld of %lld checked remote frames break README: Remote processors and NATS; the "
+           "first: %s",
            (long long)atomic_load(&na.bad), (long long)atomic_load(&na.checked), na.why);
     status = 1;
   }
@@ -966,7 +968,8 @@ static int run_throughput(const struct bench_config *cfg)
            (long long)lo, (long long)hi, (long long)dlq, rss, cpu_s,
            secs > 0 ? cpu_s / secs * 100 : 0, redis_cpu, secs > 0 ? redis_cpu / secs * 100 : 0);
     if (cfg->nats)
-      printf("  %lld frames arrived on NATS; %lld checked against SPEC section 4, %lld bad; "
+      printf("  %lld frames arrived on NATS; %lld checked against README: Remote processors and "
+             "NATS, %lld bad; "
              "gateway publish errors %.0f\n",
              (long long)sum, (long long)atomic_load(&na.checked), (long long)atomic_load(&na.bad),
              nats_errors);
@@ -1101,7 +1104,7 @@ static int run_baseline(const struct bench_config *cfg)
         push(&a, f->str, (size_t)f->len);
         push(&a, val->str, (size_t)val->len);
       }
-      /* The defaults the gateway adds for processors (SPEC section 2). */
+      /* The defaults the gateway adds for processors (README: Delivery guarantees). */
       if (!has_prio) {
         push(&a, "priority", 8);
         push(&a, "0", 1);
@@ -1682,7 +1685,8 @@ static void usage(FILE *to)
           "              until all N arrived on frames.ready.bench-<i> (core: counted by a\n"
           "              subscription to frames.ready.>; --jetstream: stream FRAMES's message\n"
           "              count, the stream deleted first); every 64th frame is checked\n"
-          "              against SPEC section 4 (JSON of strings, Nats-Msg-Id, traceparent)\n"
+          "              against README: Remote processors and NATS (JSON of strings, Nats-Msg-Id, "
+          "traceparent)\n"
           "  heartbeats  register P processors (default 1000, heartbeat_interval_ms\n"
           "              --interval-ms), spawn --gateway, publish their heartbeats on NATS\n"
           "              every --interval-ms for one interval of warm-up plus --seconds, and\n"

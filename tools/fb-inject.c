@@ -25,7 +25,7 @@ static void on_signal(int sig)
 static void usage(FILE *to)
 {
   fprintf(to, "Usage: fb-inject [options]\n"
-              "Writes synthetic camera frames (SPEC section 2) into a Redis stream.\n"
+              "Writes synthetic camera frames (README: Delivery guarantees) into a Redis stream.\n"
               "\n"
               "  --redis-url URL        Redis (env REDIS_URL, default " TK_DEFAULT_REDIS_URL ")\n"
               "  --stream NAME          input stream (default frames:metadata)\n"

@@ -34,7 +34,7 @@
 #define PROC_EXIT_DIED       3                /* --die-after */
 
 /* Core NATS: frames buffered in the client before the slow-consumer limit
- * drops them (at-most-once, SPEC section 4). */
+ * drops them (at-most-once, README: Remote processors and NATS). */
 #define PROC_NATS_PENDING_MSGS  (256 * 1024)
 #define PROC_NATS_PENDING_BYTES (512 * 1024 * 1024)
 /* JetStream consumer: redelivery after 30 s without an ack. */
@@ -481,8 +481,8 @@ static int nt_open(struct transport *t, char *err, size_t errlen)
   return rc;
 }
 
-/* Turns one message into a frame: a JSON object of string fields (SPEC
- * section 4). Anything else is marked deleted: acked, counted, no result. */
+/* Turns one message into a frame: a JSON object of string fields (README:
+ * Remote processors and NATS). Anything else is marked deleted: acked, counted, no result. */
 static void nt_parse(struct transport *t, natsMsg *m, struct proc_frame *f)
 {
   memset(f, 0, sizeof *f);
@@ -800,7 +800,7 @@ static int64_t js_depth(struct control *c, int64_t in_flight, char *err, size_t 
   return depth < 0 ? 0 : depth;
 }
 
-/* The heartbeat of SPEC section 4, with our real queue depth (omitted when
+/* The heartbeat of README: Remote processors and NATS, with our real queue depth (omitted when
  * it cannot be read), frames in hand, capacity and mean latency. */
 static char *nats_heartbeat(struct control *c, const char *status)
 {
@@ -1012,7 +1012,7 @@ static void make_result(const struct proc_config *cfg, const struct proc_frame *
   if (f->inject_ts_us && tk_parse_i64(f->inject_ts_us, 0, INT64_MAX, &injected) == 0)
     snprintf(out->latency_ms, sizeof out->latency_ms, "%.3f", (double)(now - injected) / 1000.0);
 
-  /* The top-level detection_type wins over metadata's (SPEC section 2). */
+  /* The top-level detection_type wins over metadata's (README: Delivery guarantees). */
   json_t *meta = NULL;
   const char *type = f->detection_type;
   if (!type && f->metadata) {

@@ -1,5 +1,5 @@
 /*
- * Processor health as a pure function of time (SPEC §5): the clock is an
+ * Processor health as a pure function of time (README: Health): the clock is an
  * argument, so every transition can be tested without servers or sleeps.
  * Any thread.
  */

@@ -13,7 +13,7 @@
 #include "framebuffer/registry.h"
 
 /* Why a frame was not delivered to a processor. The first five are also
- * the DLQ reasons of SPEC §2. */
+ * the DLQ reasons (README: Delivery guarantees). */
 enum fb_reason {
   FB_REASON_MALFORMED,
   FB_REASON_NO_PROCESSOR,

@@ -1,5 +1,5 @@
-"""SPEC §3: the processor REST API, operations endpoints, API_TOKEN, the
-compat Redis layout of registrations, and bad settings at start (§1)."""
+"""README: The API: the processor REST API, operations endpoints, API_TOKEN, the
+compat Redis layout of registrations, and bad settings at start (README: Settings)."""
 import itertools
 import json
 import socket
@@ -500,7 +500,7 @@ class ApiTokenTest(IntegrationTest):
 
 
 class SettingsTest(IntegrationTest):
-    """SPEC §1: bad settings exit 2 with one line naming the setting."""
+    """README: Settings: bad settings exit 2 with one line naming the setting."""
 
     def run_fb(self, args, env=None, timeout=10):
         binary = harness.fb_binary("frame-buffer")
@@ -536,7 +536,7 @@ class SettingsTest(IntegrationTest):
         self.assertRegex(p.stdout, r"\d+\.\d+")
 
     def test_redis_down_is_not_a_bad_setting(self):
-        # SPEC §1: starts, reports not-ready, keeps trying.
+        # README: Settings: starts, reports not-ready, keeps trying.
         port = harness.free_port()
         g = harness.Gateway(self.tmp + "/gw", "redis://127.0.0.1:%d/0" % port, "down")
         self._keep(g, g.stop)

@@ -1,4 +1,4 @@
-"""SPEC §2 Delivery: the atomic hand-off loses and duplicates nothing when
+"""Delivery (README: Delivery guarantees): the atomic hand-off loses and duplicates nothing when
 the gateway is killed -9 or Redis restarts in the middle of a run, and
 entries a dead consumer left pending are claimed."""
 import collections

@@ -1,4 +1,4 @@
-"""SPEC §2 and §6: what processors receive, capability routing, round
+"""README: Delivery guarantees and Routing: what processors receive, capability routing, round
 robin, the DLQ for malformed and unroutable frames, registrations across a
 gateway restart."""
 import re

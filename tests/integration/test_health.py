@@ -1,4 +1,4 @@
-"""SPEC §5 (health) and §4 (heartbeats, processors.events): heartbeats on
+"""README: Health, and Remote processors and NATS (heartbeats, processors.events): heartbeats on
 NATS and HTTP keep a processor healthy; silence makes it stale, then dead; a
 "stopping" heartbeat kills it at once; malformed heartbeats change nothing
 and are counted; a dead processor gets no frames and its backlog is moved to

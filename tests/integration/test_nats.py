@@ -1,4 +1,4 @@
-"""SPEC §4: remote processors on NATS. Frames as JSON with Nats-Msg-Id and
+"""README: Remote processors and NATS: remote processors on NATS. Frames as JSON with Nats-Msg-Id and
 traceparent headers (core NATS); results into the processor's result
 stream; JetStream mode (stream FRAMES, exactly once across a kill -9 of the
 gateway); a nats-server restart in the middle of a run; NATS_URL=none."""

@@ -1,4 +1,4 @@
-"""SPEC §2: entries delivered more than MAX_DELIVERIES times go to the DLQ
+"""README: Delivery guarantees: entries delivered more than MAX_DELIVERIES times go to the DLQ
 as poison, whether the gateway finds them among its own pending entries at
 start or claims them from a dead consumer."""
 import re

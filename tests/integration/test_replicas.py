@@ -1,7 +1,7 @@
 """Two replicas (different CONSUMER_NAME and port) on one Redis and one
 NATS: they share the input group without handing a frame out twice or
-losing one, see each other's registrations within a second (SPEC §3), and
-both see every heartbeat, whichever way it came in (SPEC §4)."""
+losing one, see each other's registrations within a second (README: The API), and
+both see every heartbeat, whichever way it came in (README: Remote processors and NATS)."""
 import collections
 import time
 import unittest

@@ -1,4 +1,4 @@
-"""SPEC §6: overload policies end to end (every frame accounted for),
+"""README: Routing: overload policies end to end (every frame accounted for),
 FRAME_MAX_AGE_MS, a live strategy change, weighted round robin and
 consistent hashing."""
 import collections

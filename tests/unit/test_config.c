@@ -1,5 +1,5 @@
 /*
- * Unit tests for gateway/config.c: defaults (SPEC §1), environment and flags
+ * Unit tests for gateway/config.c: defaults (README: Settings), environment and flags
  * (flags win), the compat variables, Redis URL parsing and the messages for
  * bad settings. Single-threaded: the tests change this process's environment,
  * and every test starts from an environment without any setting.
@@ -636,9 +636,9 @@ static void bad_ha_values_name_the_setting(void **state)
     assert_bad_setting(LOAD_NOARGS(), "NATS_JS_REPLICAS");
   }
   unsetenv("NATS_JS_REPLICAS");
-  assert_int_equal(LOAD("--nats-js-replicas", "5", "--redis-wait-replicas", "2", "--fleet-view",
-                        "0"),
-                   FB_CONFIG_OK);
+  assert_int_equal(
+      LOAD("--nats-js-replicas", "5", "--redis-wait-replicas", "2", "--fleet-view", "0"),
+      FB_CONFIG_OK);
   assert_int_equal(cfg.nats_js_replicas, 5);
   assert_int_equal(cfg.redis_wait_replicas, 2);
   assert_false(cfg.fleet_view);

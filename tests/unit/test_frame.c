@@ -1,5 +1,5 @@
 /*
- * Unit tests for gateway/frame.c: frame parsing from stream fields (SPEC §2),
+ * Unit tests for gateway/frame.c: frame parsing from stream fields (README: Delivery guarantees),
  * the validating JSON scanner, timestamp parsing, and serializing a frame
  * for a processor stream, the DLQ and NATS. Single-threaded.
  */

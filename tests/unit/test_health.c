@@ -1,5 +1,5 @@
 /*
- * Unit tests for gateway/health.c: the heartbeat state machine of SPEC §5
+ * Unit tests for gateway/health.c: the heartbeat state machine (README: Health)
  * (healthy within interval x 1.5, stale when late, dead after the timeout
  * or on "stopping"). The clock is an argument: no sleeps. Single-threaded.
  */

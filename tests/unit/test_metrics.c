@@ -1,7 +1,7 @@
 /*
  * Unit tests for gateway/metrics.c: histogram buckets and quantile
  * estimates from known observations, rates, and the Prometheus text that
- * the old dashboards read (SPEC §7). Single-threaded.
+ * the old dashboards read (README: Metrics). Single-threaded.
  */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
 /*
  * Unit tests for gateway/registry.c: registration validation and its 422
- * messages (SPEC §3), the API view of a processor, snapshots with capability
+ * messages (README: The API), the API view of a processor, snapshots with capability
  * groups, and the registry's put/remove/sync. Single-threaded.
  */
 #include <stdarg.h>
@@ -203,7 +203,7 @@ static void hostile_ids_are_refused(void **state)
   assert_refused("{\"id\":\"a*\"," VALID "}", msg);
 }
 
-/* Every id of the SPEC §3 charset registers as a Redis processor; only a
+/* Every id of the README: The API charset registers as a Redis processor; only a
  * NATS processor needs an id that makes a valid default subject. */
 static void id_ending_in_dot_is_valid_for_redis_transport(void **state)
 {

@@ -2,7 +2,7 @@
  * Unit tests for gateway/router.c: capability selection, round robin,
  * smooth weighted round robin, least loaded (power of two choices),
  * consistent hashing with bounded loads, queue room and overload, health
- * filtering and remote processors while NATS is down (SPEC §5, §6).
+ * filtering and remote processors while NATS is down (README: Health and Routing).
  * Single-threaded; processors' health is set directly on their live state.
  */
 #include <stdarg.h>

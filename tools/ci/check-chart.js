@@ -155,7 +155,7 @@ function podTemplates(docs) {
 
 const id = (d) => `${d.kind}/${d.metadata && d.metadata.name}`;
 
-// The SPEC §1 settings every gateway pod must get from values, and where.
+// The README: Settings settings every gateway pod must get from values, and where.
 const SETTINGS = {
   PORT: (v) => String(v.config.port),
   INPUT_STREAM: (v) => v.config.inputStream,
@@ -328,7 +328,7 @@ function checkValueSet(setName, valueFiles) {
         `probe ${k} does not follow values`);
   });
 
-  check(`${tag} gateway: every SPEC §1 setting comes from values`, (expect) => {
+  check(`${tag} gateway: every README: Settings setting comes from values`, (expect) => {
     const names = envList.map((e) => e.name);
     const dups = names.filter((n, i) => names.indexOf(n) !== i);
     expect(dups.length === 0, `env defined twice: ${dups.join(', ')}`);
