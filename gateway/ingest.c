@@ -31,6 +31,7 @@
 
 #include "framebuffer/buf.h"
 #include "framebuffer/clock.h"
+#include "framebuffer/dispatch.h"
 #include "framebuffer/events.h"
 #include "framebuffer/frame.h"
 #include "framebuffer/log.h"
@@ -52,12 +53,6 @@
 
 enum phase { PHASE_SETUP, PHASE_RECOVER, PHASE_LIVE };
 
-/* Entries of a batch that are not acked with it. */
-enum hold {
-  HOLD_NONE,
-  HOLD_REMOTE,  /* its remote publish failed: stays pending, claimed again later */
-  HOLD_BLOCKED, /* every candidate is full (OVERLOAD_POLICY=block): retried in place */
-};
 enum op_kind { OP_READ, OP_TX };
 
 struct batch {
@@ -68,10 +63,10 @@ struct batch {
   int64_t *deliveries; /* per entry, when known (recovered or claimed) */
   bool have_deliveries;
   struct fb_frame *frames;
-  int32_t *outcome; /* >= 0: processor index; < 0: -1 - enum fb_reason */
+  int32_t *outcome; /* >= 0: processor index; < 0: FB_OUTCOME_DLQ(reason) */
   uint32_t *order;  /* hand-off order: higher priority first */
   int32_t *xadd_of; /* entry -> its XADD's index in the transaction, or -1 */
-  uint8_t *held;    /* enum hold: why an entry is not acked */
+  uint8_t *held;    /* enum fb_hold: why an entry is not acked */
   size_t nxadd;
   size_t nacks;    /* entries in the XACK */
   size_t ntrimmed; /* delivered to full streams (drop_oldest) */
@@ -298,14 +293,6 @@ static int reserve_fields(struct fb_ingest *g, const struct batch *b)
   return 0;
 }
 
-static int cmp_priority_desc(const void *a, const void *b, void *arg)
-{
-  const struct fb_frame *frames = arg;
-  int64_t pa = frames[*(const uint32_t *)a].priority, pb = frames[*(const uint32_t *)b].priority;
-  if (pa != pb) return pa > pb ? -1 : 1;
-  return *(const uint32_t *)a < *(const uint32_t *)b ? -1 : 1; /* stable */
-}
-
 /* JetStream refused frame `frame_id`: hold every remote entry carrying it. */
 static void mark_failed(void *ctx, const char *frame_id)
 {
@@ -313,7 +300,7 @@ static void mark_failed(void *ctx, const char *frame_id)
   for (size_t i = 0; i < b->n; i++)
     if (b->outcome[i] >= 0 && b->snap->procs[b->outcome[i]]->transport == FB_TRANSPORT_NATS &&
         fb_str_eq(b->frames[i].frame_id, frame_id))
-      b->held[i] = HOLD_REMOTE;
+      b->held[i] = FB_HOLD_SINK;
 }
 
 /* Publishes the batch's remote frames, in hand-off order, and for JetStream
@@ -329,33 +316,14 @@ static void publish_remote(struct fb_ingest *g, struct batch *b)
     if (b->held[i] || out < 0 || b->snap->procs[out]->transport != FB_TRANSPORT_NATS) continue;
     any = true;
     if (!g->nats || fb_nats_publish_frame(g->nats, b->snap->procs[out], &b->frames[i]))
-      b->held[i] = HOLD_REMOTE;
+      b->held[i] = FB_HOLD_SINK;
   }
   if (!any || !g->nats) return;
   bool all_failed = false;
   fb_nats_complete(g->nats, mark_failed, b, &all_failed);
   for (size_t i = 0; all_failed && i < b->n; i++)
     if (b->outcome[i] >= 0 && b->snap->procs[b->outcome[i]]->transport == FB_TRANSPORT_NATS)
-      b->held[i] = HOLD_REMOTE;
-}
-
-/* Picks the target of entry `i`, applying OVERLOAD_POLICY when every
- * candidate is full. Returns the processor's index or -1 - reason. */
-static int32_t route_one(struct fb_ingest *g, struct batch *b, size_t i)
-{
-  bool overloaded;
-  int pick = fb_router_pick(g->router, b->snap, &b->frames[i], &overloaded);
-  if (pick < 0) return -1 - FB_REASON_NO_PROCESSOR;
-  if (!overloaded) return pick;
-  switch (g->routing.overload_policy) {
-  case FB_OVERLOAD_REJECT: return -1 - FB_REASON_OVERLOADED;
-  case FB_OVERLOAD_BLOCK: b->held[i] = HOLD_BLOCKED; return pick;
-  case FB_OVERLOAD_DROP_OLDEST:
-  default:
-    /* Delivered; the stream's MAXLEN cap trims its oldest frame. */
-    b->ntrimmed++;
-    return pick;
-  }
+      b->held[i] = FB_HOLD_SINK;
 }
 
 /* Routes every entry of `b` and builds its transaction in b->tx. */
@@ -382,19 +350,13 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
   atomic_fetch_add(&b->snap->refs, 1);
   int64_t wall = fb_wall_ms();
   fb_router_begin(g->router, b->snap, wall);
-  b->ntrimmed = 0;
 
-  int64_t max_age = g->routing.frame_max_age_ms;
-  bool prioritised = false;
   size_t used = 0;
   for (size_t i = 0; i < b->n; i++) {
     const redisReply *fv = b->entries[i]->element[1];
     struct fb_frame *f = &b->frames[i];
-    b->order[i] = (uint32_t)i;
-    b->held[i] = HOLD_NONE;
     if (fv->type != REDIS_REPLY_ARRAY || !fv->elements) {
-      memset(f, 0, sizeof *f);
-      b->outcome[i] = -1 - FB_REASON_MISSING;
+      memset(f, 0, sizeof *f); /* no fields: gone from the stream */
       continue;
     }
     struct fb_field *fl = &g->fields[used];
@@ -404,19 +366,16 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
       fl[k].value = (struct fb_str){fv->element[2 * k + 1]->str, fv->element[2 * k + 1]->len};
     }
     used += nf;
-    enum fb_frame_error err = fb_frame_parse(f, fl, nf);
-    if (f->has_priority && f->priority) prioritised = true;
-    int64_t ts;
-    if (b->have_deliveries && b->deliveries[i] > g->cfg->max_deliveries)
-      b->outcome[i] = -1 - FB_REASON_POISON;
-    else if (err != FB_FRAME_OK)
-      b->outcome[i] = -1 - FB_REASON_MALFORMED;
-    else if (max_age && fb_frame_time_ms(f->timestamp, &ts) == 0 && wall - ts > max_age)
-      b->outcome[i] = -1 - FB_REASON_EXPIRED;
-    else
-      b->outcome[i] = route_one(g, b, i);
+    fb_frame_parse(f, fl, nf);
   }
-  if (prioritised) qsort_r(b->order, b->n, sizeof *b->order, cmp_priority_desc, b->frames);
+  struct fb_dispatch d = {.n = b->n,
+                          .frames = b->frames,
+                          .deliveries = b->have_deliveries ? b->deliveries : NULL,
+                          .outcome = b->outcome,
+                          .held = b->held,
+                          .order = b->order};
+  fb_dispatch_run(&d, g->router, b->snap, &g->routing, g->cfg->max_deliveries, wall);
+  b->ntrimmed = d.ntrimmed;
   /* Until the hand-off is confirmed, the next batches must see these frames
    * in their processors' queues, or they would overfill them (account()
    * takes them back out, before a blocked batch is ever routed again). */
@@ -444,7 +403,7 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
       fb_frame_append_xadd(o, &b->frames[i], b->snap->procs[out]->stream,
                            b->snap->procs[out]->max_queue);
     } else {
-      enum fb_reason reason = (enum fb_reason)(-1 - out);
+      enum fb_reason reason = FB_OUTCOME_REASON(out);
       if (reason == FB_REASON_MISSING) continue; /* nothing left to deliver */
       char detail[160];
       switch (reason) {
@@ -455,7 +414,8 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
         snprintf(detail, sizeof detail, "delivered %lld times", (long long)b->deliveries[i]);
         break;
       case FB_REASON_EXPIRED:
-        snprintf(detail, sizeof detail, "older than %lld ms", (long long)max_age);
+        snprintf(detail, sizeof detail, "older than %lld ms",
+                 (long long)g->routing.frame_max_age_ms);
         break;
       default:
         snprintf(detail, sizeof detail, "no live processor has capability '%.*s'",
@@ -534,7 +494,7 @@ static void finish_batch(struct fb_ingest *g, struct batch *b)
 {
   size_t j = 0;
   for (size_t i = 0; i < b->n; i++)
-    if (b->held[i] == HOLD_BLOCKED) {
+    if (b->held[i] == FB_HOLD_BLOCKED) {
       b->entries[j] = b->entries[i];
       b->deliveries[j] = b->deliveries[i];
       j++;
@@ -646,13 +606,13 @@ static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec
   for (size_t i = 0; i < b->n; i++) {
     int32_t out = b->outcome[i];
     const char *entry_id = b->entries[i]->element[0]->str;
-    if (b->held[i] == HOLD_REMOTE) {
+    if (b->held[i] == FB_HOLD_SINK) {
       atomic_fetch_add(&g->m->nats_publish_errors, 1);
       remember_held(g, entry_id);
     }
     if (b->held[i]) continue; /* still pending: it is handed off later */
     consumed++;
-    if (out == -1 - FB_REASON_MISSING) {
+    if (out == FB_OUTCOME_DLQ(FB_REASON_MISSING)) {
       atomic_fetch_add(&g->m->dropped[FB_REASON_MISSING], 1);
       fb_warn("ingest", "pending entry %s is no longer in %s; acked", entry_id,
               g->cfg->input_stream);
@@ -673,7 +633,7 @@ static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec
       if (p->transport == FB_TRANSPORT_NATS) atomic_fetch_add(&g->m->nats_published, 1);
       delivered++;
     } else {
-      enum fb_reason reason = (enum fb_reason)(-1 - out);
+      enum fb_reason reason = FB_OUTCOME_REASON(out);
       atomic_fetch_add(&g->m->dropped[reason], 1);
       atomic_fetch_add(&g->m->dlq[reason], 1);
       fb_debug("ingest", "entry %s to %s: %s", entry_id, FB_DLQ_STREAM, fb_reason_name(reason));
