@@ -119,7 +119,7 @@ static json_t *list_json(const struct fb_snapshot *s, const char *capability, in
 }
 
 /* Answers a failed store write. */
-static void store_failed(struct fb_response *resp, int rc, const char *id, const char *detail)
+static void store_failed(struct fb_response *resp, int rc, const char *id, const char *why)
 {
   char msg[300];
   switch (rc) {
@@ -131,9 +131,9 @@ static void store_failed(struct fb_response *resp, int rc, const char *id, const
     snprintf(msg, sizeof msg, "processor %s is not registered", id);
     fb_api_error(resp, 404, msg);
     break;
-  case -EINVAL: fb_api_error(resp, 422, detail); break;
+  case -EINVAL: fb_api_error(resp, 422, why); break;
   default:
-    fb_warn("api", "cannot store processor %s: %s", id, detail);
+    fb_warn("api", "cannot store processor %s: %s", id, why);
     fb_api_error(resp, 503, "registry unavailable: Redis is not reachable");
     break;
   }
@@ -144,11 +144,11 @@ static void store_failed(struct fb_response *resp, int rc, const char *id, const
 static struct fb_proc *proc_from_body(struct fb_api *api, json_t *body, struct fb_response *resp)
 {
   struct fb_proc *p = NULL;
-  char detail[300] = "";
-  int rc = fb_proc_from_json(&p, body, api->app->cfg->input_stream, detail, sizeof detail);
+  char why[300] = "";
+  int rc = fb_proc_from_json(&p, body, api->app->cfg->input_stream, why, sizeof why);
   json_decref(body);
   if (rc) {
-    fb_api_error(resp, 422, detail);
+    fb_api_error(resp, 422, why);
     return NULL;
   }
   if (p->transport == FB_TRANSPORT_NATS && !api->app->cfg->nats_enabled) {
@@ -166,10 +166,10 @@ static void do_register(struct fb_api *api, const struct fb_request *req, struct
   json_object_set_new(body, "registered_at_ms", json_integer(fb_wall_ms()));
   struct fb_proc *p = proc_from_body(api, body, resp);
   if (!p) return;
-  char detail[300] = "";
-  int rc = fb_store_save(&api->redis, p, false, detail, sizeof detail);
+  char why[300] = "";
+  int rc = fb_store_save(&api->redis, p, false, why, sizeof why);
   if (rc) {
-    store_failed(resp, rc, p->id, detail);
+    store_failed(resp, rc, p->id, why);
     fb_proc_release(p);
     return;
   }
@@ -210,10 +210,10 @@ static void do_update(struct fb_api *api, const char *id, const struct fb_reques
 
   struct fb_proc *p = proc_from_body(api, body, resp);
   if (!p) return;
-  char detail[300] = "";
-  int rc = fb_store_save(&api->redis, p, true, detail, sizeof detail);
+  char why[300] = "";
+  int rc = fb_store_save(&api->redis, p, true, why, sizeof why);
   if (rc) {
-    store_failed(resp, rc, id, detail);
+    store_failed(resp, rc, id, why);
     fb_proc_release(p);
     return;
   }
@@ -371,7 +371,7 @@ static json_t *routing_json(struct fb_app *app)
                         json_string(info.stored[k] ? "fleet" : "config"));
   for (int k = 0; k < FB_STRATEGY_COUNT; k++)
     json_array_append_new(strategies, json_string(fb_strategy_name((enum fb_strategy)k)));
-  for (int k = FB_OVERLOAD_DROP_OLDEST; k <= FB_OVERLOAD_BLOCK; k++)
+  for (int k = 0; k < FB_OVERLOAD_COUNT; k++)
     json_array_append_new(policies,
                           json_string(fb_overload_policy_name((enum fb_overload_policy)k)));
   return json_pack("{s:s,s:s,s:I,s:I,s:f,s:I,s:I,s:o,s:o,s:o,s:I,s:o,s:o,s:o}", "strategy",
@@ -401,10 +401,11 @@ static void routing(struct fb_api *api, const struct fb_request *req, struct fb_
   if (req->method == FB_PUT) {
     json_t *body = parse_body(req, resp);
     if (!body) return;
-    const char *bad = fb_routing_patch_from_json(body, &patch);
+    char why[300];
+    int rc = fb_routing_patch_from_json(body, &patch, why, sizeof why);
     json_decref(body);
-    if (bad) {
-      fb_api_error(resp, 422, bad);
+    if (rc) {
+      fb_api_error(resp, 422, why);
       return;
     }
   }
@@ -456,8 +457,9 @@ static json_t *connections_json(struct fb_app *app)
                                           : json_string("disabled"));
 }
 
-/* A processor as the dashboard's table shows it: this replica's counts,
- * and the fleet's from `totals` ({id: [routed, rate]}, may be NULL). */
+/* A processor as the dashboard's table shows it: this replica's counts
+ * (queue_depth is the estimate routing uses, fb_proc_depth), and the
+ * fleet's from `totals` ({id: [routed, rate]}, may be NULL). */
 static json_t *proc_summary(const struct fb_proc *p, const json_t *totals)
 {
   const struct fb_proc_live *l = p->live;
@@ -470,15 +472,12 @@ static json_t *proc_summary(const struct fb_proc *p, const json_t *totals)
   return json_pack("{s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:I,s:I,s:I}", "id", p->id,
                    "status", fb_health_name((enum fb_health)atomic_load(&l->status)), "transport",
                    fb_transport_name(p->transport), "capabilities", caps, "frames_routed", routed,
-                   "rate", rate, "queue_depth",
-                   (json_int_t)(atomic_load(&l->queue_depth) + atomic_load(&l->sent_since_poll) +
-                                atomic_load(&l->routed_in_flight)),
-                   "max_queue", (json_int_t)p->max_queue, "capacity", (json_int_t)p->capacity,
-                   "weight", (json_int_t)p->weight, "last_heartbeat_ms",
-                   hb ? json_integer(hb) : json_null(), "heartbeat_interval_ms",
-                   (json_int_t)p->heartbeat_interval_ms, "fleet_frames_routed",
-                   t ? json_integer_value(json_array_get(t, 0)) : routed, "fleet_rate",
-                   t ? json_integer_value(json_array_get(t, 1)) : rate);
+                   "rate", rate, "queue_depth", (json_int_t)fb_proc_depth(p), "max_queue",
+                   (json_int_t)p->max_queue, "capacity", (json_int_t)p->capacity, "weight",
+                   (json_int_t)p->weight, "last_heartbeat_ms", hb ? json_integer(hb) : json_null(),
+                   "heartbeat_interval_ms", (json_int_t)p->heartbeat_interval_ms,
+                   "fleet_frames_routed", t ? json_integer_value(json_array_get(t, 0)) : routed,
+                   "fleet_rate", t ? json_integer_value(json_array_get(t, 1)) : rate);
 }
 
 json_t *fb_api_stats(struct fb_app *app)

@@ -19,32 +19,67 @@
 
 /* ---------------------------------------------------------------- names */
 
+/* The one place each name is spelled; in enum order. */
 static const char *const strategy_names[FB_STRATEGY_COUNT] = {"round_robin", "weighted_round_robin",
                                                               "least_loaded", "consistent_hash"};
+static const char *const overload_names[FB_OVERLOAD_COUNT] = {"drop_oldest", "reject", "block"};
+
+#define NNAMES(t) (sizeof t / sizeof t[0])
+
+/* Index of `s` in names[0..count), or -1. */
+static int find_name(const char *const *names, size_t count, const char *s)
+{
+  for (size_t i = 0; i < count; i++)
+    if (!strcmp(s, names[i])) return (int)i;
+  return -1;
+}
+
+const char *fb_names_join(const char *const *names, size_t count, char *out, size_t n)
+{
+  size_t len = 0;
+  if (n) out[0] = '\0';
+  for (size_t i = 0; i < count && len < n; i++) {
+    int w = snprintf(out + len, n - len, "%s%s", i ? ", " : "", names[i]);
+    if (w < 0) break;
+    len += (size_t)w;
+  }
+  return out;
+}
 
 const char *fb_strategy_name(enum fb_strategy s)
 {
-  return (unsigned)s < FB_STRATEGY_COUNT ? strategy_names[s] : "unknown";
+  return (unsigned)s < NNAMES(strategy_names) ? strategy_names[s] : "unknown";
 }
 
 int fb_strategy_parse(const char *s, enum fb_strategy *out)
 {
-  for (int i = 0; i < FB_STRATEGY_COUNT; i++)
-    if (!strcmp(s, strategy_names[i])) {
-      *out = (enum fb_strategy)i;
-      return 0;
-    }
-  return -EINVAL;
+  int i = find_name(strategy_names, NNAMES(strategy_names), s);
+  if (i < 0) return -EINVAL;
+  *out = (enum fb_strategy)i;
+  return 0;
+}
+
+const char *fb_strategy_list(char *out, size_t n)
+{
+  return fb_names_join(strategy_names, NNAMES(strategy_names), out, n);
 }
 
 const char *fb_overload_policy_name(enum fb_overload_policy p)
 {
-  switch (p) {
-  case FB_OVERLOAD_DROP_OLDEST: return "drop_oldest";
-  case FB_OVERLOAD_REJECT: return "reject";
-  case FB_OVERLOAD_BLOCK: return "block";
-  }
-  return "unknown";
+  return (unsigned)p < NNAMES(overload_names) ? overload_names[p] : "unknown";
+}
+
+int fb_overload_policy_parse(const char *s, enum fb_overload_policy *out)
+{
+  int i = find_name(overload_names, NNAMES(overload_names), s);
+  if (i < 0) return -EINVAL;
+  *out = (enum fb_overload_policy)i;
+  return 0;
+}
+
+const char *fb_overload_policy_list(char *out, size_t n)
+{
+  return fb_names_join(overload_names, NNAMES(overload_names), out, n);
 }
 
 /* ------------------------------------------------------------- parsers */
@@ -306,10 +341,9 @@ static int p_port(struct fb_config *cfg, void *dst, const char *v, char *why, si
 
 static int p_strategy(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
 {
+  char list[FB_NAME_LIST_MAX];
   if (fb_strategy_parse(v, &cfg->strategy)) {
-    snprintf(why, n,
-             "'%s' is not one of round_robin, weighted_round_robin, least_loaded, consistent_hash",
-             v);
+    snprintf(why, n, "'%s' is not one of %s", v, fb_strategy_list(list, sizeof list));
     return -EINVAL;
   }
   return 0;
@@ -317,14 +351,9 @@ static int p_strategy(struct fb_config *cfg, void *dst, const char *v, char *why
 
 static int p_overload(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
 {
-  if (!strcmp(v, "drop_oldest"))
-    cfg->overload_policy = FB_OVERLOAD_DROP_OLDEST;
-  else if (!strcmp(v, "reject"))
-    cfg->overload_policy = FB_OVERLOAD_REJECT;
-  else if (!strcmp(v, "block"))
-    cfg->overload_policy = FB_OVERLOAD_BLOCK;
-  else {
-    snprintf(why, n, "'%s' is not one of drop_oldest, reject, block", v);
+  char list[FB_NAME_LIST_MAX];
+  if (fb_overload_policy_parse(v, &cfg->overload_policy)) {
+    snprintf(why, n, "'%s' is not one of %s", v, fb_overload_policy_list(list, sizeof list));
     return -EINVAL;
   }
   return 0;
@@ -388,7 +417,7 @@ struct setting {
   const char *env;  /* environment variable, or NULL */
   const char *flag; /* long flag without dashes, or NULL */
   const char *arg;  /* placeholder in --help */
-  const char *dflt; /* shown in --help */
+  const char *dflt; /* shown in --help; NULL: a name, from set_defaults */
   parse_fn parse;
   size_t offset; /* of the field passed as `dst` */
   const char *help;
@@ -433,10 +462,10 @@ static const struct setting settings[] = {
      "consumer group on the input stream"},
     {"CONSUMER_NAME", "consumer-name", "NAME", "host name", p_name, OFF(consumer_name),
      "this replica's consumer name; keep it stable across restarts"},
-    {"ROUTING_STRATEGY", "strategy", "NAME", "least_loaded", p_strategy, 0,
-     "round_robin, weighted_round_robin, least_loaded, consistent_hash"},
-    {"OVERLOAD_POLICY", "overload-policy", "NAME", "drop_oldest", p_overload, 0,
-     "when every candidate is full: drop_oldest, reject, block"},
+    /* --help adds the names and the default of these two (see usage). */
+    {"ROUTING_STRATEGY", "strategy", "NAME", NULL, p_strategy, 0, ""},
+    {"OVERLOAD_POLICY", "overload-policy", "NAME", NULL, p_overload, 0,
+     "when every candidate is full: "},
     {"HEARTBEAT_TIMEOUT_MS", "heartbeat-timeout-ms", "MS", "90000", p_ms, OFF(heartbeat_timeout_ms),
      "no heartbeat for this long: processor is dead"},
     {"FRAME_MAX_AGE_MS", "frame-max-age-ms", "MS", "0 (off)", p_ms, OFF(frame_max_age_ms),
@@ -490,12 +519,12 @@ static void set_defaults(struct fb_config *cfg)
 }
 
 static int apply(struct fb_config *cfg, const struct setting *s, const char *v, const char *origin,
-                 char *err, size_t errlen)
+                 char *why, size_t n)
 {
-  char why[256] = "";
+  char reason[256] = "";
   void *dst = s->offset ? (char *)cfg + s->offset : NULL;
-  if (s->parse(cfg, dst, v, why, sizeof why) == 0) return 0;
-  snprintf(err, errlen, "invalid setting %s: %s", origin, why);
+  if (s->parse(cfg, dst, v, reason, sizeof reason) == 0) return 0;
+  snprintf(why, n, "invalid setting %s: %s", origin, reason);
   return -EINVAL;
 }
 
@@ -508,25 +537,35 @@ static void usage(FILE *out, const char *prog)
           "the live dashboard.\n\n"
           "Every option is also an environment variable; options win.\n\n",
           prog);
+  struct fb_config d;
+  set_defaults(&d);
   for (size_t i = 0; i < NSETTINGS; i++) {
     const struct setting *s = &settings[i];
     if (!s->flag) continue;
-    char left[64];
+    char left[64], list[FB_NAME_LIST_MAX] = "";
+    const char *dflt = s->dflt;
+    if (s->parse == p_strategy) {
+      fb_strategy_list(list, sizeof list);
+      dflt = fb_strategy_name(d.strategy);
+    } else if (s->parse == p_overload) {
+      fb_overload_policy_list(list, sizeof list);
+      dflt = fb_overload_policy_name(d.overload_policy);
+    }
     snprintf(left, sizeof left, "--%s %s", s->flag, s->arg);
-    fprintf(out, "  %-30s %s\n  %-30s [%s, default %s]\n", left, s->help, "", s->env, s->dflt);
+    fprintf(out, "  %-30s %s%s\n  %-30s [%s, default %s]\n", left, s->help, list, "", s->env, dflt);
   }
   fprintf(out, "\n  %-30s %s\n  %-30s %s\n", "-h, --help", "show this help and exit",
           "-V, --version", "print the version and exit");
   fprintf(out, "\nBad settings exit with status 2. Docs: README.md.\n");
 }
 
-int fb_config_load(struct fb_config *cfg, int argc, char **argv, char *err, size_t errlen)
+int fb_config_load(struct fb_config *cfg, int argc, char **argv, char *why, size_t n)
 {
   set_defaults(cfg);
 
   for (size_t i = 0; i < NSETTINGS; i++) {
     const char *v = getenv(settings[i].env);
-    if (v && apply(cfg, &settings[i], v, settings[i].env, err, errlen)) return -EINVAL;
+    if (v && apply(cfg, &settings[i], v, settings[i].env, why, n)) return -EINVAL;
   }
 
   struct option opts[NSETTINGS + 3];
@@ -552,37 +591,36 @@ int fb_config_load(struct fb_config *cfg, int argc, char **argv, char *err, size
     }
     if (c == '?' || c == ':') {
       const char *bad = argv[optind - 1];
-      snprintf(err, errlen, "%s option %s (see --help)", c == ':' ? "missing value for" : "unknown",
+      snprintf(why, n, "%s option %s (see --help)", c == ':' ? "missing value for" : "unknown",
                bad ? bad : "?");
       return -EINVAL;
     }
     const struct setting *s = &settings[c - 256];
     char origin[80];
     snprintf(origin, sizeof origin, "--%s", s->flag);
-    if (apply(cfg, s, optarg, origin, err, errlen)) return -EINVAL;
+    if (apply(cfg, s, optarg, origin, why, n)) return -EINVAL;
   }
   if (optind < argc) {
-    snprintf(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
+    snprintf(why, n, "unexpected argument '%s' (see --help)", argv[optind]);
     return -EINVAL;
   }
   if (cfg->redis.nsentinels && !cfg->redis.sentinel_master[0]) {
-    snprintf(err, errlen,
+    snprintf(why, n,
              "invalid setting REDIS_SENTINEL_MASTER: required with REDIS_SENTINELS (the master "
              "name the sentinels watch)");
     return -EINVAL;
   }
   if (!cfg->redis.nsentinels && cfg->redis.sentinel_master[0]) {
-    snprintf(err, errlen, "invalid setting REDIS_SENTINELS: required with REDIS_SENTINEL_MASTER");
+    snprintf(why, n, "invalid setting REDIS_SENTINELS: required with REDIS_SENTINEL_MASTER");
     return -EINVAL;
   }
   return FB_CONFIG_OK;
 }
 
-int fb_config_parse_redis_url(const char *url, struct fb_redis_endpoint *out, char *err,
-                              size_t errlen)
+int fb_config_parse_redis_url(const char *url, struct fb_redis_endpoint *out, char *why, size_t n)
 {
   if (strncmp(url, "redis://", 8)) {
-    snprintf(err, errlen, "'%s' must start with redis:// (TLS is not supported)", url);
+    snprintf(why, n, "'%s' must start with redis:// (TLS is not supported)", url);
     return -EINVAL;
   }
   struct fb_redis_endpoint ep = {.port = 6379};
@@ -594,7 +632,7 @@ int fb_config_parse_redis_url(const char *url, struct fb_redis_endpoint *out, ch
     size_t ul = colon ? (size_t)(colon - p) : 0;
     size_t pl = (size_t)(at - pw);
     if (ul >= sizeof ep.username || pl >= sizeof ep.password) {
-      snprintf(err, errlen, "credentials are too long");
+      snprintf(why, n, "credentials are too long");
       return -EINVAL;
     }
     memcpy(ep.username, p, ul);
@@ -607,7 +645,7 @@ int fb_config_parse_redis_url(const char *url, struct fb_redis_endpoint *out, ch
   const char *hend = colon ? colon : end;
   size_t hl = (size_t)(hend - p);
   if (!hl || hl >= sizeof ep.host) {
-    snprintf(err, errlen, "'%s' has no host", url);
+    snprintf(why, n, "'%s' has no host", url);
     return -EINVAL;
   }
   memcpy(ep.host, p, hl);
@@ -615,22 +653,22 @@ int fb_config_parse_redis_url(const char *url, struct fb_redis_endpoint *out, ch
     char port[16];
     size_t pl = (size_t)(end - colon - 1);
     if (!pl || pl >= sizeof port) {
-      snprintf(err, errlen, "'%s' has a bad port", url);
+      snprintf(why, n, "'%s' has a bad port", url);
       return -EINVAL;
     }
     memcpy(port, colon + 1, pl);
     port[pl] = '\0';
-    char why[128];
-    if (p_port_num(port, &ep.port, why, sizeof why)) {
-      snprintf(err, errlen, "'%s': port %s", url, why);
+    char reason[128];
+    if (p_port_num(port, &ep.port, reason, sizeof reason)) {
+      snprintf(why, n, "'%s': port %s", url, reason);
       return -EINVAL;
     }
   }
   if (slash && slash[1]) {
     int64_t db;
-    char why[128];
-    if (parse_i64(slash + 1, 0, 15, &db, why, sizeof why)) {
-      snprintf(err, errlen, "'%s': database %s", url, why);
+    char reason[128];
+    if (parse_i64(slash + 1, 0, 15, &db, reason, sizeof reason)) {
+      snprintf(why, n, "'%s': database %s", url, reason);
       return -EINVAL;
     }
     ep.db = (int)db;

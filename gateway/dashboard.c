@@ -21,7 +21,6 @@
 #include "framebuffer/clock.h"
 #include "framebuffer/events.h"
 #include "framebuffer/fleet.h"
-#include "framebuffer/http_server.h"
 #include "framebuffer/log.h"
 
 #define SNAPSHOT_US     (250 * LWS_US_PER_MS)
@@ -259,7 +258,7 @@ static int callback_dashboard(struct lws *wsi, enum lws_callback_reasons reason,
     v->ctx = lws_get_context(wsi);
     v->vhost = vh;
     v->protocol = proto;
-    v->app = fb_http_app(v->ctx);
+    v->app = proto->user; /* set by fb_dashboard_protocol */
     v->next_tick_us = (int64_t)(fb_mono_ns() / 1000);
     schedule(v);
     return 0;
@@ -328,13 +327,14 @@ static int callback_dashboard(struct lws *wsi, enum lws_callback_reasons reason,
   }
 }
 
-struct lws_protocols fb_dashboard_protocol(void)
+struct lws_protocols fb_dashboard_protocol(struct fb_app *app)
 {
   return (struct lws_protocols){
       .name = "fb-dashboard",
       .callback = callback_dashboard,
       .per_session_data_size = sizeof(struct client),
       .rx_buffer_size = 4096,
+      .user = app,
   };
 }
 

@@ -266,12 +266,6 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
 
 /* =============================================================== service */
 
-struct fb_app *fb_http_app(struct lws_context *ctx)
-{
-  struct fb_http *h = lws_context_user(ctx);
-  return h->app;
-}
-
 static void lws_log(int level, const char *line)
 {
   char msg[512];
@@ -300,7 +294,7 @@ int fb_http_start(struct fb_http **out, struct fb_app *app)
 
   h->protocols[0] = (struct lws_protocols){
       .name = "http", .callback = callback_http, .per_session_data_size = sizeof(struct session)};
-  h->protocols[1] = fb_dashboard_protocol();
+  h->protocols[1] = fb_dashboard_protocol(app);
   h->protocols[2] = (struct lws_protocols){NULL, NULL, 0, 0, 0, NULL, 0};
 
   struct lws_context_creation_info info;

@@ -35,10 +35,10 @@
 #include "framebuffer/events.h"
 #include "framebuffer/frame.h"
 #include "framebuffer/log.h"
-#include "framebuffer/nats_bridge.h"
 #include "framebuffer/redis.h"
 #include "framebuffer/router.h"
 #include "framebuffer/settings.h"
+#include "framebuffer/sink.h"
 
 #define BLOCK_MS          1000         /* XREADGROUP BLOCK when idle */
 #define REDIS_TIMEOUT_MS  5000         /* must exceed BLOCK_MS */
@@ -85,7 +85,7 @@ struct op {
 
 struct fb_ingest {
   struct fb_app *app;
-  struct fb_nats *nats; /* NULL in Redis-only mode */
+  struct fb_sinks sinks; /* one of each sink; a processor's `transport` indexes it */
   const struct fb_config *cfg;
   struct fb_registry *reg;
   struct fb_metrics *m;
@@ -293,37 +293,61 @@ static int reserve_fields(struct fb_ingest *g, const struct batch *b)
   return 0;
 }
 
-/* JetStream refused frame `frame_id`: hold every remote entry carrying it. */
-static void mark_failed(void *ctx, const char *frame_id)
+/* The sink of the processor entry `i` of `b` goes to (outcome >= 0). */
+static struct fb_sink *sink_of(const struct fb_ingest *g, const struct batch *b, size_t i)
 {
-  struct batch *b = ctx;
-  for (size_t i = 0; i < b->n; i++)
-    if (b->outcome[i] >= 0 && b->snap->procs[b->outcome[i]]->transport == FB_TRANSPORT_NATS &&
-        fb_str_eq(b->frames[i].frame_id, frame_id))
-      b->held[i] = FB_HOLD_SINK;
+  return g->sinks.by_index[b->snap->procs[b->outcome[i]]->transport];
 }
 
-/* Publishes the batch's remote frames, in hand-off order, and for JetStream
- * waits for their acks. A frame that did not make it is held: not acked, so
- * it stays pending and is claimed again later (JetStream drops the
- * duplicate if it had in fact stored it). */
-static void publish_remote(struct fb_ingest *g, struct batch *b)
+/* A commit of sink `sink` says frame `frame_id` did not make it: hold every
+ * entry of the batch carrying it to that sink. */
+struct held_ctx {
+  const struct fb_ingest *g;
+  struct batch *b;
+  const struct fb_sink *sink;
+};
+
+static void hold_frame(void *ctx, const char *frame_id)
 {
-  bool any = false;
+  struct held_ctx *h = ctx;
+  for (size_t i = 0; i < h->b->n; i++)
+    if (h->b->outcome[i] >= 0 && sink_of(h->g, h->b, i) == h->sink &&
+        fb_str_eq(h->b->frames[i].frame_id, frame_id))
+      h->b->held[i] = FB_HOLD_SINK;
+}
+
+/* Sends the batch's frames that leave Redis, in hand-off order, and waits
+ * for what their sinks must confirm. A frame that did not make it is held:
+ * not acked, so it stays pending and is sent again later (JetStream drops
+ * the duplicate if it had in fact stored it). */
+static void send_outside(struct fb_ingest *g, struct batch *b)
+{
+  bool sent[FB_SINKS_MAX] = {false};
   for (size_t k = 0; k < b->n; k++) {
     size_t i = b->order[k];
-    int32_t out = b->outcome[i];
-    if (b->held[i] || out < 0 || b->snap->procs[out]->transport != FB_TRANSPORT_NATS) continue;
-    any = true;
-    if (!g->nats || fb_nats_publish_frame(g->nats, b->snap->procs[out], &b->frames[i]))
+    if (b->held[i] || b->outcome[i] < 0) continue;
+    struct fb_sink *sink = sink_of(g, b, i);
+    if (sink->ops->stage) continue; /* written in the transaction */
+    sent[b->snap->procs[b->outcome[i]]->transport] = true;
+    if (sink->ops->send(sink, b->snap->procs[b->outcome[i]], &b->frames[i]))
       b->held[i] = FB_HOLD_SINK;
   }
-  if (!any || !g->nats) return;
-  bool all_failed = false;
-  fb_nats_complete(g->nats, mark_failed, b, &all_failed);
-  for (size_t i = 0; all_failed && i < b->n; i++)
-    if (b->outcome[i] >= 0 && b->snap->procs[b->outcome[i]]->transport == FB_TRANSPORT_NATS)
-      b->held[i] = FB_HOLD_SINK;
+  for (int k = 0; k < g->sinks.n; k++) {
+    struct fb_sink *sink = g->sinks.by_index[k];
+    if (!sent[k]) continue;
+    struct held_ctx h = {g, b, sink};
+    if (sink->ops->commit(sink, hold_frame, &h)) continue;
+    for (size_t i = 0; i < b->n; i++) /* fate unknown: hold them all */
+      if (b->outcome[i] >= 0 && sink_of(g, b, i) == sink) b->held[i] = FB_HOLD_SINK;
+  }
+}
+
+/* True when every sink can take frames (held ones are worth sending again). */
+static bool sinks_up(const struct fb_ingest *g)
+{
+  for (int k = 0; k < g->sinks.n; k++)
+    if (!g->sinks.by_index[k]->ops->is_up(g->sinks.by_index[k])) return false;
+  return true;
 }
 
 /* Routes every entry of `b` and builds its transaction in b->tx. */
@@ -344,7 +368,8 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
     fb_router_set_hash_bound(g->router, g->routing.hash_bound);
     fb_router_set_slow_start(g->router, g->routing.slow_start_ms);
   }
-  fb_router_set_remote_available(g->router, g->nats && fb_nats_is_connected(g->nats));
+  for (int k = 0; k < g->sinks.n; k++)
+    fb_router_set_sink_up(g->router, k, g->sinks.by_index[k]->ops->is_up(g->sinks.by_index[k]));
   fb_snapshot_release(b->snap); /* a blocked batch routed again */
   b->snap = g->snap;
   atomic_fetch_add(&b->snap->refs, 1);
@@ -384,7 +409,7 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
       atomic_fetch_add_explicit(&b->snap->procs[b->outcome[i]]->live->routed_in_flight, 1,
                                 memory_order_relaxed);
   b->in_flight = true;
-  publish_remote(g, b);
+  send_outside(g, b);
 
   char now_iso[40];
   fb_iso_time(wall, now_iso, sizeof now_iso);
@@ -398,10 +423,10 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
     const redisReply *id = b->entries[i]->element[0];
     b->xadd_of[i] = -1;
     if (b->held[i]) continue;
-    if (out >= 0 && b->snap->procs[out]->transport == FB_TRANSPORT_NATS) continue;
     if (out >= 0) {
-      fb_frame_append_xadd(o, &b->frames[i], b->snap->procs[out]->stream,
-                           b->snap->procs[out]->max_queue);
+      struct fb_sink *sink = sink_of(g, b, i);
+      if (!sink->ops->stage) continue; /* sent already */
+      sink->ops->stage(sink, o, b->snap->procs[out], &b->frames[i]);
     } else {
       enum fb_reason reason = FB_OUTCOME_REASON(out);
       if (reason == FB_REASON_MISSING) continue; /* nothing left to deliver */
@@ -628,9 +653,11 @@ static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec
       atomic_fetch_add(&g->m->dropped[FB_REASON_NO_PROCESSOR], 1);
     } else if (out >= 0) {
       const struct fb_proc *p = b->snap->procs[out];
+      const struct fb_sink_ops *ops = g->sinks.by_index[p->transport]->ops;
       atomic_fetch_add_explicit(&p->live->frames_routed, 1, memory_order_relaxed);
-      atomic_fetch_add_explicit(&p->live->sent_since_poll, 1, memory_order_relaxed);
-      if (p->transport == FB_TRANSPORT_NATS) atomic_fetch_add(&g->m->nats_published, 1);
+      if (ops->queues)
+        atomic_fetch_add_explicit(&p->live->sent_since_poll, 1, memory_order_relaxed);
+      if (!ops->stage) atomic_fetch_add(&g->m->nats_published, 1);
       delivered++;
     } else {
       enum fb_reason reason = FB_OUTCOME_REASON(out);
@@ -1005,8 +1032,7 @@ static void live_step(struct fb_ingest *g)
     g->claiming = true;
     snprintf(g->cursor, sizeof g->cursor, "0-0");
   }
-  if (g->nheld && !g->resending && g->nats && fb_nats_is_connected(g->nats) &&
-      fb_mono_ms() >= g->next_resend_ms)
+  if (g->nheld && !g->resending && sinks_up(g) && fb_mono_ms() >= g->next_resend_ms)
     g->resending = true;
   if (!stopping && !g->claiming && !g->resending && !g->nblocked && !g->read_in_flight &&
       g->tx_in_flight < MAX_TX && (!g->idle || g->op_count == 0))
@@ -1102,12 +1128,12 @@ int fb_ingest_start(struct fb_ingest **out, struct fb_app *app)
   struct fb_ingest *g = calloc(1, sizeof *g);
   if (!g) return -ENOMEM;
   g->app = app;
-  g->nats = app->nats;
   g->cfg = cfg;
   g->reg = app->registry;
   g->m = app->metrics;
   fb_redis_init(&g->redis, &cfg->redis, "ingest", REDIS_TIMEOUT_MS);
   int rc = fb_router_create(&g->router, cfg->strategy);
+  if (!rc) rc = fb_sinks_create(&g->sinks, app);
   for (int i = 0; i < NBATCH && !rc; i++)
     rc = batch_alloc(&g->batches[i], (size_t)cfg->batch_size);
   g->snap = fb_registry_snapshot(g->reg);
@@ -1119,6 +1145,7 @@ int fb_ingest_start(struct fb_ingest **out, struct fb_app *app)
     for (int i = 0; i < NBATCH; i++)
       batch_free(&g->batches[i]);
     fb_router_destroy(g->router);
+    fb_sinks_destroy(&g->sinks);
     fb_snapshot_release(g->snap);
     free(g->held_ids);
     free(g);
@@ -1137,6 +1164,7 @@ void fb_ingest_stop(struct fb_ingest *g)
     batch_free(&g->batches[i]);
   fb_redis_close(&g->redis);
   fb_router_destroy(g->router);
+  fb_sinks_destroy(&g->sinks);
   fb_snapshot_release(g->snap);
   free(g->held_ids);
   free(g->fields);

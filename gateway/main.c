@@ -27,11 +27,11 @@
 int main(int argc, char **argv)
 {
   static struct fb_config cfg;
-  char err[512];
-  int rc = fb_config_load(&cfg, argc, argv, err, sizeof err);
+  char why[512];
+  int rc = fb_config_load(&cfg, argc, argv, why, sizeof why);
   if (rc == FB_CONFIG_EXIT) return 0;
   if (rc < 0) {
-    fprintf(stderr, "frame-buffer: %s\n", err);
+    fprintf(stderr, "frame-buffer: %s\n", why);
     return 2;
   }
   fb_log_setup(cfg.log_level, cfg.log_format);

@@ -160,7 +160,11 @@ int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, b
     fb_buf_puts(o, "\n");
   }
 
-  fb_buf_puts(o, "# HELP frame_buffer_queue_depth Last known unacknowledged frames per processor.\n"
+  /* The depth as last read, not fb_proc_depth: the same on every replica. */
+  fb_buf_puts(o, "# HELP frame_buffer_queue_depth Queue depth per processor as last read: unread + "
+                 "pending entries of its stream (read about every 250 ms), or a remote "
+                 "processor's last heartbeat queue_depth + in_flight. Without what this replica "
+                 "routed since (the estimate routing uses is in /api/v1/stats).\n"
                  "# TYPE frame_buffer_queue_depth gauge\n");
   for (size_t i = 0; i < s->n; i++)
     fb_buf_printf(o, "frame_buffer_queue_depth{processor_id=\"%s\"} %lld\n", s->procs[i]->id,

@@ -5,6 +5,8 @@
  */
 #include "framebuffer/registry.h"
 
+#include "framebuffer/sink.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -28,7 +30,7 @@ const char *fb_health_name(enum fb_health h)
 
 const char *fb_transport_name(enum fb_transport t)
 {
-  return t == FB_TRANSPORT_NATS ? "nats" : "redis";
+  return (unsigned)t < FB_SINKS_MAX && fb_sink_list[t] ? fb_sink_list[t]->name : "unknown";
 }
 
 bool fb_proc_id_is_valid(const char *id, size_t n)
@@ -93,13 +95,13 @@ void fb_proc_release(struct fb_proc *p)
 
 #define FAIL(...)                                                                                  \
   do {                                                                                             \
-    snprintf(detail, detail_len, __VA_ARGS__);                                                     \
+    snprintf(why, n, __VA_ARGS__);                                                                 \
     goto fail;                                                                                     \
   } while (0)
 
 /* Reads an optional integer member: absent or null keeps *out. */
 static int opt_int(const json_t *body, const char *key, int64_t min, int64_t max, int64_t *out,
-                   char *detail, size_t detail_len)
+                   char *why, size_t n)
 {
   json_t *v = json_object_get(body, key);
   if (!v || json_is_null(v)) return 0;
@@ -114,8 +116,7 @@ fail:
 }
 
 /* Reads an optional string member: absent or null gives NULL. */
-static int opt_str(const json_t *body, const char *key, const char **out, char *detail,
-                   size_t detail_len)
+static int opt_str(const json_t *body, const char *key, const char **out, char *why, size_t n)
 {
   json_t *v = json_object_get(body, key);
   *out = NULL;
@@ -127,8 +128,8 @@ fail:
   return -EINVAL;
 }
 
-int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *input_stream,
-                      char *detail, size_t detail_len)
+int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *input_stream, char *why,
+                      size_t n)
 {
   struct fb_proc *p = NULL;
   json_t *doc = NULL;
@@ -182,39 +183,40 @@ int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *inpu
 
   /* endpoint, health_endpoint, metadata */
   const char *s;
-  if (opt_str(body, "endpoint", &s, detail, detail_len)) goto fail;
-  if (opt_str(body, "health_endpoint", &s, detail, detail_len)) goto fail;
+  if (opt_str(body, "endpoint", &s, why, n)) goto fail;
+  if (opt_str(body, "health_endpoint", &s, why, n)) goto fail;
   json_t *meta = json_object_get(body, "metadata");
   if (meta && !json_is_null(meta) && !json_is_object(meta)) FAIL("metadata must be an object");
 
   /* transport, subject, result_stream */
   enum fb_transport transport = FB_TRANSPORT_REDIS;
-  if (opt_str(body, "transport", &s, detail, detail_len)) goto fail;
-  if (s && !strcmp(s, "nats"))
-    transport = FB_TRANSPORT_NATS;
-  else if (s && strcmp(s, "redis"))
-    FAIL("transport must be \"redis\" or \"nats\"");
+  if (opt_str(body, "transport", &s, why, n)) goto fail;
+  if (s) {
+    int sink = fb_sink_find(s);
+    if (sink < 0) FAIL("transport must be \"redis\", \"nats\" or \"null\"");
+    transport = (enum fb_transport)sink;
+  }
 
   char subject[SUBJECT_MAX + 1];
-  if (opt_str(body, "subject", &s, detail, detail_len)) goto fail;
+  if (opt_str(body, "subject", &s, why, n)) goto fail;
   if (s && !is_subject(s)) FAIL("subject must be a NATS subject without wildcards");
   snprintf(subject, sizeof subject, "%s%s", s ? "" : "frames.ready.", s ? s : id);
   if (!s && transport == FB_TRANSPORT_NATS && !is_subject(subject))
     FAIL("id is not usable in a NATS subject; give a subject");
 
-  if (opt_str(body, "result_stream", &s, detail, detail_len)) goto fail;
+  if (opt_str(body, "result_stream", &s, why, n)) goto fail;
   if (s && (!is_token(s, STREAM_KEY_MAX) || !strcmp(s, input_stream)))
     FAIL("result_stream must be a Redis key other than the input stream");
   const char *result_stream = s ? s : "frames:results";
 
   /* numbers with defaults; metadata.queue_maxlen is the compat max_queue */
   int64_t weight = 1, max_queue = FB_DEFAULT_MAX_QUEUE, hb = FB_DEFAULT_HEARTBEAT_MS;
-  if (opt_int(body, "weight", 1, 1000000, &weight, detail, detail_len)) goto fail;
+  if (opt_int(body, "weight", 1, 1000000, &weight, why, n)) goto fail;
   if (meta && json_is_object(meta) &&
-      opt_int(meta, "queue_maxlen", 1, 100000000, &max_queue, detail, detail_len))
+      opt_int(meta, "queue_maxlen", 1, 100000000, &max_queue, why, n))
     goto fail;
-  if (opt_int(body, "max_queue", 1, 100000000, &max_queue, detail, detail_len)) goto fail;
-  if (opt_int(body, "heartbeat_interval_ms", 0, 86400000, &hb, detail, detail_len)) goto fail;
+  if (opt_int(body, "max_queue", 1, 100000000, &max_queue, why, n)) goto fail;
+  if (opt_int(body, "heartbeat_interval_ms", 0, 86400000, &hb, why, n)) goto fail;
 
   /* The stored document: what came in (unknown members kept, as the old
    * service did) with every default made explicit. */
@@ -293,9 +295,18 @@ json_t *fb_proc_to_json(const struct fb_proc *p)
   json_object_set_new(o, "last_heartbeat", iso_time(atomic_load(&p->live->last_heartbeat_ms)));
   json_object_set_new(o, "frames_routed",
                       json_integer((json_int_t)atomic_load(&p->live->frames_routed)));
+  /* As last read, like /metrics: the same on every replica (see fb_proc_depth). */
   json_object_set_new(o, "queue_depth", json_integer(atomic_load(&p->live->queue_depth)));
   json_object_set_new(o, "queue", json_string(p->stream));
   return o;
+}
+
+int64_t fb_proc_depth(const struct fb_proc *p)
+{
+  const struct fb_proc_live *l = p->live;
+  return atomic_load_explicit(&l->queue_depth, memory_order_relaxed) +
+         atomic_load_explicit(&l->sent_since_poll, memory_order_relaxed) +
+         atomic_load_explicit(&l->routed_in_flight, memory_order_relaxed);
 }
 
 /* ============================================================= snapshots */

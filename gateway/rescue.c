@@ -14,6 +14,7 @@
 #include "framebuffer/log.h"
 #include "framebuffer/metrics.h"
 #include "framebuffer/router.h"
+#include "framebuffer/sink.h"
 #include "framebuffer/store.h"
 
 #define RESCUE_BATCH 128
@@ -36,8 +37,9 @@ int fb_rescue_create(struct fb_rescue **out, struct fb_app *app)
     free(r);
     return -ENOMEM;
   }
-  /* The control thread cannot publish to NATS in a Redis transaction. */
-  fb_router_set_remote_available(r->router, false);
+  /* A rescue is one Redis transaction: only sinks inside Redis can take. */
+  for (int i = 0; fb_sink_list[i]; i++)
+    fb_router_set_sink_up(r->router, i, fb_sink_list[i]->stage != NULL);
   fb_buf_init(&r->tx, TX_MAX);
   *out = r;
   return 0;

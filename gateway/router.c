@@ -4,6 +4,8 @@
  */
 #include "framebuffer/router.h"
 
+#include "framebuffer/sink.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +25,7 @@ struct ring {
 
 struct fb_router {
   enum fb_strategy strategy;
-  bool remote_ok;
+  bool sink_down[FB_SINKS_MAX]; /* by sink index (fb_proc.transport) */
   double hash_bound;
   int64_t slow_start_ms;
   uint64_t generation; /* of the snapshot the state below belongs to */
@@ -47,7 +49,6 @@ int fb_router_create(struct fb_router **out, enum fb_strategy strategy)
   struct fb_router *r = calloc(1, sizeof *r);
   if (!r) return -ENOMEM;
   r->strategy = strategy;
-  r->remote_ok = true;
   r->hash_bound = FB_HASH_BOUND_DEFAULT;
   r->generation = UINT64_MAX;
   r->rng = 0x9e3779b97f4a7c15ULL;
@@ -93,9 +94,9 @@ enum fb_strategy fb_router_strategy(const struct fb_router *r)
   return r->strategy;
 }
 
-void fb_router_set_remote_available(struct fb_router *r, bool available)
+void fb_router_set_sink_up(struct fb_router *r, int sink, bool up)
 {
-  r->remote_ok = available;
+  if (sink >= 0 && sink < FB_SINKS_MAX) r->sink_down[sink] = !up;
 }
 
 void fb_router_set_hash_bound(struct fb_router *r, double bound)
@@ -171,10 +172,7 @@ int fb_router_begin(struct fb_router *r, const struct fb_snapshot *s, int64_t no
   r->batch++;
   for (size_t i = 0; i < s->n; i++) {
     const struct fb_proc *p = s->procs[i];
-    const struct fb_proc_live *l = p->live;
-    r->load[i] = atomic_load_explicit(&l->queue_depth, memory_order_relaxed) +
-                 atomic_load_explicit(&l->sent_since_poll, memory_order_relaxed) +
-                 atomic_load_explicit(&l->routed_in_flight, memory_order_relaxed);
+    r->load[i] = fb_proc_depth(p);
     int64_t age = now_ms - p->registered_at_ms;
     r->share[i] = 1.0;
     if (r->slow_start_ms && p->registered_at_ms && age < r->slow_start_ms)
@@ -185,8 +183,8 @@ int fb_router_begin(struct fb_router *r, const struct fb_snapshot *s, int64_t no
 
 /* ============================================================ candidates */
 
-/* How eligible a processor is, best first: healthy, stale, a remote one
- * while NATS is away (its frames then wait in Redis until NATS is back),
+/* How eligible a processor is, best first: healthy, stale, one whose sink
+ * is down (NATS away: its frames then wait in Redis until it is back),
  * dead (never). Candidates come from the best tier present. */
 enum tier { TIER_HEALTHY, TIER_STALE, TIER_UNREACHABLE, TIER_DEAD };
 
@@ -194,7 +192,8 @@ static int health_of(const struct fb_router *r, const struct fb_snapshot *s, uin
 {
   int h = atomic_load_explicit(&s->procs[i]->live->status, memory_order_relaxed);
   if (h == FB_HEALTH_DEAD) return TIER_DEAD;
-  if (!r->remote_ok && s->procs[i]->transport == FB_TRANSPORT_NATS) return TIER_UNREACHABLE;
+  unsigned sink = (unsigned)s->procs[i]->transport;
+  if (sink < FB_SINKS_MAX && r->sink_down[sink]) return TIER_UNREACHABLE;
   return h == FB_HEALTH_STALE ? TIER_STALE : TIER_HEALTHY;
 }
 

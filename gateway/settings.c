@@ -27,42 +27,46 @@ const char *fb_setting_name(enum fb_setting s)
 
 /* ================================================================ values */
 
-static int parse_policy(const char *p, enum fb_overload_policy *out)
+/* "strategy, overload_policy, frame_max_age_ms, slow_start_ms, hash_bound" */
+static const char *setting_list(char *out, size_t n)
 {
-  for (int i = FB_OVERLOAD_DROP_OLDEST; i <= FB_OVERLOAD_BLOCK; i++)
-    if (!strcmp(p, fb_overload_policy_name((enum fb_overload_policy)i))) {
-      *out = (enum fb_overload_policy)i;
-      return 0;
-    }
-  return -EINVAL;
+  return fb_names_join(names, FB_SET_COUNT, out, n);
 }
 
-/* Sets setting `k` of `r` from a JSON value. NULL or what is wrong. */
-static const char *set_from_json(struct fb_routing *r, enum fb_setting k, const json_t *v)
+/* Sets setting `k` of `r` from a JSON value. Returns 0, or -EINVAL with
+ * what is wrong in `why`. */
+static int set_from_json(struct fb_routing *r, enum fb_setting k, const json_t *v, char *why,
+                         size_t n)
 {
+  char list[FB_NAME_LIST_MAX];
   switch (k) {
   case FB_SET_STRATEGY:
-    if (!json_is_string(v) || fb_strategy_parse(json_string_value(v), &r->strategy))
-      return "strategy must be one of round_robin, weighted_round_robin, least_loaded, "
-             "consistent_hash";
-    return NULL;
+    if (json_is_string(v) && !fb_strategy_parse(json_string_value(v), &r->strategy)) return 0;
+    snprintf(why, n, "%s must be one of %s", names[k], fb_strategy_list(list, sizeof list));
+    return -EINVAL;
   case FB_SET_OVERLOAD_POLICY:
-    if (!json_is_string(v) || parse_policy(json_string_value(v), &r->overload_policy))
-      return "overload_policy must be one of drop_oldest, reject, block";
-    return NULL;
+    if (json_is_string(v) && !fb_overload_policy_parse(json_string_value(v), &r->overload_policy))
+      return 0;
+    snprintf(why, n, "%s must be one of %s", names[k], fb_overload_policy_list(list, sizeof list));
+    return -EINVAL;
   case FB_SET_FRAME_MAX_AGE_MS:
   case FB_SET_SLOW_START_MS:
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > MAX_MS)
-      return "frame_max_age_ms and slow_start_ms must be integers >= 0 (0 = off)";
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > MAX_MS) {
+      snprintf(why, n, "%s and %s must be integers >= 0 (0 = off)", names[FB_SET_FRAME_MAX_AGE_MS],
+               names[FB_SET_SLOW_START_MS]);
+      return -EINVAL;
+    }
     *(k == FB_SET_FRAME_MAX_AGE_MS ? &r->frame_max_age_ms : &r->slow_start_ms) =
         json_integer_value(v);
-    return NULL;
+    return 0;
   case FB_SET_HASH_BOUND:
-    if (!json_is_number(v) || json_number_value(v) < 1.0 || json_number_value(v) > 100.0)
-      return "hash_bound must be a number between 1.0 and 100";
+    if (!json_is_number(v) || json_number_value(v) < 1.0 || json_number_value(v) > 100.0) {
+      snprintf(why, n, "%s must be a number between 1.0 and 100", names[k]);
+      return -EINVAL;
+    }
     r->hash_bound = json_number_value(v);
-    return NULL;
-  default: return "unknown setting";
+    return 0;
+  default: snprintf(why, n, "unknown setting"); return -EINVAL;
   }
 }
 
@@ -89,17 +93,21 @@ static int from_text(struct fb_routing *r, enum fb_setting k, const char *text)
     v = json_string(text);
   else
     v = json_loads(text, JSON_DECODE_ANY, NULL);
-  const char *bad = v ? set_from_json(r, k, v) : "not a value";
+  char why[200];
+  int rc = v ? set_from_json(r, k, v, why, sizeof why) : -EINVAL;
   json_decref(v);
-  return bad ? -EINVAL : 0;
+  return rc;
 }
 
-const char *fb_routing_patch_from_json(const json_t *body, struct fb_routing_patch *out)
+int fb_routing_patch_from_json(const json_t *body, struct fb_routing_patch *out, char *why,
+                               size_t n)
 {
+  char list[FB_NAME_LIST_MAX];
   memset(out, 0, sizeof *out);
-  if (!json_is_object(body) || !json_object_size(body))
-    return "no routing setting given (strategy, overload_policy, frame_max_age_ms, "
-           "slow_start_ms, hash_bound)";
+  if (!json_is_object(body) || !json_object_size(body)) {
+    snprintf(why, n, "no routing setting given (%s)", setting_list(list, sizeof list));
+    return -EINVAL;
+  }
   const char *key;
   json_t *v;
   json_object_foreach((json_t *)body, key, v)
@@ -108,8 +116,7 @@ const char *fb_routing_patch_from_json(const json_t *body, struct fb_routing_pat
     while (k < FB_SET_COUNT && strcmp(key, names[k]))
       k++;
     if (k < FB_SET_COUNT) {
-      const char *bad = set_from_json(&out->v, (enum fb_setting)k, v);
-      if (bad) return bad;
+      if (set_from_json(&out->v, (enum fb_setting)k, v, why, n)) return -EINVAL;
       out->set[k] = true;
       continue;
     }
@@ -120,11 +127,12 @@ const char *fb_routing_patch_from_json(const json_t *body, struct fb_routing_pat
     bool known = false;
     for (const char *const *ro = read_only; *ro && !known; ro++)
       known = !strcmp(key, *ro);
-    if (!known)
-      return "unknown routing setting (strategy, overload_policy, frame_max_age_ms, "
-             "slow_start_ms, hash_bound)";
+    if (!known) {
+      snprintf(why, n, "unknown routing setting (%s)", setting_list(list, sizeof list));
+      return -EINVAL;
+    }
   }
-  return NULL;
+  return 0;
 }
 
 void fb_routing_diff(const struct fb_routing *a, const struct fb_routing *b, char *out, size_t n)

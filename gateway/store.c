@@ -43,27 +43,26 @@ static const char delete_script[] =
     "redis.call('HDEL', KEYS[1], ARGV[1])\n"
     "return 1\n";
 
-static int io_error(redisReply *rep, char *detail, size_t n, const char *what)
+static int io_error(redisReply *rep, char *why, size_t n, const char *what)
 {
-  snprintf(detail, n, "Redis %s failed: %s", what,
+  snprintf(why, n, "Redis %s failed: %s", what,
            rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "not reachable");
   if (rep) freeReplyObject(rep);
   return -EIO;
 }
 
-int fb_store_save(struct fb_redis *r, const struct fb_proc *p, bool replace, char *detail,
-                  size_t detail_len)
+int fb_store_save(struct fb_redis *r, const struct fb_proc *p, bool replace, char *why, size_t n)
 {
   redisReply *rep;
   if (p->transport == FB_TRANSPORT_REDIS) {
     rep = fb_redis_cmd(r, "XGROUP CREATE %s %s $ MKSTREAM", p->stream, FB_PROCESSOR_GROUP);
     if (fb_reply_is_error(rep, "WRONGTYPE")) {
-      snprintf(detail, detail_len, "queue %s exists in Redis and is not a stream", p->stream);
+      snprintf(why, n, "queue %s exists in Redis and is not a stream", p->stream);
       freeReplyObject(rep);
       return -EINVAL;
     }
     if (!rep || (rep->type == REDIS_REPLY_ERROR && !fb_reply_is_error(rep, "BUSYGROUP")))
-      return io_error(rep, detail, detail_len, "XGROUP CREATE");
+      return io_error(rep, why, n, "XGROUP CREATE");
     freeReplyObject(rep);
   }
 
@@ -83,7 +82,7 @@ int fb_store_save(struct fb_redis *r, const struct fb_proc *p, bool replace, cha
     argv[8 + i] = p->caps[i];
   rep = fb_redis_argv(r, (int)argc, argv, NULL);
   free(argv);
-  if (!rep || rep->type != REDIS_REPLY_INTEGER) return io_error(rep, detail, detail_len, "EVAL");
+  if (!rep || rep->type != REDIS_REPLY_INTEGER) return io_error(rep, why, n, "EVAL");
   long long ok = rep->integer;
   freeReplyObject(rep);
   if (ok) return 0;
@@ -94,10 +93,10 @@ int fb_store_delete(struct fb_redis *r, const char *id)
 {
   redisReply *rep = fb_redis_cmd(r, "EVAL %s 2 %s %s %s", delete_script, FB_REGISTRY_KEY,
                                  FB_CAPABILITY_PREFIX, id);
-  char detail[256];
+  char why[256];
   if (!rep || rep->type != REDIS_REPLY_INTEGER) {
-    int rc = io_error(rep, detail, sizeof detail, "EVAL");
-    fb_warn("store", "deleting %s: %s", id, detail);
+    int rc = io_error(rep, why, sizeof why, "EVAL");
+    fb_warn("store", "deleting %s: %s", id, why);
     return rc;
   }
   long long ok = rep->integer;
@@ -144,26 +143,26 @@ int fb_store_load(struct fb_redis *r, const char *input_stream, const struct fb_
     json_error_t jerr;
     parsed++;
     json_t *doc = json_loadb(v->str, v->len, 0, &jerr);
-    char detail[256] = "";
+    char why[256] = "";
     struct fb_proc *p = NULL;
     if (!doc)
-      snprintf(detail, sizeof detail, "invalid JSON: %s", jerr.text);
-    else if (fb_proc_from_json(&p, doc, input_stream, detail, sizeof detail) == 0 &&
+      snprintf(why, sizeof why, "invalid JSON: %s", jerr.text);
+    else if (fb_proc_from_json(&p, doc, input_stream, why, sizeof why) == 0 &&
              strcmp(p->id, k->str)) {
-      snprintf(detail, sizeof detail, "stored under a different id (%s)", p->id);
+      snprintf(why, sizeof why, "stored under a different id (%s)", p->id);
       fb_proc_release(p);
       p = NULL;
     }
     json_decref(doc);
     if (p && !(p->source = strndup(v->str, v->len))) {
-      snprintf(detail, sizeof detail, "out of memory");
+      snprintf(why, sizeof why, "out of memory");
       fb_proc_release(p);
       p = NULL;
     }
     if (p)
       procs[count++] = p;
     else
-      fb_debug("store", "skipping registry entry %s: %s", k->str, detail);
+      fb_debug("store", "skipping registry entry %s: %s", k->str, why);
   }
   freeReplyObject(rep);
   if (parsed) fb_debug("store", "registry read: %zu entries, %zu new or changed", count, parsed);

@@ -77,6 +77,7 @@ struct bench_config {
   const char *api_str;
   const char *token;
   bool nats;                   /* --transport nats: the bench processors are remote */
+  bool null_sink;              /* --transport null: frames are acked and go nowhere */
   bool jetstream;              /* and the gateway publishes into JetStream */
   const char *nats_url;        /* for the gateway and our own connection */
   int64_t interval_ms;         /* heartbeats: each processor's heartbeat interval */
@@ -178,14 +179,18 @@ static void register_direct(redisContext *c, const struct bench_config *cfg)
              "\"max_queue\":%lld,\"heartbeat_interval_ms\":%lld,\"status\":\"healthy\","
              "\"last_heartbeat\":\"%s\",\"registered_at\":\"%s\",\"frames_routed\":0,"
              "\"queue_depth\":0}",
-             id, stream, max_queue, cfg->nats ? "nats" : "redis", id, max_queue, hb_ms, now, now);
+             id, stream, max_queue,
+             cfg->nats        ? "nats"
+             : cfg->null_sink ? "null"
+                              : "redis",
+             id, max_queue, hb_ms, now, now);
     redisAppendCommand(c, "HSET %s %s %s", BENCH_REGISTRY, id, json);
     queued++;
     for (size_t k = 0; k < BENCH_NCAPS; k++) {
       redisAppendCommand(c, "SADD " BENCH_CAPS_PREFIX "%s %s", bench_caps[k], id);
       queued++;
     }
-    if (!cfg->nats) {
+    if (!cfg->nats && !cfg->null_sink) {
       redisAppendCommand(c, "XGROUP CREATE %s " BENCH_TARGET_GRP " $ MKSTREAM", stream);
       queued++;
     }
@@ -823,7 +828,8 @@ static int run_throughput(const struct bench_config *cfg)
   create_input_group(c, cfg);
   preload(c, cfg);
   if (interrupted) tk_die(130, "interrupted");
-  const char *where = !cfg->nats       ? "streams"
+  const char *where = cfg->null_sink   ? "null sinks (counted as acked input)"
+                      : !cfg->nats     ? "streams"
                       : cfg->jetstream ? "subjects, in JetStream stream " TK_JS_STREAM
                                        : "core NATS subjects";
 
@@ -851,13 +857,16 @@ static int run_throughput(const struct bench_config *cfg)
   const char *error = NULL;
   for (;;) {
     int64_t now = tk_mono_us();
+    input_group_state(c, cfg, &pending, &lag);
     if (cfg->nats) {
       sum = nats_arrived(&na);
       dlq = dlq_len(c);
+    } else if (cfg->null_sink) { /* nothing arrives anywhere: what the input acked */
+      dlq = dlq_len(c);
+      sum = lag >= 0 && pending >= 0 ? cfg->frames - lag - pending - dlq : 0;
     } else {
       sum = targets_len(c, cfg, &dlq, NULL, NULL);
     }
-    input_group_state(c, cfg, &pending, &lag);
     if (sum > 0 && !t_first) t_first = now;
     if (sum + dlq >= cfg->frames && !t_routed) {
       t_routed = now;
@@ -918,11 +927,18 @@ static int run_throughput(const struct bench_config *cfg)
   if (cfg->nats) {
     sum = nats_arrivals_final(&na, &lo, &hi);
     dlq = dlq_len(c);
+  } else if (cfg->null_sink) {
+    input_group_state(c, cfg, &pending, &lag);
+    dlq = dlq_len(c);
+    sum = lag >= 0 && pending >= 0 ? cfg->frames - lag - pending - dlq : 0;
   } else {
     sum = targets_len(c, cfg, &dlq, &lo, &hi);
   }
   int status = 0;
-  const char *transport = cfg->nats ? "nats" : "redis", *js = cfg->jetstream ? "true" : "false";
+  const char *transport = cfg->nats        ? "nats"
+                          : cfg->null_sink ? "null"
+                                           : "redis",
+             *js = cfg->jetstream ? "true" : "false";
   if (!error && foreign_consumers(c, cfg, BENCH_CONSUMER) > 0) error = "foreign_consumer";
   if (cfg->nats && atomic_load(&na.bad)) {
     tk_log("%lld of %lld checked remote frames break README: Remote processors and NATS; the "
@@ -1716,7 +1732,9 @@ static void usage(FILE *to)
           "  --batch B           baseline: XREADGROUP COUNT (default 256)\n"
           "  --inflight K        baseline: XREADGROUPs outstanding at once, 1-16 (default 2)\n"
           "  --atomic            baseline: wrap each batch's XADDs + XACK in MULTI/EXEC\n"
-          "  --transport T       throughput: redis (default) or nats, the bench processors'\n"
+          "  --transport T       throughput: redis (default), nats or null (the gateway's null\n"
+          "                      sink: frames are acked and go nowhere, the cost without output\n"
+          "                      I/O), the bench processors'\n"
           "                      transport; heartbeats: how they are registered (default nats)\n"
           "  --jetstream         throughput with nats: the gateway gets NATS_JETSTREAM=1\n"
           "  --nats-url URL      NATS for the gateway and us (env NATS_URL, default\n"
@@ -1915,8 +1933,12 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
       tk_http_url_parse(&cfg->api, cfg->api_str, err, sizeof err) < 0)
     tk_die(TK_EXIT_USAGE, "--api: %s", err);
 
-  if (transport && strcmp(transport, "nats") != 0 && strcmp(transport, "redis") != 0)
-    tk_die(TK_EXIT_USAGE, "--transport: '%s' is not redis or nats", transport);
+  if (transport && strcmp(transport, "nats") != 0 && strcmp(transport, "redis") != 0 &&
+      strcmp(transport, "null") != 0)
+    tk_die(TK_EXIT_USAGE, "--transport: '%s' is not redis, nats or null", transport);
+  cfg->null_sink = transport && !strcmp(transport, "null");
+  if (cfg->null_sink && cfg->mode != MODE_THROUGHPUT)
+    tk_die(TK_EXIT_USAGE, "--transport null: only throughput mode has it");
   cfg->nats = transport ? strcmp(transport, "nats") == 0 : cfg->mode == MODE_HEARTBEATS;
   if (cfg->nats && cfg->mode != MODE_THROUGHPUT && cfg->mode != MODE_HEARTBEATS)
     tk_die(TK_EXIT_USAGE, "--transport nats: only throughput and heartbeats modes have it");

@@ -3,6 +3,19 @@
  * into one immutable struct. All validation of settings happens here, once,
  * at start. Built on the main thread before any other thread exists; read-only
  * afterwards, so any thread may read it.
+ *
+ * Error details, the convention for the whole gateway: a function that can
+ * fail for a reason a person should read returns 0 or a negative errno
+ * (-EINVAL bad input, -EIO a server away or refusing, ...) and takes a
+ * buffer from its caller as its last two parameters, `char *why, size_t n`.
+ * On failure it writes one line there (no trailing period or newline, cut
+ * to `n`, never overrun); after a success the buffer means nothing. Where
+ * an errno says it all (-ENOENT, -EEXIST, -ENOMEM) the header may say that
+ * `why` is not written for it. Callers own the buffer (a few hundred bytes on the stack),
+ * pass it down as it is or write their own line around a callee's (see
+ * apply() in config.c). Messages are part of the API (users and tests read
+ * them): change one on purpose only. Lookups that cannot fail for a reason
+ * (the names of enums) just return a string.
  */
 #ifndef FRAMEBUFFER_CONFIG_H
 #define FRAMEBUFFER_CONFIG_H
@@ -24,6 +37,8 @@ enum fb_strategy {
 };
 
 enum fb_overload_policy { FB_OVERLOAD_DROP_OLDEST, FB_OVERLOAD_REJECT, FB_OVERLOAD_BLOCK };
+/* Not an enum member, so a switch over the policies needs no case for it. */
+#define FB_OVERLOAD_COUNT (FB_OVERLOAD_BLOCK + 1)
 
 #define FB_SENTINELS_MAX 16
 
@@ -93,19 +108,38 @@ enum fb_config_result {
 /*
  * Fills `cfg` from defaults, then the environment `envp`-style getter, then
  * argv. Returns FB_CONFIG_OK, FB_CONFIG_EXIT, or -EINVAL with one line in
- * `err` naming the setting and why.
+ * `why` naming the setting and why.
  */
-int fb_config_load(struct fb_config *cfg, int argc, char **argv, char *err, size_t errlen);
+int fb_config_load(struct fb_config *cfg, int argc, char **argv, char *why, size_t n);
 
-/* Parses redis://[[user]:password@]host[:port][/db]. Returns 0 or -EINVAL. */
-int fb_config_parse_redis_url(const char *url, struct fb_redis_endpoint *out, char *err,
-                              size_t errlen);
+/* Parses redis://[[user]:password@]host[:port][/db]. Returns 0 or -EINVAL
+ * with the reason in `why`. */
+int fb_config_parse_redis_url(const char *url, struct fb_redis_endpoint *out, char *why, size_t n);
 
 /* Logs the settings in effect, secrets hidden. */
 void fb_config_log(const struct fb_config *cfg);
 
+/* ----------------------------------------------------------------- names
+ * The strategies' and overload policies' names, as settings, the API,
+ * Redis, metrics and messages spell them: one table each, in config.c. */
+
+/* Room for any list the *_list functions write. */
+#define FB_NAME_LIST_MAX 128
+
+/* The name, or "unknown" for a value out of range. */
 const char *fb_strategy_name(enum fb_strategy s);
+/* Exact match of a name. Returns 0, or -EINVAL (and `*out` untouched). */
 int fb_strategy_parse(const char *s, enum fb_strategy *out);
+/* Writes every name, in order, as "round_robin, weighted_round_robin, ..."
+ * into `out` (cut to `n`); returns `out`. */
+const char *fb_strategy_list(char *out, size_t n);
+
 const char *fb_overload_policy_name(enum fb_overload_policy p);
+int fb_overload_policy_parse(const char *s, enum fb_overload_policy *out);
+const char *fb_overload_policy_list(char *out, size_t n);
+
+/* Writes names[0..count) joined by ", " into `out` (cut to `n`, never
+ * overrun); returns `out`. For other lists of names in messages. */
+const char *fb_names_join(const char *const *names, size_t count, char *out, size_t n);
 
 #endif

@@ -26,8 +26,9 @@ extern const struct fb_asset fb_dashboard_assets[];
  * Returns true if it was. */
 bool fb_dashboard_serve(const char *path, struct fb_response *resp);
 
-/* The WebSocket protocol entry for the lws protocol list. */
-struct lws_protocols fb_dashboard_protocol(void);
+/* The WebSocket protocol entry for the lws protocol list; its callbacks
+ * read the gateway through `app` (kept in the entry's `user`). */
+struct lws_protocols fb_dashboard_protocol(struct fb_app *app);
 
 /* Any thread: wakes the service thread (an lws_context) to push new events. */
 void fb_dashboard_wake(void *ctx);

@@ -8,16 +8,11 @@
 
 #include "framebuffer/app.h"
 
-struct lws_context;
-
 struct fb_http;
 
 /* Binds the listener (so a port in use fails here, on the caller's thread)
  * and starts the service thread. Returns 0 or a negative errno. */
 int fb_http_start(struct fb_http **out, struct fb_app *app);
-
-/* Service thread: the app behind an lws context made by fb_http_start. */
-struct fb_app *fb_http_app(struct lws_context *ctx);
 
 /* Stops the service thread and frees everything. */
 void fb_http_stop(struct fb_http *h);

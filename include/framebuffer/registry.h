@@ -24,6 +24,9 @@
 #define FB_DEFAULT_MAX_QUEUE    10000
 #define FB_DEFAULT_HEARTBEAT_MS 30000
 
+/* A processor's sink, as an index into fb_sink_list (sink.h). The first two
+ * are named here because registrations address them differently (a stream,
+ * a subject); any other sink is just its index. */
 enum fb_transport { FB_TRANSPORT_REDIS, FB_TRANSPORT_NATS };
 enum fb_health { FB_HEALTH_HEALTHY, FB_HEALTH_STALE, FB_HEALTH_DEAD };
 
@@ -33,7 +36,7 @@ struct fb_proc_live {
   atomic_int refs;
   int64_t known_since_ms; /* when this gateway first learned of it (unix ms) */
   atomic_uint_fast64_t frames_routed;
-  atomic_int_fast64_t queue_depth;       /* last known, from Redis or heartbeat */
+  atomic_int_fast64_t queue_depth;       /* last read, from Redis or heartbeat (fb_proc_depth) */
   atomic_int_fast64_t last_heartbeat_ms; /* unix ms, 0 = never */
   atomic_int status;                     /* enum fb_health */
   atomic_bool stopping;                  /* its last heartbeat said "stopping" */
@@ -94,10 +97,10 @@ struct fb_registry;
  * Validates a registration body and builds a processor from it, with every
  * default filled in. `input_stream` is refused as a target. Returns 0 and a
  * new processor in *out (release with fb_proc_release), or -EINVAL with a
- * message for the user in `detail`.
+ * message for the user in `why`.
  */
-int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *input_stream,
-                      char *detail, size_t detail_len);
+int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *input_stream, char *why,
+                      size_t n);
 
 /* True when `id` is 1-128 of A-Z a-z 0-9 . _ : - */
 bool fb_proc_id_is_valid(const char *id, size_t n);
@@ -106,9 +109,23 @@ void fb_proc_release(struct fb_proc *p);
 
 /*
  * The processor as the API shows it: its registration plus status,
- * last_heartbeat, frames_routed and queue_depth. Returns a new json_t.
+ * last_heartbeat, frames_routed and queue_depth (the depth as last read,
+ * live->queue_depth, like /metrics; not fb_proc_depth). Returns a new json_t.
  */
 json_t *fb_proc_to_json(const struct fb_proc *p);
+
+/*
+ * A processor's queue depth as this gateway estimates it: what routing and
+ * the overload policies compare with max_queue, and what /api/v1/stats and
+ * the dashboard show. It is the depth as last read (live->queue_depth: the
+ * unread + pending entries of its stream in group frame-processors, read
+ * by the control thread about every 250 ms; for a remote processor, the
+ * queue_depth + in_flight of its last heartbeat) plus what this replica
+ * handed off to it since that read (live->sent_since_poll) and what it has
+ * routed to it in hand-offs not yet confirmed (live->routed_in_flight).
+ * Any thread; relaxed loads, so the parts need not be from one instant.
+ */
+int64_t fb_proc_depth(const struct fb_proc *p);
 
 const char *fb_health_name(enum fb_health h);
 const char *fb_transport_name(enum fb_transport t);

@@ -35,8 +35,9 @@ void fb_router_destroy(struct fb_router *r);
 void fb_router_set_strategy(struct fb_router *r, enum fb_strategy strategy);
 enum fb_strategy fb_router_strategy(const struct fb_router *r);
 
-/* Whether processors on NATS can be picked (NATS is connected). */
-void fb_router_set_remote_available(struct fb_router *r, bool available);
+/* Whether sink `sink` (an index of fb_sink_list) can take frames now; all
+ * can at first. A processor whose sink is down is a last resort. */
+void fb_router_set_sink_up(struct fb_router *r, int sink, bool up);
 
 /* consistent_hash: how far above the average load (in units of capacity) a
  * processor may go before a camera spills to the next one (>= 1.0). */
@@ -48,8 +49,8 @@ void fb_router_set_slow_start(struct fb_router *r, int64_t ms);
 
 /*
  * Starts a batch at time `now_ms` (unix ms, for slow start): takes each
- * processor's estimated queue depth (its last known depth plus what was sent
- * since) as the load the strategies see; every pick adds one to it.
+ * processor's queue depth (fb_proc_depth) as the load the strategies see;
+ * every pick adds one to it.
  * Optional: without it loads start at zero and nobody ramps up.
  * Returns 0 or -ENOMEM.
  */

@@ -60,10 +60,11 @@ struct fb_routing_patch {
 /*
  * Pure: reads the members of a PUT /api/v1/routing body into `out`.
  * Read-only members of the GET answer (generation, source, ...) are
- * ignored, so a GET's body can be PUT back. Returns NULL, or what is wrong
- * (a message for the user).
+ * ignored, so a GET's body can be PUT back. Returns 0, or -EINVAL with what
+ * is wrong (a message for the user) in `why`.
  */
-const char *fb_routing_patch_from_json(const json_t *body, struct fb_routing_patch *out);
+int fb_routing_patch_from_json(const json_t *body, struct fb_routing_patch *out, char *why,
+                               size_t n);
 
 /* Pure: "strategy least_loaded -> consistent_hash, hash_bound 1.25 -> 1.5",
  * or "" when `a` and `b` are the same. */

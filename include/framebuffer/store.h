@@ -21,12 +21,11 @@
  * Creates the processor's stream and its group `frame-processors`
  * (MKSTREAM) when it receives frames over Redis, then stores it.
  * `replace` false: fails with -EEXIST when the id is taken. `replace` true:
- * fails with -ENOENT when it is not. Other errors: -EIO (Redis unreachable,
- * `detail` says why), -EINVAL (its queue key holds something that is not a
- * stream).
+ * fails with -ENOENT when it is not (`why` untouched: the errno says it).
+ * Other errors, with the reason in `why`: -EIO (Redis unreachable or
+ * refusing), -EINVAL (its queue key holds something that is not a stream).
  */
-int fb_store_save(struct fb_redis *r, const struct fb_proc *p, bool replace, char *detail,
-                  size_t detail_len);
+int fb_store_save(struct fb_redis *r, const struct fb_proc *p, bool replace, char *why, size_t n);
 
 /* Removes a registration. Returns 0, -ENOENT, or -EIO. */
 int fb_store_delete(struct fb_redis *r, const char *id);

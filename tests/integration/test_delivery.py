@@ -199,6 +199,29 @@ class DeliveryTest(IntegrationTest):
         self.assertNothingPending()
 
     # ----------------------------------------------------------- restart
+    def test_null_sink_acks_and_counts_without_writing(self):
+        """transport "null": frames are counted and acked, and go nowhere
+        (the sink benchmarks use); other processors are unaffected."""
+        from harness import metric, scrape, wait_for
+        self.register("void-1", ["person"], transport="null")
+        self.register("real-1", ["face"])
+        doc = self.gw.get("/api/v1/processors/void-1")[2]
+        self.assertEqual(doc["transport"], "null")
+        add_frames(self.r, [frame("v-%d" % i, detection_type="person") for i in range(500)] +
+                   [frame("f-%d" % i, detection_type="face") for i in range(100)])
+        wait_for(lambda: self.r.command("XLEN", ready("real-1")) == 100, 10,
+                 what="the face frames in their stream")
+        self.assertNothingPending()
+        m = scrape(self.gw)
+        self.assertEqual(metric(m, "frame_buffer_frames_distributed_total", processor_id="void-1",
+                                transport="null"), 500)
+        self.assertEqual(self.r.command("EXISTS", ready("void-1")), 0,
+                         "a null processor has no stream")
+        self.assertEqual(self.r.command("XLEN", DLQ), 0)
+        bad = self.gw.register("void-2", ["person"], transport="grpc")
+        self.assertDetail(bad, 422, "an unknown transport")
+        self.assertIn('"redis", "nats" or "null"', bad[2]["detail"])
+
     def test_registrations_survive_gateway_restart(self):
         self.register("keep-a", ["person"], capacity=3, weight=2)
         self.register("keep-b", ["vehicle"], queue="custom:keep-b")

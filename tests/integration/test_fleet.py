@@ -87,6 +87,8 @@ class FleetTest(IntegrationTest):
 
         # The audit: one event on every replica, naming the replica and request.
         for g in gws:
+            wait_for(lambda: self.events(g, event="strategy", status="consistent_hash"), 1.0,
+                     interval=0.02, what="the strategy event on %s" % g.consumer_name)
             evs = self.events(g, event="strategy", status="consistent_hash")
             self.assertEqual(len(evs), 1, "strategy events on %s: %s" % (g.consumer_name, evs))
             self.assertEqual((evs[0]["replica"], evs[0]["request_id"]),
@@ -123,6 +125,10 @@ class FleetTest(IntegrationTest):
             doc = self.routing(g)
             self.assertEqual((doc["hash_bound"], doc["source"]),
                              (1.25, {k: "config" for k in SETTINGS}))
+            # the event travels through Redis on its own tick
+            wait_for(lambda: self.events(g, request_id="fleet-req-2"), 1.0, interval=0.02,
+                     what="the reset event on %s" % g.consumer_name)
+            time.sleep(0.2)  # a second copy would show up now
             evs = self.events(g, request_id="fleet-req-2")
             self.assertEqual([(e["event"], e["status"], e["replica"]) for e in evs],
                              [("strategy", "least_loaded", "fleet-c")], g.consumer_name)

@@ -573,6 +573,56 @@ static void strategy_names_round_trip(void **state)
   assert_int_equal(fb_strategy_parse("random", &s), -EINVAL);
   assert_string_equal(fb_strategy_name(FB_STRATEGY_LEAST_LOADED), "least_loaded");
   assert_string_equal(fb_overload_policy_name(FB_OVERLOAD_BLOCK), "block");
+  assert_string_equal(fb_strategy_name(FB_STRATEGY_COUNT), "unknown");
+}
+
+static void overload_policy_names_round_trip(void **state)
+{
+  for (int i = 0; i < FB_OVERLOAD_COUNT; i++) {
+    enum fb_overload_policy p;
+    assert_int_equal(
+        fb_overload_policy_parse(fb_overload_policy_name((enum fb_overload_policy)i), &p), 0);
+    assert_int_equal(p, i);
+  }
+  enum fb_overload_policy p = FB_OVERLOAD_REJECT;
+  assert_int_equal(fb_overload_policy_parse("drop", &p), -EINVAL);
+  assert_int_equal(fb_overload_policy_parse("BLOCK", &p), -EINVAL); /* exact names only */
+  assert_int_equal(p, FB_OVERLOAD_REJECT);                          /* untouched */
+  assert_string_equal(fb_overload_policy_name(FB_OVERLOAD_DROP_OLDEST), "drop_oldest");
+  assert_string_equal(fb_overload_policy_name(FB_OVERLOAD_REJECT), "reject");
+  assert_string_equal(fb_overload_policy_name((enum fb_overload_policy)FB_OVERLOAD_COUNT),
+                      "unknown");
+}
+
+/* The lists messages and --help spell out, word for word. */
+static void name_lists_are_in_order(void **state)
+{
+  char list[FB_NAME_LIST_MAX];
+  assert_string_equal(fb_strategy_list(list, sizeof list),
+                      "round_robin, weighted_round_robin, least_loaded, consistent_hash");
+  assert_ptr_equal(fb_overload_policy_list(list, sizeof list), list);
+  assert_string_equal(list, "drop_oldest, reject, block");
+  char small[12];
+  memset(small, 'x', sizeof small);
+  fb_strategy_list(small, sizeof small); /* cut, never overrun */
+  assert_string_equal(small, "round_robin");
+  static const char *const three[] = {"a", "b", "c"};
+  assert_string_equal(fb_names_join(three, 3, list, sizeof list), "a, b, c");
+  assert_string_equal(fb_names_join(three, 0, list, sizeof list), "");
+  fb_names_join(three, 3, small, 0); /* nothing written */
+  assert_string_equal(small, "round_robin");
+}
+
+/* Messages and --help take the names from the tables: same words as ever. */
+static void name_messages_are_stable(void **state)
+{
+  assert_int_equal(LOAD("--strategy", "nope"), -EINVAL);
+  assert_string_equal(err, "invalid setting --strategy: 'nope' is not one of round_robin, "
+                           "weighted_round_robin, least_loaded, consistent_hash");
+  env("OVERLOAD_POLICY", "x");
+  assert_int_equal(LOAD_NOARGS(), -EINVAL);
+  assert_string_equal(
+      err, "invalid setting OVERLOAD_POLICY: 'x' is not one of drop_oldest, reject, block");
 }
 
 /* ======================================================== high availability */
@@ -695,6 +745,9 @@ int main(void)
       CFG_TEST(repeated_loads_start_over),
       CFG_TEST(version_exits),
       CFG_TEST(strategy_names_round_trip),
+      CFG_TEST(overload_policy_names_round_trip),
+      CFG_TEST(name_lists_are_in_order),
+      CFG_TEST(name_messages_are_stable),
       CFG_TEST(ha_defaults),
       CFG_TEST(sentinels_are_parsed),
       CFG_TEST(sentinel_settings_need_each_other),

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <math.h>
 #include <string.h>
 
@@ -124,13 +125,16 @@ static void merge_skips_what_is_not_a_record(void **state)
 
 /* ============================================================= settings */
 
+/* NULL, or what is wrong with `text` (valid until the next call). */
 static const char *patch(const char *text, struct fb_routing_patch *p)
 {
+  static char why[300];
   json_t *doc = json_loads(text, 0, NULL);
   assert_non_null(doc);
-  const char *bad = fb_routing_patch_from_json(doc, p);
+  int rc = fb_routing_patch_from_json(doc, p, why, sizeof why);
   json_decref(doc);
-  return bad;
+  if (rc) assert_int_equal(rc, -EINVAL);
+  return rc ? why : NULL;
 }
 
 static void patch_takes_only_what_is_given(void **state)
@@ -167,6 +171,26 @@ static void patch_refuses_bad_values(void **state)
     if (!patch(bad[i], &p)) fail_msg("%s was accepted", bad[i]);
 }
 
+/* The messages a 422 carries, word for word: clients and tests read them. */
+static void patch_messages_are_stable(void **state)
+{
+  struct fb_routing_patch p;
+  assert_string_equal(patch("{\"strategy\":\"random\"}", &p),
+                      "strategy must be one of round_robin, weighted_round_robin, least_loaded, "
+                      "consistent_hash");
+  assert_string_equal(patch("{\"overload_policy\":1}", &p),
+                      "overload_policy must be one of drop_oldest, reject, block");
+  assert_string_equal(patch("{\"slow_start_ms\":-1}", &p),
+                      "frame_max_age_ms and slow_start_ms must be integers >= 0 (0 = off)");
+  assert_string_equal(patch("{\"hash_bound\":0}", &p),
+                      "hash_bound must be a number between 1.0 and 100");
+  assert_string_equal(patch("{}", &p), "no routing setting given (strategy, overload_policy, "
+                                       "frame_max_age_ms, slow_start_ms, hash_bound)");
+  assert_string_equal(patch("{\"stratgy\":1}", &p),
+                      "unknown routing setting (strategy, overload_policy, frame_max_age_ms, "
+                      "slow_start_ms, hash_bound)");
+}
+
 static void diff_says_what_changed(void **state)
 {
   struct fb_routing a = {FB_STRATEGY_LEAST_LOADED, FB_OVERLOAD_DROP_OLDEST, 0, 0, 1.25};
@@ -193,6 +217,7 @@ int main(void)
       cmocka_unit_test(merge_skips_what_is_not_a_record),
       cmocka_unit_test(patch_takes_only_what_is_given),
       cmocka_unit_test(patch_refuses_bad_values),
+      cmocka_unit_test(patch_messages_are_stable),
       cmocka_unit_test(diff_says_what_changed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

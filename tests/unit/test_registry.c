@@ -370,9 +370,9 @@ static void transport_redis_or_nats(void **state)
 static void transport_other_is_refused(void **state)
 {
   assert_refused("{\"id\":\"p\"," VALID ",\"transport\":\"grpc\"}",
-                 "transport must be \"redis\" or \"nats\"");
+                 "transport must be \"redis\", \"nats\" or \"null\"");
   assert_refused("{\"id\":\"p\"," VALID ",\"transport\":\"NATS\"}",
-                 "transport must be \"redis\" or \"nats\"");
+                 "transport must be \"redis\", \"nats\" or \"null\"");
   assert_refused("{\"id\":\"p\"," VALID ",\"transport\":1}", "transport must be a string");
 }
 
@@ -531,6 +531,29 @@ static void to_json_adds_runtime_state(void **state)
   assert_int_equal(json_integer_value(json_object_get(o, "queue_depth")), 0);
   assert_string_equal(json_string_value(json_object_get(o, "queue")), "frames:ready:p1");
   json_decref(o);
+  fb_proc_release(p);
+}
+
+/* fb_proc_depth: the depth as last read, plus what this replica sent since
+ * and has in flight; to_json keeps showing the depth as read. */
+static void depth_adds_what_was_routed_since_the_read(void **state)
+{
+  struct fb_proc *p = accepted("{\"id\":\"p1\"," VALID "}");
+  assert_int_equal(fb_proc_depth(p), 0);
+  atomic_store(&p->live->queue_depth, 40);
+  assert_int_equal(fb_proc_depth(p), 40);
+  atomic_store(&p->live->sent_since_poll, 5);
+  atomic_store(&p->live->routed_in_flight, 2);
+  assert_int_equal(fb_proc_depth(p), 47);
+  atomic_store(&p->live->in_flight, 9); /* a heartbeat's own count is in queue_depth already */
+  assert_int_equal(fb_proc_depth(p), 47);
+  json_t *o = fb_proc_to_json(p);
+  assert_int_equal(json_integer_value(json_object_get(o, "queue_depth")), 40);
+  json_decref(o);
+  /* A new read starts the count since it over (control.c, heartbeat.c). */
+  atomic_store(&p->live->queue_depth, 44);
+  atomic_store(&p->live->sent_since_poll, 0);
+  assert_int_equal(fb_proc_depth(p), 46);
   fb_proc_release(p);
 }
 
@@ -990,6 +1013,7 @@ int main(void)
       cmocka_unit_test(small_detail_buffer_is_truncated_safely),
       cmocka_unit_test(to_json_adds_runtime_state),
       cmocka_unit_test(to_json_reflects_live_state),
+      cmocka_unit_test(depth_adds_what_was_routed_since_the_read),
       cmocka_unit_test(health_and_transport_names),
       cmocka_unit_test(snapshot_sorts_by_id_and_finds),
       cmocka_unit_test(snapshot_groups_by_capability),

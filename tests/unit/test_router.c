@@ -481,7 +481,7 @@ static void remote_processors_are_a_last_resort_while_nats_is_down(void **state)
 {
   struct fb_snapshot *s = local_and_remote();
   struct fb_router *r = router(FB_STRATEGY_ROUND_ROBIN);
-  fb_router_set_remote_available(r, false);
+  fb_router_set_sink_up(r, FB_TRANSPORT_NATS, false);
   for (int i = 0; i < 6; i++)
     assert_string_equal(pick_id(r, s, "person"), "p-local");
   /* Even a stale local processor beats an unreachable remote one. */
@@ -494,7 +494,7 @@ static void remote_processors_are_a_last_resort_while_nats_is_down(void **state)
   test_set_health(proc_at(s, "p-remote"), FB_HEALTH_DEAD);
   assert_int_equal(pick(r, s, "person"), -ENOENT);
   test_set_health(proc_at(s, "p-remote"), FB_HEALTH_HEALTHY);
-  fb_router_set_remote_available(r, true);
+  fb_router_set_sink_up(r, FB_TRANSPORT_NATS, true);
   assert_string_equal(pick_id(r, s, "person"), "p-remote");
   fb_router_destroy(r);
   fb_snapshot_release(s);

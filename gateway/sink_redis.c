@@ -1,0 +1,45 @@
+/*
+ * The Redis stream sink: a frame is an XADD to its processor's stream
+ * (capped with MAXLEN ~ max_queue), written in the hand-off transaction with
+ * the XACK of its source. Ingest thread.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "framebuffer/sink.h"
+
+extern const struct fb_sink_ops fb_sink_redis; /* below */
+
+static int create(struct fb_sink **out, struct fb_app *app)
+{
+  struct fb_sink *s = calloc(1, sizeof *s);
+  if (!s) return -ENOMEM;
+  s->ops = &fb_sink_redis;
+  *out = s;
+  return 0;
+}
+
+static void destroy(struct fb_sink *s)
+{
+  free(s);
+}
+
+static bool is_up(const struct fb_sink *s)
+{
+  return true; /* without Redis nothing is read either */
+}
+
+static void stage(struct fb_sink *s, struct fb_buf *tx, const struct fb_proc *p,
+                  const struct fb_frame *f)
+{
+  fb_frame_append_xadd(tx, f, p->stream, p->max_queue);
+}
+
+const struct fb_sink_ops fb_sink_redis = {
+    .name = "redis",
+    .queues = true,
+    .create = create,
+    .destroy = destroy,
+    .is_up = is_up,
+    .stage = stage,
+};
