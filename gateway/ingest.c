@@ -34,6 +34,7 @@
 #include "framebuffer/dispatch.h"
 #include "framebuffer/events.h"
 #include "framebuffer/frame.h"
+#include "framebuffer/handoff.h"
 #include "framebuffer/log.h"
 #include "framebuffer/redis.h"
 #include "framebuffer/router.h"
@@ -350,6 +351,26 @@ static bool sinks_up(const struct fb_ingest *g)
   return true;
 }
 
+/* Why entry `i` of `b` goes to the DLQ, for its dlq_detail. */
+static void dlq_detail(const struct fb_ingest *g, const struct batch *b, size_t i, char *out,
+                       size_t n)
+{
+  const struct fb_frame *f = &b->frames[i];
+  switch (FB_OUTCOME_REASON(b->outcome[i])) {
+  case FB_REASON_MALFORMED: snprintf(out, n, "%s", fb_frame_error_str(f->error)); break;
+  case FB_REASON_POISON:
+    snprintf(out, n, "delivered %lld times", (long long)b->deliveries[i]);
+    break;
+  case FB_REASON_EXPIRED:
+    snprintf(out, n, "older than %lld ms", (long long)g->routing.frame_max_age_ms);
+    break;
+  default:
+    snprintf(out, n, "no live processor has capability '%.*s'", (int)f->detection_type.n,
+             f->detection_type.p);
+    break;
+  }
+}
+
 /* Routes every entry of `b` and builds its transaction in b->tx. */
 static int route_batch(struct fb_ingest *g, struct batch *b)
 {
@@ -411,12 +432,8 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
   b->in_flight = true;
   send_outside(g, b);
 
-  char now_iso[40];
-  fb_iso_time(wall, now_iso, sizeof now_iso);
-  struct fb_buf *o = &b->tx;
-  fb_buf_reset(o);
-  fb_buf_puts(o, "*1\r\n$5\r\nMULTI\r\n");
-  b->nxadd = 0;
+  struct fb_handoff h;
+  fb_handoff_begin(&h, &b->tx, wall, g->cfg->dlq_maxlen);
   for (size_t k = 0; k < b->n; k++) {
     size_t i = b->order[k];
     int32_t out = b->outcome[i];
@@ -426,56 +443,38 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
     if (out >= 0) {
       struct fb_sink *sink = sink_of(g, b, i);
       if (!sink->ops->stage) continue; /* sent already */
-      sink->ops->stage(sink, o, b->snap->procs[out], &b->frames[i]);
-    } else {
-      enum fb_reason reason = FB_OUTCOME_REASON(out);
-      if (reason == FB_REASON_MISSING) continue; /* nothing left to deliver */
+      b->xadd_of[i] = (int32_t)h.nwrites;
+      fb_handoff_frame(&h, sink, b->snap->procs[out], &b->frames[i]);
+    } else if (FB_OUTCOME_REASON(out) != FB_REASON_MISSING) { /* missing: nothing to write */
       char detail[160];
-      switch (reason) {
-      case FB_REASON_MALFORMED:
-        snprintf(detail, sizeof detail, "%s", fb_frame_error_str(b->frames[i].error));
-        break;
-      case FB_REASON_POISON:
-        snprintf(detail, sizeof detail, "delivered %lld times", (long long)b->deliveries[i]);
-        break;
-      case FB_REASON_EXPIRED:
-        snprintf(detail, sizeof detail, "older than %lld ms",
-                 (long long)g->routing.frame_max_age_ms);
-        break;
-      default:
-        snprintf(detail, sizeof detail, "no live processor has capability '%.*s'",
-                 (int)b->frames[i].detection_type.n, b->frames[i].detection_type.p);
-        break;
-      }
-      fb_frame_append_dlq(o, &b->frames[i], FB_DLQ_STREAM, g->cfg->dlq_maxlen,
-                          fb_reason_name(reason), (struct fb_str){id->str, id->len}, now_iso,
-                          detail);
+      dlq_detail(g, b, i, detail, sizeof detail);
+      b->xadd_of[i] = (int32_t)h.nwrites;
+      fb_handoff_dlq(&h, &b->frames[i], FB_OUTCOME_REASON(out), (struct fb_str){id->str, id->len},
+                     detail);
     }
-    b->xadd_of[i] = (int32_t)b->nxadd++;
   }
+  b->nxadd = h.nwrites;
   b->nacks = 0;
   for (size_t i = 0; i < b->n; i++)
     b->nacks += !b->held[i];
   b->has_tx = b->nacks > 0;
-  if (!b->has_tx) return 0; /* every frame was remote and failed: nothing to write */
-  fb_buf_resp_array(o, 3 + b->nacks);
-  fb_buf_resp_bulk(o, "XACK", 4);
-  fb_buf_resp_bulk(o, g->cfg->input_stream, strlen(g->cfg->input_stream));
-  fb_buf_resp_bulk(o, g->cfg->consumer_group, strlen(g->cfg->consumer_group));
+  if (!b->has_tx) return 0; /* every frame was held: nothing to write */
+  fb_handoff_ack(&h, g->cfg->input_stream, g->cfg->consumer_group, b->nacks);
   for (size_t i = 0; i < b->n; i++)
     if (!b->held[i])
-      fb_buf_resp_bulk(o, b->entries[i]->element[0]->str, b->entries[i]->element[0]->len);
-  fb_buf_puts(o, "*1\r\n$4\r\nEXEC\r\n");
+      fb_handoff_ack_id(&h, b->entries[i]->element[0]->str, b->entries[i]->element[0]->len);
   if (g->cfg->redis_wait_replicas) {
     char n[16], ms[16];
     snprintf(n, sizeof n, "%d", g->cfg->redis_wait_replicas);
     snprintf(ms, sizeof ms, "%d", WAIT_TIMEOUT_MS);
-    fb_buf_resp_array(o, 3);
-    fb_buf_resp_bulk(o, "WAIT", 4);
-    fb_buf_resp_bulk(o, n, strlen(n));
-    fb_buf_resp_bulk(o, ms, strlen(ms));
+    fb_handoff_end(&h);
+    fb_buf_resp_array(&b->tx, 3);
+    fb_buf_resp_bulk(&b->tx, "WAIT", 4);
+    fb_buf_resp_bulk(&b->tx, n, strlen(n));
+    fb_buf_resp_bulk(&b->tx, ms, strlen(ms));
+    return b->tx.truncated ? -ENOSPC : 0;
   }
-  return o->truncated ? -ENOSPC : 0;
+  return fb_handoff_end(&h);
 }
 
 /* Takes the entries of a read reply into `b`. Returns how many. */

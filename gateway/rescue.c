@@ -11,6 +11,7 @@
 #include "framebuffer/buf.h"
 #include "framebuffer/clock.h"
 #include "framebuffer/frame.h"
+#include "framebuffer/handoff.h"
 #include "framebuffer/log.h"
 #include "framebuffer/metrics.h"
 #include "framebuffer/router.h"
@@ -23,6 +24,7 @@
 struct fb_rescue {
   struct fb_app *app;
   struct fb_router *router;
+  struct fb_sink *sink; /* the Redis stream sink: the only one inside the transaction */
   struct fb_buf tx;
   struct fb_field *fields;
   size_t fields_cap;
@@ -34,6 +36,11 @@ int fb_rescue_create(struct fb_rescue **out, struct fb_app *app)
   if (!r) return -ENOMEM;
   r->app = app;
   if (fb_router_create(&r->router, FB_STRATEGY_ROUND_ROBIN)) {
+    free(r);
+    return -ENOMEM;
+  }
+  if (fb_sink_list[FB_TRANSPORT_REDIS]->create(&r->sink, app)) {
+    fb_router_destroy(r->router);
     free(r);
     return -ENOMEM;
   }
@@ -49,6 +56,7 @@ void fb_rescue_destroy(struct fb_rescue *r)
 {
   if (!r) return;
   fb_router_destroy(r->router);
+  fb_sink_list[FB_TRANSPORT_REDIS]->destroy(r->sink);
   fb_buf_free(&r->tx);
   free(r->fields);
   free(r);
@@ -60,13 +68,10 @@ static long move(struct fb_rescue *r, struct fb_redis *redis, const struct fb_sn
 {
   if (!entries || entries->type != REDIS_REPLY_ARRAY || !entries->elements) return 0;
   size_t n = entries->elements;
-  char at[40];
-  fb_iso_time(fb_wall_ms(), at, sizeof at);
 
-  struct fb_buf *o = &r->tx;
-  fb_buf_reset(o);
-  fb_buf_puts(o, "*1\r\n$5\r\nMULTI\r\n");
-  size_t ncmds = 0, acks = 0, moved = 0;
+  struct fb_handoff h;
+  fb_handoff_begin(&h, &r->tx, fb_wall_ms(), r->app->cfg->dlq_maxlen);
+  size_t acks = 0, moved = 0;
   for (size_t i = 0; i < n; i++) {
     const redisReply *e = entries->element[i];
     if (e->type != REDIS_REPLY_ARRAY || e->elements != 2) continue;
@@ -89,38 +94,34 @@ static long move(struct fb_rescue *r, struct fb_redis *redis, const struct fb_sn
     fb_frame_parse(&f, r->fields, nf);
     bool full; /* a rescued frame goes even to a full queue: it has nowhere else */
     int pick = fb_router_pick(r->router, s, &f, &full);
-    if (pick >= 0 && s->procs[pick] != dead) {
-      fb_frame_append_xadd(o, &f, s->procs[pick]->stream, s->procs[pick]->max_queue);
+    /* Only a processor on a Redis stream can take it inside this transaction. */
+    if (pick >= 0 && s->procs[pick] != dead && s->procs[pick]->transport == FB_TRANSPORT_REDIS) {
+      fb_handoff_frame(&h, r->sink, s->procs[pick], &f);
       moved++;
     } else {
       char detail[200];
       snprintf(detail, sizeof detail, "processor %s died and no live processor can take it",
                dead->id);
-      fb_frame_append_dlq(o, &f, FB_DLQ_STREAM, r->app->cfg->dlq_maxlen,
-                          fb_reason_name(FB_REASON_NO_PROCESSOR),
-                          (struct fb_str){e->element[0]->str, e->element[0]->len}, at, detail);
+      fb_handoff_dlq(&h, &f, FB_REASON_NO_PROCESSOR,
+                     (struct fb_str){e->element[0]->str, e->element[0]->len}, detail);
       atomic_fetch_add(&r->app->metrics->dropped[FB_REASON_NO_PROCESSOR], 1);
       atomic_fetch_add(&r->app->metrics->dlq[FB_REASON_NO_PROCESSOR], 1);
     }
-    ncmds++;
   }
   if (!acks) return 0;
-  fb_buf_resp_array(o, 3 + acks);
-  fb_buf_resp_bulk(o, "XACK", 4);
-  fb_buf_resp_bulk(o, dead->stream, strlen(dead->stream));
-  fb_buf_resp_bulk(o, FB_PROCESSOR_GROUP, strlen(FB_PROCESSOR_GROUP));
+  fb_handoff_ack(&h, dead->stream, FB_PROCESSOR_GROUP, acks);
   for (size_t i = 0; i < n; i++) {
     const redisReply *e = entries->element[i];
     if (e->type == REDIS_REPLY_ARRAY && e->elements == 2)
-      fb_buf_resp_bulk(o, e->element[0]->str, e->element[0]->len);
+      fb_handoff_ack_id(&h, e->element[0]->str, e->element[0]->len);
   }
-  fb_buf_puts(o, "*1\r\n$4\r\nEXEC\r\n");
-  if (o->truncated) return -ENOSPC;
+  if (fb_handoff_end(&h)) return -ENOSPC;
 
+  /* MULTI, the writes, XACK, EXEC: the last reply is EXEC's. */
   redisContext *c = redis->ctx;
-  redisAppendFormattedCommand(c, o->data, o->len);
+  redisAppendFormattedCommand(c, r->tx.data, r->tx.len);
   redisReply *exec = NULL;
-  for (size_t k = 0; k < ncmds + 3; k++) {
+  for (size_t k = 0; k < h.nwrites + 3; k++) {
     void *rep = NULL;
     if (redisGetReply(c, &rep) != REDIS_OK) {
       fb_redis_drop(redis, c->errstr);
