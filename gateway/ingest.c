@@ -371,10 +371,10 @@ static void dlq_detail(const struct fb_ingest *g, const struct batch *b, size_t 
   }
 }
 
-/* Routes every entry of `b` and builds its transaction in b->tx. */
-static int route_batch(struct fb_ingest *g, struct batch *b)
+/* Takes the registry snapshot, routing settings and sink states of now for
+ * batch `b`, and starts the router's batch at `wall`. */
+static void adopt(struct fb_ingest *g, struct batch *b, int64_t wall)
 {
-  if (reserve_fields(g, b)) return -ENOMEM;
   if (fb_registry_generation(g->reg) != g->snap->generation) {
     fb_snapshot_release(g->snap);
     g->snap = fb_registry_snapshot(g->reg);
@@ -394,9 +394,12 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
   fb_snapshot_release(b->snap); /* a blocked batch routed again */
   b->snap = g->snap;
   atomic_fetch_add(&b->snap->refs, 1);
-  int64_t wall = fb_wall_ms();
   fb_router_begin(g->router, b->snap, wall);
+}
 
+/* Parses every entry of `b` in place from the Redis reply (no copies). */
+static void parse_batch(struct fb_ingest *g, struct batch *b)
+{
   size_t used = 0;
   for (size_t i = 0; i < b->n; i++) {
     const redisReply *fv = b->entries[i]->element[1];
@@ -414,6 +417,64 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
     used += nf;
     fb_frame_parse(f, fl, nf);
   }
+}
+
+/* Builds b's hand-off transaction in b->tx: the writes of every entry not
+ * held (inside-Redis sinks and the DLQ), the XACK, EXEC (and WAIT). */
+static int build_handoff(struct fb_ingest *g, struct batch *b, int64_t wall)
+{
+  struct fb_handoff h;
+  fb_handoff_begin(&h, &b->tx, wall, g->cfg->dlq_maxlen);
+  b->nacks = 0;
+  for (size_t k = 0; k < b->n; k++) {
+    size_t i = b->order[k];
+    int32_t out = b->outcome[i];
+    const redisReply *id = b->entries[i]->element[0];
+    b->xadd_of[i] = -1;
+    if (b->held[i]) continue;
+    b->nacks++;
+    if (out >= 0) {
+      struct fb_sink *sink = sink_of(g, b, i);
+      if (!sink->ops->stage) continue; /* sent already */
+      b->xadd_of[i] = (int32_t)h.nwrites;
+      fb_handoff_frame(&h, sink, b->snap->procs[out], &b->frames[i]);
+    } else if (FB_OUTCOME_REASON(out) != FB_REASON_MISSING) { /* missing: nothing to write */
+      char detail[160];
+      dlq_detail(g, b, i, detail, sizeof detail);
+      b->xadd_of[i] = (int32_t)h.nwrites;
+      fb_handoff_dlq(&h, &b->frames[i], FB_OUTCOME_REASON(out), (struct fb_str){id->str, id->len},
+                     detail);
+    }
+  }
+  b->nxadd = h.nwrites;
+  b->has_tx = b->nacks > 0;
+  if (!b->has_tx) return 0; /* every frame was held: nothing to write */
+  fb_handoff_ack(&h, g->cfg->input_stream, g->cfg->consumer_group, b->nacks);
+  for (size_t i = 0; i < b->n; i++)
+    if (!b->held[i])
+      fb_handoff_ack_id(&h, b->entries[i]->element[0]->str, b->entries[i]->element[0]->len);
+  int rc = fb_handoff_end(&h);
+  if (g->cfg->redis_wait_replicas) {
+    char n[16], ms[16];
+    snprintf(n, sizeof n, "%d", g->cfg->redis_wait_replicas);
+    snprintf(ms, sizeof ms, "%d", WAIT_TIMEOUT_MS);
+    fb_buf_resp_array(&b->tx, 3);
+    fb_buf_resp_bulk(&b->tx, "WAIT", 4);
+    fb_buf_resp_bulk(&b->tx, n, strlen(n));
+    fb_buf_resp_bulk(&b->tx, ms, strlen(ms));
+    if (b->tx.truncated) rc = -ENOSPC;
+  }
+  return rc;
+}
+
+/* Routes every entry of `b` and builds its transaction in b->tx: adopt the
+ * state of now, parse, dispatch, send what leaves Redis, build the rest. */
+static int route_batch(struct fb_ingest *g, struct batch *b)
+{
+  if (reserve_fields(g, b)) return -ENOMEM;
+  int64_t wall = fb_wall_ms();
+  adopt(g, b, wall);
+  parse_batch(g, b);
   struct fb_dispatch d = {.n = b->n,
                           .frames = b->frames,
                           .deliveries = b->have_deliveries ? b->deliveries : NULL,
@@ -431,50 +492,7 @@ static int route_batch(struct fb_ingest *g, struct batch *b)
                                 memory_order_relaxed);
   b->in_flight = true;
   send_outside(g, b);
-
-  struct fb_handoff h;
-  fb_handoff_begin(&h, &b->tx, wall, g->cfg->dlq_maxlen);
-  for (size_t k = 0; k < b->n; k++) {
-    size_t i = b->order[k];
-    int32_t out = b->outcome[i];
-    const redisReply *id = b->entries[i]->element[0];
-    b->xadd_of[i] = -1;
-    if (b->held[i]) continue;
-    if (out >= 0) {
-      struct fb_sink *sink = sink_of(g, b, i);
-      if (!sink->ops->stage) continue; /* sent already */
-      b->xadd_of[i] = (int32_t)h.nwrites;
-      fb_handoff_frame(&h, sink, b->snap->procs[out], &b->frames[i]);
-    } else if (FB_OUTCOME_REASON(out) != FB_REASON_MISSING) { /* missing: nothing to write */
-      char detail[160];
-      dlq_detail(g, b, i, detail, sizeof detail);
-      b->xadd_of[i] = (int32_t)h.nwrites;
-      fb_handoff_dlq(&h, &b->frames[i], FB_OUTCOME_REASON(out), (struct fb_str){id->str, id->len},
-                     detail);
-    }
-  }
-  b->nxadd = h.nwrites;
-  b->nacks = 0;
-  for (size_t i = 0; i < b->n; i++)
-    b->nacks += !b->held[i];
-  b->has_tx = b->nacks > 0;
-  if (!b->has_tx) return 0; /* every frame was held: nothing to write */
-  fb_handoff_ack(&h, g->cfg->input_stream, g->cfg->consumer_group, b->nacks);
-  for (size_t i = 0; i < b->n; i++)
-    if (!b->held[i])
-      fb_handoff_ack_id(&h, b->entries[i]->element[0]->str, b->entries[i]->element[0]->len);
-  if (g->cfg->redis_wait_replicas) {
-    char n[16], ms[16];
-    snprintf(n, sizeof n, "%d", g->cfg->redis_wait_replicas);
-    snprintf(ms, sizeof ms, "%d", WAIT_TIMEOUT_MS);
-    fb_handoff_end(&h);
-    fb_buf_resp_array(&b->tx, 3);
-    fb_buf_resp_bulk(&b->tx, "WAIT", 4);
-    fb_buf_resp_bulk(&b->tx, n, strlen(n));
-    fb_buf_resp_bulk(&b->tx, ms, strlen(ms));
-    return b->tx.truncated ? -ENOSPC : 0;
-  }
-  return fb_handoff_end(&h);
+  return build_handoff(g, b, wall);
 }
 
 /* Takes the entries of a read reply into `b`. Returns how many. */
