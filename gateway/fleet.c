@@ -273,9 +273,9 @@ int fb_fleet_heartbeat(struct fb_fleet *f, struct fb_redis *r, const char *json,
                         "replica", f->app->cfg->consumer_name,
                         "body",    json};
   size_t lens[10];
-  for (int i = 0; i < 10; i++)
+  for (int i = 0; i < 9; i++)
     lens[i] = strlen(argv[i]);
-  lens[9] = len;
+  lens[9] = len; /* the body is not NUL-terminated */
   redisReply *rep = fb_redis_argv(r, 10, argv, lens);
   int rc = rep && rep->type == REDIS_REPLY_STRING ? 0 : -EIO;
   if (rep) freeReplyObject(rep);
