@@ -14,7 +14,6 @@
 #include "framebuffer/fleet.h"
 #include "framebuffer/heartbeat.h"
 #include "framebuffer/log.h"
-#include "framebuffer/nats_bridge.h"
 #include "framebuffer/settings.h"
 #include "framebuffer/store.h"
 

@@ -17,7 +17,7 @@
 #include "framebuffer/fleet.h"
 #include "framebuffer/health.h"
 #include "framebuffer/log.h"
-#include "framebuffer/nats_bridge.h"
+#include "framebuffer/nats_conn.h"
 #include "framebuffer/redis.h"
 #include "framebuffer/rescue.h"
 #include "framebuffer/store.h"

@@ -13,7 +13,7 @@
 #include "framebuffer/app.h"
 #include "framebuffer/clock.h"
 #include "framebuffer/config.h"
-#include "framebuffer/nats_bridge.h"
+#include "framebuffer/nats_conn.h"
 
 struct fb_events {
   pthread_mutex_t lock;

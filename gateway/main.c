@@ -19,8 +19,10 @@
 #include "framebuffer/ingest.h"
 #include "framebuffer/log.h"
 #include "framebuffer/metrics.h"
-#include "framebuffer/nats_bridge.h"
+#include "framebuffer/nats_conn.h"
+#include "framebuffer/nats_heartbeats.h"
 #include "framebuffer/registry.h"
+#include "framebuffer/results.h"
 #include "framebuffer/sentinel.h"
 #include "framebuffer/settings.h"
 
@@ -53,6 +55,7 @@ int main(int argc, char **argv)
   struct fb_control *control = NULL;
   struct fb_http *http = NULL;
   struct fb_sentinel_watch *sentinel = NULL;
+  struct fb_results *results = NULL;
   int status = 1;
 
   if ((rc = fb_registry_create(&app.registry))) goto out;
@@ -61,6 +64,8 @@ int main(int argc, char **argv)
   if ((rc = fb_fleet_create(&app.fleet, &app))) goto out;
   if (cfg.redis.nsentinels && (rc = fb_sentinel_watch_start(&sentinel, &cfg.redis))) goto out;
   if (cfg.nats_enabled && (rc = fb_nats_start(&app.nats, &app))) goto out;
+  if (cfg.nats_enabled && (rc = fb_nats_heartbeats_start(&app))) goto out;
+  if (cfg.nats_enabled && (rc = fb_results_start(&results, &app))) goto out;
   if ((rc = fb_control_start(&control, &app))) goto out;
   if ((rc = fb_ingest_start(&app.ingest, &app))) goto out;
   if ((rc = fb_http_start(&http, &app))) goto out;
@@ -79,7 +84,8 @@ out:
   fb_http_stop(http);
   fb_ingest_stop(app.ingest);
   fb_control_stop(control);
-  fb_nats_stop(app.nats);
+  fb_nats_stop(app.nats);   /* ends every subscription: no callback runs after */
+  fb_results_stop(results); /* its callback used `results` until then */
   fb_sentinel_watch_stop(sentinel);
   fb_registry_destroy(app.registry);
   fb_fleet_destroy(app.fleet);

@@ -1,25 +1,213 @@
 /*
- * The NATS sink: a frame is published on its processor's subject (core
- * NATS, at most once) or into the JetStream stream FRAMES (acked after
- * JetStream's ack). It rides on the gateway's NATS connection (nats_bridge.h)
- * and is down while that is (or when NATS_URL=none). Ingest thread.
+ * The NATS sink: publishes a frame on its processor's subject (core NATS, at
+ * most once) or into the JetStream stream FRAMES (acked after JetStream's
+ * ack), on the connection of nats_conn.h; down while that is, or with
+ * NATS_URL=none. Ingest thread; ack errors arrive on nats.c's, under failed_lock.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-#include "framebuffer/nats_bridge.h"
+#include "framebuffer/buf.h"
+#include "framebuffer/clock.h"
+#include "framebuffer/log.h"
+#include "framebuffer/nats_conn.h"
 #include "framebuffer/sink.h"
+
+#define JS_DUPLICATE_WINDOW_NS (INT64_C(120) * 1000000000)
+#define JS_ACK_WAIT_MS         5000
+#define JS_MAX_PENDING         65536
+#define PAYLOAD_MAX            (FB_FRAME_MAX_BYTES * 2 + 1024)
+#define FAILED_MAX             4096
 
 extern const struct fb_sink_ops fb_sink_nats; /* below */
 
 struct nats_sink {
   struct fb_sink base;
+  struct fb_app *app;
   struct fb_nats *nats; /* borrowed; NULL with NATS_URL=none */
+  jsCtx *js;            /* NULL in core mode */
+  bool stream_ready;    /* JetStream stream FRAMES exists */
+  int64_t next_stream_try_ms;
+  struct fb_buf payload; /* one frame as JSON */
+  uint64_t published_since_complete;
+
+  pthread_mutex_t failed_lock;
+  char *failed[FAILED_MAX]; /* frame ids JetStream refused; guarded by failed_lock */
+  size_t nfailed;           /* guarded by failed_lock */
+  bool failed_overflow;     /* guarded by failed_lock */
 };
 
-static struct fb_nats *nats_of(const struct fb_sink *s)
+static void on_pub_ack_error(jsCtx *js, jsPubAckErr *pae, void *closure)
 {
-  return ((const struct nats_sink *)s)->nats;
+  struct nats_sink *n = closure;
+  const char *id = NULL;
+  natsMsgHeader_Get(pae->Msg, "Nats-Msg-Id", &id);
+  pthread_mutex_lock(&n->failed_lock);
+  if (n->nfailed < FAILED_MAX && id)
+    n->failed[n->nfailed++] = strdup(id);
+  else
+    n->failed_overflow = true;
+  pthread_mutex_unlock(&n->failed_lock);
+  fb_debug("nats", "JetStream did not store frame %s: %s", id ? id : "?",
+           pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+}
+
+/* Creates the JetStream stream FRAMES when it does not exist. Ingest thread,
+ * at most once a second until it works. */
+static void ensure_stream(struct nats_sink *n)
+{
+  if (n->stream_ready || !fb_nats_is_connected(n->nats)) return;
+  int64_t now = fb_mono_ms();
+  if (now < n->next_stream_try_ms) return;
+  n->next_stream_try_ms = now + 1000;
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetStreamInfo(&si, n->js, FB_NATS_JS_STREAM, NULL, &jerr);
+  int want = n->app->cfg->nats_js_replicas;
+  if (s == NATS_OK) {
+    if (si->Config && si->Config->Replicas != want)
+      fb_warn("nats",
+              "JetStream stream %s has %lld replicas, NATS_JS_REPLICAS is %d; the gateway does "
+              "not change an existing stream (nats stream edit %s --replicas %d does)",
+              FB_NATS_JS_STREAM, (long long)si->Config->Replicas, want, FB_NATS_JS_STREAM, want);
+    jsStreamInfo_Destroy(si);
+    n->stream_ready = true;
+    return;
+  }
+  if (s != NATS_NOT_FOUND) {
+    fb_warn("nats", "cannot look up JetStream stream %s: %s", FB_NATS_JS_STREAM,
+            natsStatus_GetText(s));
+    return;
+  }
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  const char *subjects[] = {FB_NATS_JS_SUBJECTS};
+  cfg.Name = FB_NATS_JS_STREAM;
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Retention = js_WorkQueuePolicy;
+  cfg.Storage = js_FileStorage;
+  cfg.Duplicates = JS_DUPLICATE_WINDOW_NS;
+  cfg.Replicas = want;
+  s = js_AddStream(&si, n->js, &cfg, NULL, &jerr);
+  if (s == NATS_OK) {
+    jsStreamInfo_Destroy(si);
+    n->stream_ready = true;
+    fb_info("nats", "created JetStream stream %s (%s, work-queue retention, %d replicas)",
+            FB_NATS_JS_STREAM, FB_NATS_JS_SUBJECTS, want);
+  } else {
+    fb_warn("nats", "cannot create JetStream stream %s: %s (error %d)", FB_NATS_JS_STREAM,
+            natsStatus_GetText(s), (int)jerr);
+  }
+}
+
+/* A W3C traceparent from the frame: its own field, or trace_context's ids. */
+static bool traceparent(const struct fb_frame *f, char *out, size_t n)
+{
+  for (size_t i = 0; i < f->nfields; i++)
+    if (fb_str_eq(f->fields[i].name, "traceparent") && f->fields[i].value.n < n) {
+      memcpy(out, f->fields[i].value.p, f->fields[i].value.n);
+      out[f->fields[i].value.n] = '\0';
+      return true;
+    }
+  for (size_t i = 0; i < f->nfields; i++) {
+    if (!fb_str_eq(f->fields[i].name, "trace_context")) continue;
+    struct fb_str v = f->fields[i].value, tid, sid;
+    enum fb_json_type tt, st;
+    bool esc;
+    if (fb_json_scan_object(v.p, v.n, "trace_id", &tt, &tid, &esc) ||
+        fb_json_scan_object(v.p, v.n, "span_id", &st, &sid, &esc))
+      return false;
+    if (tt != FB_JSON_STRING || st != FB_JSON_STRING || tid.n != 32 || sid.n != 16) return false;
+    snprintf(out, n, "00-%.32s-%.16s-01", tid.p, sid.p);
+    return true;
+  }
+  return false;
+}
+
+static int send_one(struct fb_sink *sink, const struct fb_proc *p, const struct fb_frame *f)
+{
+  struct nats_sink *n = (struct nats_sink *)sink;
+  if (!fb_nats_is_connected(n->nats)) return -ENOTCONN;
+  bool js = n->js != NULL;
+  if (js) {
+    ensure_stream(n);
+    if (!n->stream_ready) return -ENOTCONN;
+  }
+
+  struct fb_buf *o = &n->payload;
+  fb_buf_reset(o);
+  fb_frame_append_json(o, f);
+  if (o->truncated) return -ENOSPC;
+
+  char msg_id[512];
+  snprintf(msg_id, sizeof msg_id, "%.*s", (int)f->frame_id.n, f->frame_id.p);
+  char tp[128];
+  natsMsg *msg = NULL;
+  natsStatus s = natsMsg_Create(&msg, p->subject, NULL, o->data, (int)o->len);
+  if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Nats-Msg-Id", msg_id);
+  if (s == NATS_OK && traceparent(f, tp, sizeof tp)) s = natsMsgHeader_Set(msg, "traceparent", tp);
+  if (s == NATS_OK) {
+    if (js) {
+      s = js_PublishMsgAsync(n->js, &msg, NULL); /* takes msg on success */
+      if (s == NATS_OK) n->published_since_complete++;
+    } else {
+      s = natsConnection_PublishMsg(fb_nats_connection(n->nats), msg);
+    }
+  }
+  natsMsg_Destroy(msg);
+  if (s != NATS_OK) {
+    fb_debug("nats", "publishing frame %s to %s: %s", msg_id, p->subject, natsStatus_GetText(s));
+    return -EIO;
+  }
+  return 0;
+}
+
+/* Waits for the acks of everything published since the last call and calls
+ * `failed` with the frame_id of each frame JetStream did not store
+ * (`all_failed` set when the wait timed out: then treat every frame of the
+ * batch as failed). Core NATS: nothing to wait for. */
+static void complete(struct nats_sink *n, void (*failed)(void *ctx, const char *frame_id),
+                     void *ctx, bool *all_failed)
+{
+  *all_failed = false;
+  if (!n->js || !n->published_since_complete) return;
+  n->published_since_complete = 0;
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = JS_ACK_WAIT_MS;
+  natsStatus s = js_PublishAsyncComplete(n->js, &po);
+  if (s != NATS_OK) {
+    /* Take back what was never acked (its acks may have died with a NATS
+     * node): those frames are retried, and no later batch waits for them. */
+    natsMsgList pending = {0};
+    if (js_PublishAsyncGetPendingList(&pending, n->js) == NATS_OK) {
+      for (int i = 0; i < pending.Count; i++) {
+        const char *id = NULL;
+        if (pending.Msgs[i] && natsMsgHeader_Get(pending.Msgs[i], "Nats-Msg-Id", &id) == NATS_OK)
+          failed(ctx, id);
+      }
+      fb_warn("nats", "JetStream acks did not all arrive (%s): %d frames are retried",
+              natsStatus_GetText(s), pending.Count);
+      natsMsgList_Destroy(&pending);
+    } else {
+      fb_warn("nats", "JetStream acks did not all arrive (%s): the batch is retried",
+              natsStatus_GetText(s));
+      *all_failed = true;
+    }
+  }
+  pthread_mutex_lock(&n->failed_lock);
+  if (n->failed_overflow) *all_failed = true;
+  for (size_t i = 0; i < n->nfailed; i++) {
+    if (!*all_failed) failed(ctx, n->failed[i]);
+    free(n->failed[i]);
+  }
+  n->nfailed = 0;
+  n->failed_overflow = false;
+  pthread_mutex_unlock(&n->failed_lock);
 }
 
 static int create(struct fb_sink **out, struct fb_app *app)
@@ -27,31 +215,51 @@ static int create(struct fb_sink **out, struct fb_app *app)
   struct nats_sink *s = calloc(1, sizeof *s);
   if (!s) return -ENOMEM;
   s->base.ops = &fb_sink_nats;
+  s->app = app;
   s->nats = app->nats;
+  pthread_mutex_init(&s->failed_lock, NULL);
+  fb_buf_init(&s->payload, PAYLOAD_MAX);
+  if (s->nats && app->cfg->nats_jetstream) {
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.PublishAsync.MaxPending = JS_MAX_PENDING;
+    jo.PublishAsync.ErrHandler = on_pub_ack_error;
+    jo.PublishAsync.ErrHandlerClosure = s;
+    natsStatus st = natsConnection_JetStream(&s->js, fb_nats_connection(s->nats), &jo);
+    if (st != NATS_OK) {
+      fb_error("nats", "cannot set up JetStream: %s", natsStatus_GetText(st));
+      fb_sink_nats.destroy(&s->base);
+      return -EIO;
+    }
+  }
   *out = &s->base;
   return 0;
 }
 
-static void destroy(struct fb_sink *s)
+/* After the ingest thread's last commit: every publish was acked or taken
+ * back, so no ack error can still arrive for `s`. */
+static void destroy(struct fb_sink *sink)
 {
-  free((struct nats_sink *)s);
+  struct nats_sink *s = (struct nats_sink *)sink;
+  jsCtx_Destroy(s->js);
+  fb_buf_free(&s->payload);
+  for (size_t i = 0; i < s->nfailed; i++)
+    free(s->failed[i]);
+  pthread_mutex_destroy(&s->failed_lock);
+  free(s);
 }
 
 static bool is_up(const struct fb_sink *s)
 {
-  return fb_nats_is_connected(nats_of(s));
+  return fb_nats_is_connected(((const struct nats_sink *)s)->nats);
 }
 
-static int send_one(struct fb_sink *s, const struct fb_proc *p, const struct fb_frame *f)
+static bool commit(struct fb_sink *sink, void (*held)(void *ctx, const char *frame_id), void *ctx)
 {
-  return nats_of(s) ? fb_nats_publish_frame(nats_of(s), p, f) : -ENOTCONN;
-}
-
-static bool commit(struct fb_sink *s, void (*held)(void *ctx, const char *frame_id), void *ctx)
-{
-  if (!nats_of(s)) return true;
+  struct nats_sink *s = (struct nats_sink *)sink;
+  if (!s->nats) return true;
   bool all_failed = false;
-  fb_nats_complete(nats_of(s), held, ctx, &all_failed);
+  complete(s, held, ctx, &all_failed);
   return !all_failed;
 }
 
