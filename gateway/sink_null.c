@@ -3,25 +3,13 @@
  * benchmarks: it measures the gateway without output I/O (register a
  * processor with "transport": "null"). Ingest thread.
  */
-#include <errno.h>
-#include <stdlib.h>
-
 #include "framebuffer/sink.h"
 
 extern const struct fb_sink_ops fb_sink_null; /* below */
 
 static int create(struct fb_sink **out, struct fb_app *app)
 {
-  struct fb_sink *s = calloc(1, sizeof *s);
-  if (!s) return -ENOMEM;
-  s->ops = &fb_sink_null;
-  *out = s;
-  return 0;
-}
-
-static void destroy(struct fb_sink *s)
-{
-  free(s);
+  return fb_sink_create_bare(out, &fb_sink_null);
 }
 
 static bool is_up(const struct fb_sink *s)
@@ -43,7 +31,7 @@ const struct fb_sink_ops fb_sink_null = {
     .name = "null",
     .queues = false,
     .create = create,
-    .destroy = destroy,
+    .destroy = fb_sink_destroy_bare,
     .is_up = is_up,
     .send = send_one,
     .commit = commit,

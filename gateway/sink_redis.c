@@ -3,25 +3,13 @@
  * (capped with MAXLEN ~ max_queue), written in the hand-off transaction with
  * the XACK of its source. Ingest thread.
  */
-#include <errno.h>
-#include <stdlib.h>
-
 #include "framebuffer/sink.h"
 
 extern const struct fb_sink_ops fb_sink_redis; /* below */
 
 static int create(struct fb_sink **out, struct fb_app *app)
 {
-  struct fb_sink *s = calloc(1, sizeof *s);
-  if (!s) return -ENOMEM;
-  s->ops = &fb_sink_redis;
-  *out = s;
-  return 0;
-}
-
-static void destroy(struct fb_sink *s)
-{
-  free(s);
+  return fb_sink_create_bare(out, &fb_sink_redis);
 }
 
 static bool is_up(const struct fb_sink *s)
@@ -39,7 +27,7 @@ const struct fb_sink_ops fb_sink_redis = {
     .name = "redis",
     .queues = true,
     .create = create,
-    .destroy = destroy,
+    .destroy = fb_sink_destroy_bare,
     .is_up = is_up,
     .stage = stage,
 };

@@ -4,6 +4,7 @@
 #include "framebuffer/sink.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 extern const struct fb_sink_ops fb_sink_redis, fb_sink_nats, fb_sink_null;
@@ -20,6 +21,20 @@ int fb_sink_find(const char *name)
   for (int i = 0; fb_sink_list[i]; i++)
     if (!strcmp(fb_sink_list[i]->name, name)) return i;
   return -1;
+}
+
+int fb_sink_create_bare(struct fb_sink **out, const struct fb_sink_ops *ops)
+{
+  struct fb_sink *s = calloc(1, sizeof *s);
+  if (!s) return -ENOMEM;
+  s->ops = ops;
+  *out = s;
+  return 0;
+}
+
+void fb_sink_destroy_bare(struct fb_sink *s)
+{
+  free(s);
 }
 
 int fb_sinks_create(struct fb_sinks *out, struct fb_app *app)

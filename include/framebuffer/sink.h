@@ -69,6 +69,11 @@ struct fb_sinks {
   int n;
 };
 
+/* For a sink with no state of its own: a new bare struct fb_sink for
+ * `ops`, and its destroy. */
+int fb_sink_create_bare(struct fb_sink **out, const struct fb_sink_ops *ops);
+void fb_sink_destroy_bare(struct fb_sink *s);
+
 /* Creates every sink. Returns 0 or a negative errno (nothing left). */
 int fb_sinks_create(struct fb_sinks *out, struct fb_app *app);
 void fb_sinks_destroy(struct fb_sinks *s);
