@@ -446,14 +446,18 @@ static bool nats_ok(struct fb_app *app)
   return !app->cfg->nats_enabled || atomic_load(&app->metrics->nats_up);
 }
 
-/* {"redis":b,"group":b,"nats":b or "disabled"} */
-static json_t *connections_json(struct fb_app *app)
+/* NATS's state: true, false, or "disabled" (NATS_URL=none). */
+static json_t *nats_json(struct fb_app *app)
+{
+  return app->cfg->nats_enabled ? json_boolean(atomic_load(&app->metrics->nats_up))
+                                : json_string("disabled");
+}
+
+json_t *fb_api_connections(struct fb_app *app)
 {
   struct fb_metrics *m = app->metrics;
   return json_pack("{s:b,s:b,s:o}", "redis", (int)atomic_load(&m->redis_up), "group",
-                   (int)atomic_load(&m->group_ready), "nats",
-                   app->cfg->nats_enabled ? json_boolean(atomic_load(&m->nats_up))
-                                          : json_string("disabled"));
+                   (int)atomic_load(&m->group_ready), "nats", nats_json(app));
 }
 
 /* A processor as the dashboard's table shows it: this replica's counts
@@ -558,7 +562,7 @@ static void operations(struct fb_api *api, const struct fb_request *req, struct 
     respond_json(resp, ok ? 200 : 503,
                  json_pack("{s:s,s:s,s:s,s:o}", "status", status, "service", "frame-buffer-v2",
                            "consumer", app->cfg->consumer_name, "connections",
-                           connections_json(app)));
+                           fb_api_connections(app)));
   } else if (!strcmp(p, "/healthz")) {
     respond_json(resp, 200, json_pack("{s:s}", "status", "alive"));
   } else if (!strcmp(p, "/readyz")) {
@@ -567,9 +571,7 @@ static void operations(struct fb_api *api, const struct fb_request *req, struct 
     respond_json(resp, ok ? 200 : 503,
                  json_pack("{s:s,s:{s:b,s:b,s:o}}", "status", ok ? "ready" : "not ready", "checks",
                            "redis", (int)atomic_load(&m->redis_up), "consumer_group",
-                           (int)atomic_load(&m->group_ready), "nats",
-                           app->cfg->nats_enabled ? json_boolean(atomic_load(&m->nats_up))
-                                                  : json_string("disabled")));
+                           (int)atomic_load(&m->group_ready), "nats", nats_json(app)));
   } else if (!strcmp(p, "/metrics")) {
     struct fb_snapshot *s = fb_registry_snapshot(app->registry);
     resp->status = 200;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "framebuffer/api.h"
 #include "framebuffer/clock.h"
 #include "framebuffer/events.h"
 #include "framebuffer/heartbeat.h"
@@ -308,20 +309,17 @@ json_t *fb_fleet_record(struct fb_app *app, int64_t now_ms)
                                   (json_int_t)atomic_load(&l->rate)));
   }
   fb_snapshot_release(s);
-  return json_pack(
-      "{s:s,s:s,s:I,s:I,s:{s:b,s:b,s:o},s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:{s:o,s:I},s:o}", "consumer",
-      app->cfg->consumer_name, "version", FB_VERSION, "started_ms", (json_int_t)m->started_ms,
-      "published_ms", (json_int_t)now_ms, "connections", "redis", (int)atomic_load(&m->redis_up),
-      "group", (int)atomic_load(&m->group_ready), "nats",
-      app->cfg->nats_enabled ? json_boolean(atomic_load(&m->nats_up)) : json_string("disabled"),
-      "in_per_s", (json_int_t)atomic_load(&m->rate_in), "out_per_s",
-      (json_int_t)atomic_load(&m->rate_out), "consumed",
-      (json_int_t)atomic_load(&m->frames_consumed), "distributed",
-      (json_int_t)atomic_load(&m->frames_distributed), "blocked",
-      (json_int_t)atomic_load(&m->blocked_frames), "dropped",
-      counts_json(m->dropped, FB_REASON_COUNT), "dlq", counts_json(m->dlq, FB_REASON_POISON + 1),
-      "latency", "buckets", buckets, "sum_ns", (json_int_t)atomic_load(&m->routing.sum_ns),
-      "processors", procs);
+  return json_pack("{s:s,s:s,s:I,s:I,s:o,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:{s:o,s:I},s:o}", "consumer",
+                   app->cfg->consumer_name, "version", FB_VERSION, "started_ms",
+                   (json_int_t)m->started_ms, "published_ms", (json_int_t)now_ms, "connections",
+                   fb_api_connections(app), "in_per_s", (json_int_t)atomic_load(&m->rate_in),
+                   "out_per_s", (json_int_t)atomic_load(&m->rate_out), "consumed",
+                   (json_int_t)atomic_load(&m->frames_consumed), "distributed",
+                   (json_int_t)atomic_load(&m->frames_distributed), "blocked",
+                   (json_int_t)atomic_load(&m->blocked_frames), "dropped",
+                   counts_json(m->dropped, FB_REASON_COUNT), "dlq",
+                   counts_json(m->dlq, FB_REASON_POISON + 1), "latency", "buckets", buckets,
+                   "sum_ns", (json_int_t)atomic_load(&m->routing.sum_ns), "processors", procs);
 }
 
 static json_int_t int_of(const json_t *o, const char *k)

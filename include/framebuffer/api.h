@@ -54,4 +54,8 @@ void fb_api_error(struct fb_response *resp, int status, const char *msg);
 /* The JSON the dashboard and /api/v1/stats show. Returns a new json_t. */
 json_t *fb_api_stats(struct fb_app *app);
 
+/* Any thread: {"redis":b,"group":b,"nats":b or "disabled"} as /health and
+ * the fleet view show them. Returns a new json_t. */
+json_t *fb_api_connections(struct fb_app *app);
+
 #endif
