@@ -674,7 +674,6 @@ static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec
       atomic_fetch_add_explicit(&p->live->frames_routed, 1, memory_order_relaxed);
       if (ops->queues)
         atomic_fetch_add_explicit(&p->live->sent_since_poll, 1, memory_order_relaxed);
-      if (!ops->stage) atomic_fetch_add(&g->m->nats_published, 1);
       delivered++;
     } else {
       enum fb_reason reason = FB_OUTCOME_REASON(out);

@@ -51,7 +51,6 @@ struct fb_metrics {
   atomic_uint_fast64_t http_requests;
   atomic_uint_fast64_t heartbeats_rejected; /* malformed, oversized or unknown id */
   atomic_uint_fast64_t health_changes;
-  atomic_uint_fast64_t nats_published;      /* remote frames confirmed handed on */
   atomic_uint_fast64_t nats_publish_errors; /* left pending, retried later */
   atomic_uint_fast64_t results_written;     /* NATS results appended to Redis */
   atomic_uint_fast64_t results_dropped;     /* unknown processor or queue full */
