@@ -48,6 +48,7 @@ static void respond_json(struct fb_response *resp, int status, json_t *doc)
   free(s);
 }
 
+/* Written without allocating: it also reports running out of memory. */
 void fb_api_error(struct fb_response *resp, int status, const char *msg)
 {
   resp->status = status;
@@ -179,7 +180,7 @@ static void do_register(struct fb_api *api, const struct fb_request *req, struct
           fb_transport_name(p->transport), p->ncaps, (long long)p->capacity,
           p->transport == FB_TRANSPORT_REDIS ? "stream" : "subject",
           p->transport == FB_TRANSPORT_REDIS ? p->stream : p->subject);
-  fb_event_emit_by(api->app, req->request_id, "register", p->id, "healthy",
+  fb_event_emit_by(api->app->events, req->request_id, "register", p->id, "healthy",
                    "%s processor with %zu capabilities", fb_transport_name(p->transport), p->ncaps);
   respond_json(resp, 201, fb_proc_to_json(p));
   fb_proc_release(p);
@@ -242,7 +243,7 @@ static void do_delete(struct fb_api *api, const char *id, const struct fb_reques
   }
   fb_info("api", "unregistered processor %s", id);
   fb_fleet_forget(api->app->fleet, &api->redis, id);
-  fb_event_emit_by(api->app, req->request_id, "unregister", id, "removed",
+  fb_event_emit_by(api->app->events, req->request_id, "unregister", id, "removed",
                    "unregistered over the API");
   resp->status = 204;
   resp->content_type = NULL;
@@ -259,12 +260,14 @@ static void do_heartbeat(struct fb_api *api, const struct fb_request *req, struc
     fb_api_error(resp, 400, "processor_id is required");
     return;
   }
-  char id[FB_PROC_ID_MAX + 1];
-  const char *why = "heartbeat is larger than 8 KiB";
+  struct fb_heartbeat hb;
+  char why[200];
   int rc = req->body_len > FB_HEARTBEAT_MAX
-               ? -EMSGSIZE
-               : fb_heartbeat_apply_json(api->app, NULL, body, fb_wall_ms(), id, &why);
+               ? fb_heartbeat_parse(&hb, NULL, req->body, req->body_len, why, sizeof why)
+               : fb_heartbeat_parse_json(&hb, NULL, body, why, sizeof why);
   json_decref(body);
+  if (!rc) rc = fb_heartbeat_record(api->app->registry, api->app->metrics, &hb, fb_wall_ms());
+  const char *id = hb.id;
   if (rc == -ENOENT) {
     char msg[200];
     snprintf(msg, sizeof msg, "processor %s is not registered", id);
@@ -421,7 +424,7 @@ static void routing(struct fb_api *api, const struct fb_request *req, struct fb_
           after.generation, req->request_id, diff[0] ? diff : "no change");
   if (diff[0]) {
     bool strategy = before.r.strategy != after.r.strategy;
-    fb_event_emit_by(app, req->request_id, strategy ? "strategy" : "routing", NULL,
+    fb_event_emit_by(app->events, req->request_id, strategy ? "strategy" : "routing", NULL,
                      strategy                   ? fb_strategy_name(after.r.strategy)
                      : req->method == FB_DELETE ? "reset"
                                                 : "changed",
@@ -539,16 +542,10 @@ static void respond_events(struct fb_app *app, struct fb_response *resp)
   static struct fb_event evs[FB_EVENTS_KEEP]; /* HTTP thread only */
   uint64_t from = 0;
   size_t n = fb_events_since(app->events, &from, evs, FB_EVENTS_KEEP);
-  resp->status = 200;
-  resp->content_type = "application/json";
-  fb_buf_reset(&resp->body);
-  fb_buf_puts(&resp->body, "[");
-  for (size_t i = 0; i < n; i++) {
-    if (i) fb_buf_puts(&resp->body, ",");
-    fb_event_json(&evs[i], &resp->body);
-  }
-  fb_buf_puts(&resp->body, "]");
-  if (resp->body.truncated) fb_api_error(resp, 500, "response too large");
+  json_t *list = json_array();
+  for (size_t i = 0; i < n; i++)
+    json_array_append_new(list, fb_event_to_json(&evs[i]));
+  respond_json(resp, 200, list);
 }
 
 static void operations(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)

@@ -20,6 +20,7 @@
 #include "framebuffer/nats_conn.h"
 #include "framebuffer/redis.h"
 #include "framebuffer/rescue.h"
+#include "framebuffer/sink.h"
 #include "framebuffer/store.h"
 
 #define SYNC_INTERVAL_MS   500
@@ -145,13 +146,13 @@ static size_t poll_depths(struct fb_control *c)
   redisContext *ctx = c->redis.ctx;
   size_t sent = 0;
   for (size_t i = 0; i < s->n; i++)
-    if (s->procs[i]->transport == FB_TRANSPORT_REDIS) {
+    if (fb_sink_in_redis(s->procs[i]->transport)) {
       redisAppendCommand(ctx, "XINFO GROUPS %s", s->procs[i]->stream);
       sent++;
     }
   for (size_t i = 0; i < s->n && sent; i++) {
     struct fb_proc *p = s->procs[i];
-    if (p->transport != FB_TRANSPORT_REDIS) continue;
+    if (!fb_sink_in_redis(p->transport)) continue;
     sent--;
     void *v = NULL;
     if (redisGetReply(ctx, &v) != REDIS_OK) {
@@ -213,10 +214,11 @@ static void check_health(struct fb_control *c)
       atomic_fetch_add(&app->metrics->health_changes, 1);
       /* Every replica sees the change; the first to tell Redis announces it. */
       if (fb_fleet_announce_health(app->fleet, &c->redis, p->id, old, h))
-        fb_event_emit(app, "health", p->id, fb_health_name(h), "was %s", fb_health_name(old));
+        fb_event_emit(app->events, "health", p->id, fb_health_name(h), "was %s",
+                      fb_health_name(old));
       live->next_rescue_ms = 0;
     }
-    if (h == FB_HEALTH_DEAD && p->transport == FB_TRANSPORT_REDIS && now >= live->next_rescue_ms) {
+    if (h == FB_HEALTH_DEAD && fb_sink_in_redis(p->transport) && now >= live->next_rescue_ms) {
       long moved = fb_rescue_run(c->rescue, &c->redis, s, p, RESCUE_MAX);
       /* More to move: come back on the next pass; else check again later. */
       live->next_rescue_ms = moved >= RESCUE_MAX ? 0 : now + RESCUE_RETRY_MS;
@@ -265,7 +267,7 @@ int fb_control_start(struct fb_control **out, struct fb_app *app)
   c->app = app;
   c->started_ms = fb_wall_ms();
   fb_redis_init(&c->redis, &app->cfg->redis, "control", 2000);
-  if (fb_rescue_create(&c->rescue, app)) {
+  if (fb_rescue_create(&c->rescue, app->cfg, app->metrics)) {
     free(c);
     return -ENOMEM;
   }

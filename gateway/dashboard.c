@@ -146,11 +146,8 @@ static void push_events(struct vhd *v)
   size_t n;
   while ((n = fb_events_since(v->app->events, &v->event_seq, evs, 64)) > 0) {
     for (size_t i = 0; i < n; i++) {
-      char mem[1024];
-      struct fb_buf b;
-      fb_buf_init_fixed(&b, mem, sizeof mem);
-      fb_event_json(&evs[i], &b);
-      struct msg *m = msg_new(b.data, b.len, false);
+      json_t *doc = fb_event_to_json(&evs[i]);
+      struct msg *m = doc ? json_msg(doc, false) : NULL;
       if (!m) continue;
       broadcast(v, m);
       msg_release(m);
@@ -209,13 +206,8 @@ static struct msg *hello(struct vhd *v)
   struct fb_event evs[100];
   uint64_t from = 0;
   size_t n = fb_events_since(app->events, &from, evs, 100);
-  for (size_t i = 0; i < n; i++) {
-    char mem[1024];
-    struct fb_buf b;
-    fb_buf_init_fixed(&b, mem, sizeof mem);
-    fb_event_json(&evs[i], &b);
-    json_array_append_new(events, json_loadb(b.data, b.len, 0, NULL));
-  }
+  for (size_t i = 0; i < n; i++)
+    json_array_append_new(events, fb_event_to_json(&evs[i]));
   for (size_t k = 0; k < v->hist_count; k++) {
     const struct history_point *h =
         &v->history[(v->hist_next + HISTORY_SECONDS - v->hist_count + k) % HISTORY_SECONDS];

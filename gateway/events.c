@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "framebuffer/app.h"
 #include "framebuffer/clock.h"
 #include "framebuffer/config.h"
 #include "framebuffer/nats_conn.h"
@@ -23,9 +22,11 @@ struct fb_events {
   void *wake_arg;                       /* guarded by lock */
   struct fb_event *outbox;              /* FB_EVENTS_OUTBOX, FIFO; guarded by lock */
   size_t out_head, out_count;           /* guarded by lock */
+  char replica[FB_NAME_MAX];            /* this replica's consumer name */
+  struct fb_nats *nats;                 /* set before any thread emits; may be NULL */
 };
 
-int fb_events_create(struct fb_events **out)
+int fb_events_create(struct fb_events **out, const char *replica)
 {
   struct fb_events *e = calloc(1, sizeof *e);
   if (!e) return -ENOMEM;
@@ -36,6 +37,7 @@ int fb_events_create(struct fb_events **out)
   }
   pthread_mutex_init(&e->lock, NULL);
   e->next_seq = 1;
+  snprintf(e->replica, sizeof e->replica, "%s", replica);
   *out = e;
   return 0;
 }
@@ -46,6 +48,11 @@ void fb_events_destroy(struct fb_events *e)
   pthread_mutex_destroy(&e->lock);
   free(e->outbox);
   free(e);
+}
+
+void fb_events_set_nats(struct fb_events *e, struct fb_nats *nats)
+{
+  e->nats = nats;
 }
 
 void fb_events_set_waker(struct fb_events *e, void (*wake)(void *arg), void *arg)
@@ -74,7 +81,7 @@ void fb_events_push(struct fb_events *e, const struct fb_event *ev)
   pthread_mutex_unlock(&e->lock);
 }
 
-static void emit(struct fb_app *app, const char *request_id, const char *event,
+static void emit(struct fb_events *e, const char *request_id, const char *event,
                  const char *processor_id, const char *status, const char *fmt, va_list ap)
 {
   struct fb_event ev = {.at_ms = fb_wall_ms()};
@@ -82,12 +89,10 @@ static void emit(struct fb_app *app, const char *request_id, const char *event,
   snprintf(ev.processor_id, sizeof ev.processor_id, "%s", processor_id ? processor_id : "");
   snprintf(ev.status, sizeof ev.status, "%s", status);
   vsnprintf(ev.detail, sizeof ev.detail, fmt, ap);
-  snprintf(ev.replica, sizeof ev.replica, "%s", app->cfg->consumer_name);
+  snprintf(ev.replica, sizeof ev.replica, "%s", e->replica);
   snprintf(ev.request_id, sizeof ev.request_id, "%s", request_id ? request_id : "");
 
-  if (processor_id) fb_nats_publish_event(app->nats, event, processor_id, status);
-  struct fb_events *e = app->events;
-  if (!e) return;
+  if (processor_id) fb_nats_publish_event(e->nats, event, processor_id, status);
   pthread_mutex_lock(&e->lock);
   if (e->out_count < FB_EVENTS_OUTBOX)
     e->outbox[(e->out_head + e->out_count++) % FB_EVENTS_OUTBOX] = ev;
@@ -96,21 +101,21 @@ static void emit(struct fb_app *app, const char *request_id, const char *event,
   pthread_mutex_unlock(&e->lock);
 }
 
-void fb_event_emit(struct fb_app *app, const char *event, const char *processor_id,
+void fb_event_emit(struct fb_events *e, const char *event, const char *processor_id,
                    const char *status, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
-  emit(app, NULL, event, processor_id, status, fmt, ap);
+  emit(e, NULL, event, processor_id, status, fmt, ap);
   va_end(ap);
 }
 
-void fb_event_emit_by(struct fb_app *app, const char *request_id, const char *event,
+void fb_event_emit_by(struct fb_events *e, const char *request_id, const char *event,
                       const char *processor_id, const char *status, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
-  emit(app, request_id, event, processor_id, status, fmt, ap);
+  emit(e, request_id, event, processor_id, status, fmt, ap);
   va_end(ap);
 }
 
@@ -140,25 +145,10 @@ size_t fb_events_since(struct fb_events *e, uint64_t *after, struct fb_event *ou
   return n;
 }
 
-void fb_event_json(const struct fb_event *ev, struct fb_buf *o)
+json_t *fb_event_to_json(const struct fb_event *ev)
 {
-  fb_buf_puts(o, "{\"type\":\"event\",\"event\":");
-  fb_buf_json_string(o, ev->event, strlen(ev->event));
-  fb_buf_puts(o, ",\"processor_id\":");
-  if (ev->processor_id[0])
-    fb_buf_json_string(o, ev->processor_id, strlen(ev->processor_id));
-  else
-    fb_buf_puts(o, "null");
-  fb_buf_puts(o, ",\"status\":");
-  fb_buf_json_string(o, ev->status, strlen(ev->status));
-  fb_buf_puts(o, ",\"detail\":");
-  fb_buf_json_string(o, ev->detail, strlen(ev->detail));
-  fb_buf_puts(o, ",\"replica\":");
-  fb_buf_json_string(o, ev->replica, strlen(ev->replica));
-  fb_buf_puts(o, ",\"request_id\":");
-  if (ev->request_id[0])
-    fb_buf_json_string(o, ev->request_id, strlen(ev->request_id));
-  else
-    fb_buf_puts(o, "null");
-  fb_buf_printf(o, ",\"at\":%lld}", (long long)ev->at_ms);
+  return json_pack("{s:s,s:s,s:s?,s:s,s:s,s:s,s:s?,s:I}", "type", "event", "event", ev->event,
+                   "processor_id", ev->processor_id[0] ? ev->processor_id : NULL, "status",
+                   ev->status, "detail", ev->detail, "replica", ev->replica, "request_id",
+                   ev->request_id[0] ? ev->request_id : NULL, "at", (json_int_t)ev->at_ms);
 }

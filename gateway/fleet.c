@@ -172,10 +172,12 @@ static void take_heartbeat(struct fb_fleet *f, const redisReply *fv)
   if (!body || !body->str) return;
   if (replica && replica->str && !strcmp(replica->str, f->app->cfg->consumer_name))
     return; /* applied when it came in */
-  char id[FB_PROC_ID_MAX + 1];
-  const char *why;
-  if (fb_heartbeat_apply(f->app, NULL, body->str, body->len, fb_wall_ms(), id, &why))
-    fb_debug("fleet", "heartbeat for %s from replica %s ignored: %s", id[0] ? id : "?",
+  struct fb_heartbeat hb;
+  char why[200] = "no such processor here";
+  int rc = fb_heartbeat_parse(&hb, NULL, body->str, body->len, why, sizeof why);
+  if (!rc) rc = fb_heartbeat_record(f->app->registry, f->app->metrics, &hb, fb_wall_ms());
+  if (rc)
+    fb_debug("fleet", "heartbeat for %s from replica %s ignored: %s", hb.id[0] ? hb.id : "?",
              replica && replica->str ? replica->str : "?", why);
 }
 

@@ -357,8 +357,8 @@ static int64_t days_from_civil(int64_t y, int m, int d)
 
 int fb_frame_time_ms(struct fb_str ts, int64_t *ms)
 {
+  if (!ts.n) return -EINVAL; /* before any arithmetic: ts.p may be NULL */
   const char *p = ts.p, *end = ts.p + ts.n;
-  if (!ts.n) return -EINVAL;
 
   /* Unix seconds, with an optional fraction. */
   if (ts.n <= 4 || ts.p[4] != '-') {

@@ -1,88 +1,100 @@
 /*
- * Heartbeat parsing and recording (see heartbeat.h). Any thread.
+ * Heartbeat parsing and recording (see heartbeat.h).
  */
 #include "framebuffer/heartbeat.h"
 
 #include <errno.h>
-#include <jansson.h>
+#include <stdio.h>
 #include <string.h>
 
-int fb_heartbeat_apply(struct fb_app *app, const char *subject_id, const char *data, size_t len,
-                       int64_t now_ms, char *id, const char **why)
+#include "framebuffer/sink.h"
+
+int fb_heartbeat_parse(struct fb_heartbeat *hb, const char *subject_id, const char *data,
+                       size_t len, char *why, size_t n)
 {
-  *why = NULL;
-  id[0] = '\0';
   if (len > FB_HEARTBEAT_MAX) {
-    *why = "heartbeat is larger than 8 KiB";
+    snprintf(why, n, "heartbeat is larger than %d KiB", FB_HEARTBEAT_MAX / 1024);
     return -EMSGSIZE;
   }
   json_t *doc = json_loadb(data, len, 0, NULL);
-  int rc = fb_heartbeat_apply_json(app, subject_id, doc, now_ms, id, why);
+  int rc = fb_heartbeat_parse_json(hb, subject_id, doc, why, n);
   json_decref(doc);
   return rc;
 }
 
-int fb_heartbeat_apply_json(struct fb_app *app, const char *subject_id, const json_t *doc,
-                            int64_t now_ms, char *id, const char **why)
+/* Reads count `name` of `doc` into *out. Returns 1 when given, 0 when absent
+ * or null, -EINVAL when it is not an integer in range. */
+static int count(const json_t *doc, const char *name, int64_t *out, char *why, size_t n)
 {
-  *why = NULL;
-  id[0] = '\0';
-  int rc = -EINVAL;
-  if (!json_is_object(doc)) {
-    *why = "heartbeat is not a JSON object";
-    goto out;
+  const json_t *v = json_object_get(doc, name);
+  if (!v || json_is_null(v)) return 0;
+  if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+      json_integer_value(v) > FB_HEARTBEAT_COUNT_MAX) {
+    snprintf(why, n, "%s must be an integer from 0 to %d", name, FB_HEARTBEAT_COUNT_MAX);
+    return -EINVAL;
   }
-  json_t *jid = json_object_get(doc, "processor_id");
+  *out = json_integer_value(v);
+  return 1;
+}
+
+int fb_heartbeat_parse_json(struct fb_heartbeat *hb, const char *subject_id, const json_t *doc,
+                            char *why, size_t n)
+{
+  memset(hb, 0, sizeof *hb);
+  if (!json_is_object(doc)) {
+    snprintf(why, n, "heartbeat is not a JSON object");
+    return -EINVAL;
+  }
+  const json_t *jid = json_object_get(doc, "processor_id");
   if (jid && !json_is_string(jid)) {
-    *why = "processor_id must be a string";
-    goto out;
+    snprintf(why, n, "processor_id must be a string");
+    return -EINVAL;
   }
   const char *pid = jid ? json_string_value(jid) : subject_id;
   if (!pid || !pid[0]) {
-    *why = "processor_id is required";
-    goto out;
+    snprintf(why, n, "processor_id is required");
+    return -EINVAL;
   }
   if (subject_id && strcmp(pid, subject_id)) {
-    *why = "processor_id does not match the subject";
-    goto out;
+    snprintf(why, n, "processor_id does not match the subject");
+    return -EINVAL;
   }
   if (!fb_proc_id_is_valid(pid, strlen(pid))) {
-    *why = "processor_id is not a valid id";
-    goto out;
+    snprintf(why, n, "processor_id is not a valid id");
+    return -EINVAL;
   }
-  snprintf(id, FB_PROC_ID_MAX + 1, "%s", pid);
-  json_t *status = json_object_get(doc, "status");
+  const json_t *status = json_object_get(doc, "status");
   if (status && !json_is_string(status)) {
-    *why = "status must be a string";
-    goto out;
+    snprintf(why, n, "status must be a string");
+    return -EINVAL;
   }
+  int depth = count(doc, "queue_depth", &hb->queue_depth, why, n);
+  if (depth < 0 || count(doc, "in_flight", &hb->in_flight, why, n) < 0) return -EINVAL;
+  hb->has_depth = depth > 0;
+  hb->stopping = status && !strcmp(json_string_value(status), "stopping");
+  snprintf(hb->id, sizeof hb->id, "%s", pid);
+  return 0;
+}
 
-  struct fb_snapshot *s = fb_registry_snapshot(app->registry);
-  int idx = fb_snapshot_find(s, pid);
-  if (idx < 0) {
-    rc = -ENOENT;
-    *why = "unknown processor";
-  } else {
+int fb_heartbeat_record(struct fb_registry *reg, struct fb_metrics *m,
+                        const struct fb_heartbeat *hb, int64_t now_ms)
+{
+  struct fb_snapshot *s = fb_registry_snapshot(reg);
+  int idx = fb_snapshot_find(s, hb->id);
+  if (idx >= 0) {
     struct fb_proc_live *live = s->procs[idx]->live;
-    json_t *depth = json_object_get(doc, "queue_depth");
-    json_t *inflight = json_object_get(doc, "in_flight");
-    /* A Redis processor's depth is read from its stream (fresher than a
-     * heartbeat); a remote one's is what it says, in flight included. */
-    int64_t in_hand = json_is_integer(inflight) && json_integer_value(inflight) >= 0
-                          ? json_integer_value(inflight)
-                          : 0;
-    atomic_store(&live->in_flight, in_hand);
-    if (s->procs[idx]->transport == FB_TRANSPORT_NATS && json_is_integer(depth) &&
-        json_integer_value(depth) >= 0) {
-      atomic_store(&live->queue_depth, json_integer_value(depth) + in_hand);
+    atomic_store(&live->in_flight, hb->in_flight);
+    /* A processor on a Redis stream has its depth read from the stream
+     * (fresher than a heartbeat); another's is what it says, in flight
+     * included. */
+    if (!fb_sink_in_redis(s->procs[idx]->transport) && hb->has_depth) {
+      atomic_store(&live->queue_depth, hb->queue_depth + hb->in_flight);
       atomic_store(&live->sent_since_poll, 0);
     }
-    atomic_store(&live->stopping, status && !strcmp(json_string_value(status), "stopping"));
+    atomic_store(&live->stopping, hb->stopping);
     atomic_store(&live->last_heartbeat_ms, now_ms);
-    atomic_fetch_add(&app->metrics->heartbeats, 1);
-    rc = 0;
+    atomic_fetch_add(&m->heartbeats, 1);
   }
   fb_snapshot_release(s);
-out:
-  return rc;
+  return idx >= 0 ? 0 : -ENOENT;
 }

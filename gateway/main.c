@@ -59,15 +59,20 @@ int main(int argc, char **argv)
   int status = 1;
 
   if ((rc = fb_registry_create(&app.registry))) goto out;
-  if ((rc = fb_events_create(&app.events))) goto out;
+  if ((rc = fb_events_create(&app.events, cfg.consumer_name))) goto out;
   if ((rc = fb_settings_create(&app.settings, &cfg))) goto out;
   if ((rc = fb_fleet_create(&app.fleet, &app))) goto out;
   if (cfg.redis.nsentinels && (rc = fb_sentinel_watch_start(&sentinel, &cfg.redis))) goto out;
   if (cfg.nats_enabled && (rc = fb_nats_start(&app.nats, &app))) goto out;
-  if (cfg.nats_enabled && (rc = fb_nats_heartbeats_start(&app))) goto out;
-  if (cfg.nats_enabled && (rc = fb_results_start(&results, &app))) goto out;
+  fb_events_set_nats(app.events, app.nats);
+  if (cfg.nats_enabled && (rc = fb_nats_heartbeats_start(app.nats, app.registry, &metrics)))
+    goto out;
+  if (cfg.nats_enabled &&
+      (rc = fb_results_start(&results, app.nats, &cfg.redis, app.registry, &metrics)))
+    goto out;
   if ((rc = fb_control_start(&control, &app))) goto out;
-  if ((rc = fb_ingest_start(&app.ingest, &app))) goto out;
+  struct fb_ingest_deps ingest = {&cfg, app.registry, &metrics, app.settings, app.events, app.nats};
+  if ((rc = fb_ingest_start(&app.ingest, &ingest))) goto out;
   if ((rc = fb_http_start(&http, &app))) goto out;
 
   int sig = 0;

@@ -6,12 +6,12 @@
 #include "framebuffer/nats_conn.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "framebuffer/buf.h"
 #include "framebuffer/clock.h"
 #include "framebuffer/log.h"
 
@@ -150,17 +150,12 @@ void fb_nats_publish_event(struct fb_nats *n, const char *event, const char *pro
                            const char *status)
 {
   if (!n || !atomic_load(&n->connected)) return;
-  char mem[512];
-  struct fb_buf b;
-  fb_buf_init_fixed(&b, mem, sizeof mem);
-  fb_buf_puts(&b, "{\"event\":");
-  fb_buf_json_string(&b, event, strlen(event));
-  fb_buf_puts(&b, ",\"processor_id\":");
-  fb_buf_json_string(&b, processor_id, strlen(processor_id));
-  fb_buf_puts(&b, ",\"status\":");
-  fb_buf_json_string(&b, status, strlen(status));
-  fb_buf_printf(&b, ",\"at\":%lld}", (long long)fb_wall_ms());
-  if (!b.truncated) natsConnection_Publish(n->nc, EVENTS_SUBJECT, b.data, (int)b.len);
+  json_t *doc = json_pack("{s:s,s:s,s:s,s:I}", "event", event, "processor_id", processor_id,
+                          "status", status, "at", (json_int_t)fb_wall_ms());
+  char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+  if (s) natsConnection_PublishString(n->nc, EVENTS_SUBJECT, s);
+  free(s);
+  json_decref(doc);
 }
 
 void fb_nats_check(struct fb_nats *n)

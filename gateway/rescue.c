@@ -22,7 +22,8 @@
 #define TX_MAX       (64u << 20)
 
 struct fb_rescue {
-  struct fb_app *app;
+  int64_t dlq_maxlen, claim_idle_ms;
+  struct fb_metrics *m;
   struct fb_router *router;
   struct fb_sink *sink; /* the Redis stream sink: the only one inside the transaction */
   struct fb_buf tx;
@@ -30,16 +31,18 @@ struct fb_rescue {
   size_t fields_cap;
 };
 
-int fb_rescue_create(struct fb_rescue **out, struct fb_app *app)
+int fb_rescue_create(struct fb_rescue **out, const struct fb_config *cfg, struct fb_metrics *m)
 {
   struct fb_rescue *r = calloc(1, sizeof *r);
   if (!r) return -ENOMEM;
-  r->app = app;
+  r->dlq_maxlen = cfg->dlq_maxlen;
+  r->claim_idle_ms = cfg->claim_idle_ms;
+  r->m = m;
   if (fb_router_create(&r->router, FB_STRATEGY_ROUND_ROBIN)) {
     free(r);
     return -ENOMEM;
   }
-  if (fb_sink_list[FB_TRANSPORT_REDIS]->create(&r->sink, app)) {
+  if (fb_sink_list[FB_TRANSPORT_REDIS]->create(&r->sink, &(struct fb_sink_env){cfg, NULL})) {
     fb_router_destroy(r->router);
     free(r);
     return -ENOMEM;
@@ -70,7 +73,7 @@ static long move(struct fb_rescue *r, struct fb_redis *redis, const struct fb_sn
   size_t n = entries->elements;
 
   struct fb_handoff h;
-  fb_handoff_begin(&h, &r->tx, fb_wall_ms(), r->app->cfg->dlq_maxlen);
+  fb_handoff_begin(&h, &r->tx, fb_wall_ms(), r->dlq_maxlen);
   size_t acks = 0, moved = 0;
   for (size_t i = 0; i < n; i++) {
     const redisReply *e = entries->element[i];
@@ -94,8 +97,8 @@ static long move(struct fb_rescue *r, struct fb_redis *redis, const struct fb_sn
     fb_frame_parse(&f, r->fields, nf);
     bool full; /* a rescued frame goes even to a full queue: it has nowhere else */
     int pick = fb_router_pick(r->router, s, &f, &full);
-    /* Only a processor on a Redis stream can take it inside this transaction. */
-    if (pick >= 0 && s->procs[pick] != dead && s->procs[pick]->transport == FB_TRANSPORT_REDIS) {
+    /* Only a sink inside Redis can take it inside this transaction. */
+    if (pick >= 0 && s->procs[pick] != dead && fb_sink_in_redis(s->procs[pick]->transport)) {
       fb_handoff_frame(&h, r->sink, s->procs[pick], &f);
       moved++;
     } else {
@@ -104,8 +107,8 @@ static long move(struct fb_rescue *r, struct fb_redis *redis, const struct fb_sn
                dead->id);
       fb_handoff_dlq(&h, &f, FB_REASON_NO_PROCESSOR,
                      (struct fb_str){e->element[0]->str, e->element[0]->len}, detail);
-      atomic_fetch_add(&r->app->metrics->dropped[FB_REASON_NO_PROCESSOR], 1);
-      atomic_fetch_add(&r->app->metrics->dlq[FB_REASON_NO_PROCESSOR], 1);
+      atomic_fetch_add(&r->m->dropped[FB_REASON_NO_PROCESSOR], 1);
+      atomic_fetch_add(&r->m->dlq[FB_REASON_NO_PROCESSOR], 1);
     }
   }
   if (!acks) return 0;
@@ -137,7 +140,7 @@ static long move(struct fb_rescue *r, struct fb_redis *redis, const struct fb_sn
             exec->type == REDIS_REPLY_ERROR ? exec->str : "unexpected reply");
   freeReplyObject(exec);
   if (!ok) return -EIO;
-  atomic_fetch_add(&r->app->metrics->rescued, moved);
+  atomic_fetch_add(&r->m->rescued, moved);
   return (long)acks;
 }
 
@@ -147,7 +150,7 @@ long fb_rescue_run(struct fb_rescue *r, struct fb_redis *redis, const struct fb_
   if (fb_redis_ensure(redis)) return -EIO;
   char count[16], idle[24];
   snprintf(count, sizeof count, "%d", RESCUE_BATCH);
-  snprintf(idle, sizeof idle, "%lld", (long long)r->app->cfg->claim_idle_ms);
+  snprintf(idle, sizeof idle, "%lld", (long long)r->claim_idle_ms);
   long total = 0;
   fb_router_begin(r->router, s, 0);
   /* Our own pending entries first (a rescue cut short), then what the dead

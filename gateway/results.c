@@ -25,7 +25,8 @@
 #define RESULT_MAX      (FB_FRAME_MAX_BYTES * 2 + 1024) /* one result, bytes */
 
 struct fb_results {
-  struct fb_app *app;
+  struct fb_registry *reg;
+  struct fb_metrics *m;
   pthread_mutex_t lock;
   pthread_cond_t cond;
   struct fb_buf buf; /* RESP commands; guarded by lock */
@@ -45,11 +46,11 @@ static void on_result(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
   const char *data = natsMsg_GetData(msg);
   size_t len = (size_t)natsMsg_GetDataLength(msg);
 
-  struct fb_snapshot *s = fb_registry_snapshot(r->app->registry);
+  struct fb_snapshot *s = fb_registry_snapshot(r->reg);
   int idx = fb_snapshot_find(s, pid);
   json_t *doc = idx >= 0 && len <= RESULT_MAX ? json_loadb(data, len, 0, NULL) : NULL;
   if (idx < 0 || len > RESULT_MAX) {
-    atomic_fetch_add(&r->app->metrics->results_dropped, 1);
+    atomic_fetch_add(&r->m->results_dropped, 1);
     fb_debug("nats", "result on %s dropped: %s", subject,
              idx < 0 ? "unknown processor" : "too large");
     goto out;
@@ -96,7 +97,7 @@ static void on_result(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
     /* The queue is full (Redis is away): drop this result, keep the rest. */
     o->len = mark;
     o->truncated = false;
-    atomic_fetch_add(&r->app->metrics->results_dropped, 1);
+    atomic_fetch_add(&r->m->results_dropped, 1);
   } else {
     r->count++;
     pthread_cond_signal(&r->cond);
@@ -144,9 +145,9 @@ static void *results_thread(void *arg)
         } else {
           if (((redisReply *)rep)->type == REDIS_REPLY_ERROR) {
             fb_warn("nats", "writing a result: %s", ((redisReply *)rep)->str);
-            atomic_fetch_add(&r->app->metrics->results_dropped, 1);
+            atomic_fetch_add(&r->m->results_dropped, 1);
           } else {
-            atomic_fetch_add(&r->app->metrics->results_written, 1);
+            atomic_fetch_add(&r->m->results_written, 1);
           }
           freeReplyObject(rep);
         }
@@ -167,15 +168,18 @@ static void *results_thread(void *arg)
   return NULL;
 }
 
-int fb_results_start(struct fb_results **out, struct fb_app *app)
+int fb_results_start(struct fb_results **out, struct fb_nats *nats,
+                     const struct fb_redis_endpoint *redis, struct fb_registry *reg,
+                     struct fb_metrics *m)
 {
   struct fb_results *r = calloc(1, sizeof *r);
   if (!r) return -ENOMEM;
-  r->app = app;
+  r->reg = reg;
+  r->m = m;
   pthread_mutex_init(&r->lock, NULL);
   pthread_cond_init(&r->cond, NULL);
   fb_buf_init(&r->buf, RESULTS_MAX);
-  fb_redis_init(&r->redis, &app->cfg->redis, "results", 2000);
+  fb_redis_init(&r->redis, redis, "results", 2000);
   if (pthread_create(&r->thread, NULL, results_thread, r)) {
     fb_error("nats", "cannot subscribe: %s", natsStatus_GetText(NATS_NO_MEMORY));
     fb_results_stop(r);
@@ -183,7 +187,7 @@ int fb_results_start(struct fb_results **out, struct fb_app *app)
   }
   r->started = true;
   /* No subscription is left when this fails: `r` can go. */
-  int rc = fb_nats_subscribe(app->nats, RESULTS_SUBJECT, on_result, r);
+  int rc = fb_nats_subscribe(nats, RESULTS_SUBJECT, on_result, r);
   if (rc) {
     fb_results_stop(r);
     return rc;

@@ -26,7 +26,7 @@ extern const struct fb_sink_ops fb_sink_nats; /* below */
 
 struct nats_sink {
   struct fb_sink base;
-  struct fb_app *app;
+  int js_replicas;      /* NATS_JS_REPLICAS */
   struct fb_nats *nats; /* borrowed; NULL with NATS_URL=none */
   jsCtx *js;            /* NULL in core mode */
   bool stream_ready;    /* JetStream stream FRAMES exists */
@@ -66,7 +66,7 @@ static void ensure_stream(struct nats_sink *n)
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
   natsStatus s = js_GetStreamInfo(&si, n->js, FB_NATS_JS_STREAM, NULL, &jerr);
-  int want = n->app->cfg->nats_js_replicas;
+  int want = n->js_replicas;
   if (s == NATS_OK) {
     if (si->Config && si->Config->Replicas != want)
       fb_warn("nats",
@@ -210,16 +210,16 @@ static void complete(struct nats_sink *n, void (*failed)(void *ctx, const char *
   pthread_mutex_unlock(&n->failed_lock);
 }
 
-static int create(struct fb_sink **out, struct fb_app *app)
+static int create(struct fb_sink **out, const struct fb_sink_env *env)
 {
   struct nats_sink *s = calloc(1, sizeof *s);
   if (!s) return -ENOMEM;
   s->base.ops = &fb_sink_nats;
-  s->app = app;
-  s->nats = app->nats;
+  s->js_replicas = env->cfg->nats_js_replicas;
+  s->nats = env->nats;
   pthread_mutex_init(&s->failed_lock, NULL);
   fb_buf_init(&s->payload, PAYLOAD_MAX);
-  if (s->nats && app->cfg->nats_jetstream) {
+  if (s->nats && env->cfg->nats_jetstream) {
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.PublishAsync.MaxPending = JS_MAX_PENDING;

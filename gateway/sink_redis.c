@@ -7,7 +7,7 @@
 
 extern const struct fb_sink_ops fb_sink_redis; /* below */
 
-static int create(struct fb_sink **out, struct fb_app *app)
+static int create(struct fb_sink **out, const struct fb_sink_env *env)
 {
   return fb_sink_create_bare(out, &fb_sink_redis);
 }

@@ -23,6 +23,11 @@ int fb_sink_find(const char *name)
   return -1;
 }
 
+bool fb_sink_in_redis(int index)
+{
+  return fb_sink_list[index]->stage != NULL;
+}
+
 int fb_sink_create_bare(struct fb_sink **out, const struct fb_sink_ops *ops)
 {
   struct fb_sink *s = calloc(1, sizeof *s);
@@ -37,12 +42,12 @@ void fb_sink_destroy_bare(struct fb_sink *s)
   free(s);
 }
 
-int fb_sinks_create(struct fb_sinks *out, struct fb_app *app)
+int fb_sinks_create(struct fb_sinks *out, const struct fb_sink_env *env)
 {
   memset(out, 0, sizeof *out);
   for (int i = 0; fb_sink_list[i]; i++) {
     if (i == FB_SINKS_MAX) return -E2BIG;
-    int rc = fb_sink_list[i]->create(&out->by_index[i], app);
+    int rc = fb_sink_list[i]->create(&out->by_index[i], env);
     if (rc) {
       fb_sinks_destroy(out);
       return rc;

@@ -1,6 +1,9 @@
 /*
- * The gateway's modules as the HTTP API and the dashboard see them. Built by
- * main.c before the HTTP thread starts; the pointers never change after.
+ * The gateway's modules as the services that answer about all of them see
+ * them: the HTTP API, the dashboard, the control thread and the fleet view.
+ * Every other module is given only what it uses. Built by main.c, each
+ * pointer set before the first thread that reads it starts; none changes
+ * after.
  */
 #ifndef FRAMEBUFFER_APP_H
 #define FRAMEBUFFER_APP_H

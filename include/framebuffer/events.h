@@ -16,7 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "framebuffer/buf.h"
+#include <jansson.h>
+
 #include "framebuffer/config.h"
 
 #define FB_EVENTS_KEEP   256
@@ -34,10 +35,15 @@ struct fb_event {
 };
 
 struct fb_events;
-struct fb_app;
+struct fb_nats;
 
-int fb_events_create(struct fb_events **out);
+/* `replica` is this replica's consumer name, which tags its events. */
+int fb_events_create(struct fb_events **out, const char *replica);
 void fb_events_destroy(struct fb_events *e);
+
+/* Where events naming a processor are published (NULL: nowhere). Set once,
+ * by the main thread, before any other thread emits. */
+void fb_events_set_nats(struct fb_events *e, struct fb_nats *nats);
 
 /* Called (from the emitting thread) after each event: the dashboard's
  * lws_cancel_service. Set once before other threads start. */
@@ -45,11 +51,11 @@ void fb_events_set_waker(struct fb_events *e, void (*wake)(void *arg), void *arg
 
 /* Any thread: records an event of this replica, publishes it on NATS (when
  * connected and it names a processor). `processor_id` may be NULL. */
-void fb_event_emit(struct fb_app *app, const char *event, const char *processor_id,
+void fb_event_emit(struct fb_events *e, const char *event, const char *processor_id,
                    const char *status, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* The same, caused by API request `request_id`. */
-void fb_event_emit_by(struct fb_app *app, const char *request_id, const char *event,
+void fb_event_emit_by(struct fb_events *e, const char *request_id, const char *event,
                       const char *processor_id, const char *status, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 
@@ -65,7 +71,8 @@ void fb_events_push(struct fb_events *e, const struct fb_event *ev);
  * *after. Returns how many. Any thread. */
 size_t fb_events_since(struct fb_events *e, uint64_t *after, struct fb_event *out, size_t max);
 
-/* Appends an event as the JSON the dashboard receives. */
-void fb_event_json(const struct fb_event *ev, struct fb_buf *o);
+/* An event as the JSON the dashboard receives (a new reference, or NULL
+ * when out of memory). */
+json_t *fb_event_to_json(const struct fb_event *ev);
 
 #endif

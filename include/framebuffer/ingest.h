@@ -13,13 +13,28 @@
 #ifndef FRAMEBUFFER_INGEST_H
 #define FRAMEBUFFER_INGEST_H
 
-#include "framebuffer/app.h"
+#include "framebuffer/config.h"
+#include "framebuffer/metrics.h"
+#include "framebuffer/registry.h"
 
 struct fb_ingest;
 
-/* Starts the ingest thread, which uses app's settings, registry, metrics and
- * NATS bridge (borrowed: they must outlive it). Returns 0 or a negative errno. */
-int fb_ingest_start(struct fb_ingest **out, struct fb_app *app);
+struct fb_events;
+struct fb_nats;
+struct fb_settings;
+
+/* What the ingest thread uses, all borrowed: they must outlive it. */
+struct fb_ingest_deps {
+  const struct fb_config *cfg;
+  struct fb_registry *registry; /* the processors, as snapshots */
+  struct fb_metrics *metrics;
+  struct fb_settings *settings; /* the routing settings in force */
+  struct fb_events *events;     /* backpressure on and off */
+  struct fb_nats *nats;         /* for the NATS sink; NULL with NATS_URL=none */
+};
+
+/* Starts the ingest thread. Returns 0 or a negative errno. */
+int fb_ingest_start(struct fb_ingest **out, const struct fb_ingest_deps *deps);
 
 /* Stops reading, finishes the batches in flight, joins the thread, frees. */
 void fb_ingest_stop(struct fb_ingest *g);

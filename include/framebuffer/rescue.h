@@ -12,14 +12,16 @@
 
 #include <stddef.h>
 
-#include "framebuffer/app.h"
+#include "framebuffer/config.h"
+#include "framebuffer/metrics.h"
 #include "framebuffer/redis.h"
 
 #define FB_RESCUE_CONSUMER "frame-buffer-rescue"
 
 struct fb_rescue;
 
-int fb_rescue_create(struct fb_rescue **out, struct fb_app *app);
+/* Uses cfg's DLQ_MAXLEN and CLAIM_IDLE_MS; counts into `m` (borrowed). */
+int fb_rescue_create(struct fb_rescue **out, const struct fb_config *cfg, struct fb_metrics *m);
 void fb_rescue_destroy(struct fb_rescue *r);
 
 /*

@@ -7,13 +7,19 @@
 #ifndef FRAMEBUFFER_RESULTS_H
 #define FRAMEBUFFER_RESULTS_H
 
-#include "framebuffer/app.h"
+#include "framebuffer/metrics.h"
+#include "framebuffer/nats_conn.h"
+#include "framebuffer/redis.h"
+#include "framebuffer/registry.h"
 
 struct fb_results;
 
-/* Main thread, after fb_nats_start: starts the results thread and subscribes
- * on app->nats. Returns 0 or -EIO, logged. */
-int fb_results_start(struct fb_results **out, struct fb_app *app);
+/* Main thread, after fb_nats_start: starts the results thread, which writes
+ * to the Redis of `redis`, and subscribes on `nats`. `reg` and `m` are
+ * borrowed (they outlive the thread). Returns 0 or -EIO, logged. */
+int fb_results_start(struct fb_results **out, struct fb_nats *nats,
+                     const struct fb_redis_endpoint *redis, struct fb_registry *reg,
+                     struct fb_metrics *m);
 /* Main thread, after fb_nats_stop (no callback can run any more): the thread
  * writes what is queued, or gives up when Redis is away, and ends. */
 void fb_results_stop(struct fb_results *r);

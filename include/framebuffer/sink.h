@@ -18,7 +18,7 @@
 
 #include <stdbool.h>
 
-#include "framebuffer/app.h"
+#include "framebuffer/config.h"
 #include "framebuffer/buf.h"
 #include "framebuffer/frame.h"
 #include "framebuffer/registry.h"
@@ -26,6 +26,13 @@
 #define FB_SINKS_MAX 8
 
 struct fb_sink_ops;
+struct fb_nats;
+
+/* What a sink may use, borrowed (they outlive every sink). */
+struct fb_sink_env {
+  const struct fb_config *cfg;
+  struct fb_nats *nats; /* NULL with NATS_URL=none */
+};
 
 /* What every sink starts with; each sink's own struct embeds it first. */
 struct fb_sink {
@@ -38,7 +45,7 @@ struct fb_sink_ops {
    * in the processor's depth until the next reading of it. */
   bool queues;
   /* Returns 0 and a new sink, or a negative errno. */
-  int (*create)(struct fb_sink **out, struct fb_app *app);
+  int (*create)(struct fb_sink **out, const struct fb_sink_env *env);
   void (*destroy)(struct fb_sink *s);
   /* Can it take frames now? A processor whose sink is down is picked only
    * when nothing else can take the frame (the frame then waits in Redis). */
@@ -60,6 +67,11 @@ struct fb_sink_ops {
  * two keep the indexes FB_TRANSPORT_REDIS and FB_TRANSPORT_NATS. */
 extern const struct fb_sink_ops *const fb_sink_list[];
 
+/* True when sink `index` keeps its frames in a Redis stream (it stages them
+ * in the hand-off): the processor's depth is read there, and a dead one's
+ * backlog can be moved from there. */
+bool fb_sink_in_redis(int index);
+
 /* The index of sink `name` in fb_sink_list, or -1. */
 int fb_sink_find(const char *name);
 
@@ -75,7 +87,7 @@ int fb_sink_create_bare(struct fb_sink **out, const struct fb_sink_ops *ops);
 void fb_sink_destroy_bare(struct fb_sink *s);
 
 /* Creates every sink. Returns 0 or a negative errno (nothing left). */
-int fb_sinks_create(struct fb_sinks *out, struct fb_app *app);
+int fb_sinks_create(struct fb_sinks *out, const struct fb_sink_env *env);
 void fb_sinks_destroy(struct fb_sinks *s);
 
 #endif

@@ -262,6 +262,20 @@ class ApiTest(IntegrationTest):
         self.assertDetail(self.gw.post(P + "/heartbeat", {"processor_id": new_id("nobody")}), 404,
                           "unknown processor")
 
+    def test_heartbeat_422_counts_out_of_range(self):
+        """A depth past any real queue is refused and changes nothing: one such
+        heartbeat once wrapped the processor's load negative."""
+        pid, _ = self.register()
+        before = self.gw.get(P + "/" + pid)[2]["queue_depth"]
+        for body in ({"queue_depth": 9223372036854775807, "in_flight": 1},
+                     {"queue_depth": -1}, {"in_flight": "many"}):
+            body["processor_id"] = pid
+            with self.subTest(body=body):
+                status, _, doc = self.gw.post(P + "/heartbeat", body)
+                self.assertEqual(status, 422, doc)
+                self.assertIn("must be an integer from 0 to 1000000000", doc["detail"])
+        self.assertEqual(self.gw.get(P + "/" + pid)[2]["queue_depth"], before)
+
     # ------------------------------------------------------ paths, headers
     def test_paths_with_and_without_trailing_slash(self):
         pid, _ = self.register()

@@ -824,6 +824,13 @@ static void time_unix_seconds_of_four_digits(void **state)
   assert_int_equal(ms, 1234000);
 }
 
+/* A frame without a timestamp has an empty view with no pointer at all. */
+static void time_of_empty_view_is_invalid(void **state)
+{
+  int64_t ms = 0;
+  assert_int_equal(fb_frame_time_ms((struct fb_str){NULL, 0}, &ms), -EINVAL);
+}
+
 /* Every prefix of these, parsed from a view that ends at a guard page,
  * gives a time or -EINVAL and never reads past the view. */
 static void time_parser_stays_inside_its_view(void **state)
@@ -1136,6 +1143,7 @@ int main(void)
       cmocka_unit_test(time_unix_seconds),
       cmocka_unit_test(time_unix_seconds_with_fraction),
       cmocka_unit_test(time_unix_seconds_of_four_digits),
+      cmocka_unit_test(time_of_empty_view_is_invalid),
       cmocka_unit_test(time_parser_stays_inside_its_view),
       cmocka_unit_test(time_view_is_not_nul_terminated),
       cmocka_unit_test(time_garbage_is_rejected),

@@ -1,0 +1,235 @@
+/*
+ * Routing one batch on the ingest thread (see ingest_int.h): take the
+ * registry snapshot, settings and sink states of now, parse the entries in
+ * place, let the pure dispatcher decide each frame's fate, send what leaves
+ * Redis through its sink, and build the hand-off transaction for the rest.
+ */
+#include "ingest_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "framebuffer/clock.h"
+#include "framebuffer/handoff.h"
+#include "framebuffer/registry.h"
+
+/* ================================================================ routing */
+
+/* Makes sure the field pool can hold every field of the batch. */
+static int reserve_fields(struct fb_ingest *g, const struct batch *b)
+{
+  size_t total = 0;
+  for (size_t i = 0; i < b->n; i++) {
+    const redisReply *fv = b->entries[i]->element[1];
+    if (fv->type == REDIS_REPLY_ARRAY) total += fv->elements / 2;
+  }
+  if (total <= g->fields_cap) return 0;
+  struct fb_field *nf = realloc(g->fields, total * sizeof *nf);
+  if (!nf) return -ENOMEM;
+  g->fields = nf;
+  g->fields_cap = total;
+  return 0;
+}
+
+/* The sink of the processor entry `i` of `b` goes to (outcome >= 0). */
+static struct fb_sink *sink_of(const struct fb_ingest *g, const struct batch *b, size_t i)
+{
+  return g->sinks.by_index[b->snap->procs[b->outcome[i]]->transport];
+}
+
+/* A commit of sink `sink` says frame `frame_id` did not make it: hold every
+ * entry of the batch carrying it to that sink. */
+struct held_ctx {
+  const struct fb_ingest *g;
+  struct batch *b;
+  const struct fb_sink *sink;
+};
+
+static void hold_frame(void *ctx, const char *frame_id)
+{
+  struct held_ctx *h = ctx;
+  for (size_t i = 0; i < h->b->n; i++)
+    if (h->b->outcome[i] >= 0 && sink_of(h->g, h->b, i) == h->sink &&
+        fb_str_eq(h->b->frames[i].frame_id, frame_id))
+      h->b->held[i] = FB_HOLD_SINK;
+}
+
+/* Sends the batch's frames that leave Redis, in hand-off order, and waits
+ * for what their sinks must confirm. A frame that did not make it is held:
+ * not acked, so it stays pending and is sent again later (JetStream drops
+ * the duplicate if it had in fact stored it). */
+static void send_outside(struct fb_ingest *g, struct batch *b)
+{
+  bool sent[FB_SINKS_MAX] = {false};
+  for (size_t k = 0; k < b->n; k++) {
+    size_t i = b->order[k];
+    if (b->held[i] || b->outcome[i] < 0) continue;
+    struct fb_sink *sink = sink_of(g, b, i);
+    if (sink->ops->stage) continue; /* written in the transaction */
+    sent[b->snap->procs[b->outcome[i]]->transport] = true;
+    if (sink->ops->send(sink, b->snap->procs[b->outcome[i]], &b->frames[i]))
+      b->held[i] = FB_HOLD_SINK;
+  }
+  for (int k = 0; k < g->sinks.n; k++) {
+    struct fb_sink *sink = g->sinks.by_index[k];
+    if (!sent[k]) continue;
+    struct held_ctx h = {g, b, sink};
+    if (sink->ops->commit(sink, hold_frame, &h)) continue;
+    for (size_t i = 0; i < b->n; i++) /* fate unknown: hold them all */
+      if (b->outcome[i] >= 0 && sink_of(g, b, i) == sink) b->held[i] = FB_HOLD_SINK;
+  }
+}
+
+/* True when every sink can take frames (held ones are worth sending again). */
+bool ingest_sinks_up(const struct fb_ingest *g)
+{
+  for (int k = 0; k < g->sinks.n; k++)
+    if (!g->sinks.by_index[k]->ops->is_up(g->sinks.by_index[k])) return false;
+  return true;
+}
+
+/* Why entry `i` of `b` goes to the DLQ, for its dlq_detail. */
+static void dlq_detail(const struct fb_ingest *g, const struct batch *b, size_t i, char *out,
+                       size_t n)
+{
+  const struct fb_frame *f = &b->frames[i];
+  switch (FB_OUTCOME_REASON(b->outcome[i])) {
+  case FB_REASON_MALFORMED: snprintf(out, n, "%s", fb_frame_error_str(f->error)); break;
+  case FB_REASON_POISON:
+    snprintf(out, n, "delivered %lld times", (long long)b->deliveries[i]);
+    break;
+  case FB_REASON_EXPIRED:
+    snprintf(out, n, "older than %lld ms", (long long)g->routing.frame_max_age_ms);
+    break;
+  default:
+    snprintf(out, n, "no live processor has capability '%.*s'", (int)f->detection_type.n,
+             f->detection_type.p);
+    break;
+  }
+}
+
+/* Takes the registry snapshot, routing settings and sink states of now for
+ * batch `b`, and starts the router's batch at `wall`. */
+static void adopt(struct fb_ingest *g, struct batch *b, int64_t wall)
+{
+  if (fb_registry_generation(g->reg) != g->snap->generation) {
+    fb_snapshot_release(g->snap);
+    g->snap = fb_registry_snapshot(g->reg);
+  }
+  unsigned gen = fb_settings_gen(g->settings);
+  if (gen != g->routing_seen) {
+    struct fb_routing_info now;
+    fb_settings_get(g->settings, &now);
+    g->routing = now.r;
+    g->routing_seen = gen;
+    fb_router_set_strategy(g->router, g->routing.strategy);
+    fb_router_set_hash_bound(g->router, g->routing.hash_bound);
+    fb_router_set_slow_start(g->router, g->routing.slow_start_ms);
+  }
+  for (int k = 0; k < g->sinks.n; k++)
+    fb_router_set_sink_up(g->router, k, g->sinks.by_index[k]->ops->is_up(g->sinks.by_index[k]));
+  fb_snapshot_release(b->snap); /* a blocked batch routed again */
+  b->snap = g->snap;
+  atomic_fetch_add(&b->snap->refs, 1);
+  fb_router_begin(g->router, b->snap, wall);
+}
+
+/* Parses every entry of `b` in place from the Redis reply (no copies). */
+static void parse_batch(struct fb_ingest *g, struct batch *b)
+{
+  size_t used = 0;
+  for (size_t i = 0; i < b->n; i++) {
+    const redisReply *fv = b->entries[i]->element[1];
+    struct fb_frame *f = &b->frames[i];
+    if (fv->type != REDIS_REPLY_ARRAY || !fv->elements) {
+      memset(f, 0, sizeof *f); /* no fields: gone from the stream */
+      continue;
+    }
+    struct fb_field *fl = &g->fields[used];
+    size_t nf = fv->elements / 2;
+    for (size_t k = 0; k < nf; k++) {
+      fl[k].name = (struct fb_str){fv->element[2 * k]->str, fv->element[2 * k]->len};
+      fl[k].value = (struct fb_str){fv->element[2 * k + 1]->str, fv->element[2 * k + 1]->len};
+    }
+    used += nf;
+    fb_frame_parse(f, fl, nf);
+  }
+}
+
+/* Builds b's hand-off transaction in b->tx: the writes of every entry not
+ * held (inside-Redis sinks and the DLQ), the XACK, EXEC (and WAIT). */
+static int build_handoff(struct fb_ingest *g, struct batch *b, int64_t wall)
+{
+  struct fb_handoff h;
+  fb_handoff_begin(&h, &b->tx, wall, g->cfg->dlq_maxlen);
+  b->nacks = 0;
+  for (size_t k = 0; k < b->n; k++) {
+    size_t i = b->order[k];
+    int32_t out = b->outcome[i];
+    const redisReply *id = b->entries[i]->element[0];
+    b->xadd_of[i] = -1;
+    if (b->held[i]) continue;
+    b->nacks++;
+    if (out >= 0) {
+      struct fb_sink *sink = sink_of(g, b, i);
+      if (!sink->ops->stage) continue; /* sent already */
+      b->xadd_of[i] = (int32_t)h.nwrites;
+      fb_handoff_frame(&h, sink, b->snap->procs[out], &b->frames[i]);
+    } else if (FB_OUTCOME_REASON(out) != FB_REASON_MISSING) { /* missing: nothing to write */
+      char detail[160];
+      dlq_detail(g, b, i, detail, sizeof detail);
+      b->xadd_of[i] = (int32_t)h.nwrites;
+      fb_handoff_dlq(&h, &b->frames[i], FB_OUTCOME_REASON(out), (struct fb_str){id->str, id->len},
+                     detail);
+    }
+  }
+  b->nxadd = h.nwrites;
+  b->has_tx = b->nacks > 0;
+  if (!b->has_tx) return 0; /* every frame was held: nothing to write */
+  fb_handoff_ack(&h, g->cfg->input_stream, g->cfg->consumer_group, b->nacks);
+  for (size_t i = 0; i < b->n; i++)
+    if (!b->held[i])
+      fb_handoff_ack_id(&h, b->entries[i]->element[0]->str, b->entries[i]->element[0]->len);
+  int rc = fb_handoff_end(&h);
+  if (g->cfg->redis_wait_replicas) {
+    char n[16], ms[16];
+    snprintf(n, sizeof n, "%d", g->cfg->redis_wait_replicas);
+    snprintf(ms, sizeof ms, "%d", WAIT_TIMEOUT_MS);
+    fb_buf_resp_array(&b->tx, 3);
+    fb_buf_resp_bulk(&b->tx, "WAIT", 4);
+    fb_buf_resp_bulk(&b->tx, n, strlen(n));
+    fb_buf_resp_bulk(&b->tx, ms, strlen(ms));
+    if (b->tx.truncated) rc = -ENOSPC;
+  }
+  return rc;
+}
+
+/* Routes every entry of `b` and builds its transaction in b->tx: adopt the
+ * state of now, parse, dispatch, send what leaves Redis, build the rest. */
+int ingest_route_batch(struct fb_ingest *g, struct batch *b)
+{
+  if (reserve_fields(g, b)) return -ENOMEM;
+  int64_t wall = fb_wall_ms();
+  adopt(g, b, wall);
+  parse_batch(g, b);
+  struct fb_dispatch d = {.n = b->n,
+                          .frames = b->frames,
+                          .deliveries = b->have_deliveries ? b->deliveries : NULL,
+                          .outcome = b->outcome,
+                          .held = b->held,
+                          .order = b->order};
+  fb_dispatch_run(&d, g->router, b->snap, &g->routing, g->cfg->max_deliveries, wall);
+  b->ntrimmed = d.ntrimmed;
+  /* Until the hand-off is confirmed, the next batches must see these frames
+   * in their processors' queues, or they would overfill them (account()
+   * takes them back out, before a blocked batch is ever routed again). */
+  for (size_t i = 0; i < b->n; i++)
+    if (b->outcome[i] >= 0)
+      atomic_fetch_add_explicit(&b->snap->procs[b->outcome[i]]->live->routed_in_flight, 1,
+                                memory_order_relaxed);
+  b->in_flight = true;
+  send_outside(g, b);
+  return build_handoff(g, b, wall);
+}
