@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "framebuffer/clock.h"
 #include "framebuffer/events.h"
@@ -67,14 +68,77 @@ static void method_not_allowed(struct fb_response *resp, const char *allow)
 
 /* ================================================================ checks */
 
-static bool authorized(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)
+/* Takes as long for any `given` of a length: a wrong guess tells nothing of
+ * how much of it was right. */
+static bool token_equal(const char *given, const char *want)
 {
-  const char *token = api->app->cfg->api_token;
-  if (!token[0]) return true;
+  size_t gl = strlen(given), wl = strlen(want);
+  volatile unsigned char diff = gl != wl;
+  for (size_t i = 0; i < gl; i++)
+    diff |= (unsigned char)(given[i] ^ want[i < wl ? i : 0]);
+  return !diff && wl;
+}
+
+enum caller { OPERATOR, PROCESSOR };
+
+/* API_TOKEN guards every request that changes state; processors may use
+ * PROCESSOR_TOKEN instead on register and heartbeat, or none at all with
+ * PROCESSOR_TOKEN=open (for clients that send no token). */
+static bool authorized(struct fb_api *api, const struct fb_request *req, struct fb_response *resp,
+                       enum caller who)
+{
+  const struct fb_config *c = api->app->cfg;
+  const char *ptoken = who == PROCESSOR ? c->processor_token : "";
+  if (!strcmp(ptoken, "open") || (!c->api_token[0] && !ptoken[0])) return true;
   const char *h = req->authorization;
-  if (h && !strncmp(h, "Bearer ", 7) && !strcmp(h + 7, token)) return true;
+  if (h && !strncmp(h, "Bearer ", 7)) {
+    bool ok = false; /* both compared, always */
+    ok |= c->api_token[0] && token_equal(h + 7, c->api_token);
+    ok |= ptoken[0] && token_equal(h + 7, ptoken);
+    if (ok) return true;
+  }
   fb_api_error(resp, 401, h ? "invalid API token" : "missing Authorization: Bearer <token>");
   resp->challenge = true;
+  return false;
+}
+
+/* The origin's host[:port], from scheme://host[:port]. */
+static const char *origin_host(const char *origin)
+{
+  const char *p = strstr(origin, "://");
+  return p ? p + 3 : origin;
+}
+
+bool fb_origin_listed(const char *origin, const char *allowed)
+{
+  if (!origin || !*origin || !*allowed) return false;
+  if (!strcmp(allowed, "*")) return true;
+  size_t n = strlen(origin);
+  for (const char *p = allowed; *p;) {
+    size_t len = strcspn(p, ",");
+    if (len == n && !strncasecmp(p, origin, n)) return true;
+    p += len + (p[len] == ',');
+  }
+  return false;
+}
+
+bool fb_origin_allowed(const char *origin, const char *host, const char *allowed)
+{
+  if (!origin || !*origin) return true;
+  if (host && *host && !strcasecmp(origin_host(origin), host)) return true;
+  return fb_origin_listed(origin, allowed);
+}
+
+/* A request that changes state must say it sends JSON: a page elsewhere can
+ * send a form or text/plain without asking (a "simple" request), but not
+ * application/json. */
+static bool sends_json(const struct fb_request *req, struct fb_response *resp)
+{
+  const char *t = req->content_type;
+  size_t n = strlen("application/json");
+  if (t && !strncasecmp(t, "application/json", n) && (t[n] == '\0' || t[n] == ';' || t[n] == ' '))
+    return true;
+  fb_api_error(resp, 415, "Content-Type must be application/json");
   return false;
 }
 
@@ -317,12 +381,12 @@ static void processors(struct fb_api *api, const char *rest, const struct fb_req
   const char *sub = rest + 1; /* after the '/' */
   if (!strcmp(sub, "register")) {
     if (req->method != FB_POST) return method_not_allowed(resp, "POST");
-    if (authorized(api, req, resp)) do_register(api, req, resp);
+    if (authorized(api, req, resp, PROCESSOR)) do_register(api, req, resp);
     return;
   }
   if (!strcmp(sub, "heartbeat")) {
     if (req->method != FB_POST) return method_not_allowed(resp, "POST");
-    if (authorized(api, req, resp)) do_heartbeat(api, req, resp);
+    if (authorized(api, req, resp, PROCESSOR)) do_heartbeat(api, req, resp);
     return;
   }
   if (!strcmp(sub, "search")) {
@@ -338,7 +402,7 @@ static void processors(struct fb_api *api, const char *rest, const struct fb_req
                  "processor ids are 1-128 characters of A-Z a-z 0-9 . _ : -");
     return;
   }
-  if (changes && !authorized(api, req, resp)) return;
+  if (changes && !authorized(api, req, resp, OPERATOR)) return;
   switch (req->method) {
   case FB_GET: {
     struct fb_snapshot *s = fb_registry_snapshot(api->app->registry);
@@ -398,7 +462,7 @@ static void routing(struct fb_api *api, const struct fb_request *req, struct fb_
   if (req->method == FB_GET) return respond_json(resp, 200, routing_json(app));
   if (req->method != FB_PUT && req->method != FB_DELETE)
     return method_not_allowed(resp, "GET, PUT, DELETE");
-  if (!authorized(api, req, resp)) return;
+  if (!authorized(api, req, resp, OPERATOR)) return;
   struct fb_routing_patch patch;
   if (req->method == FB_PUT) {
     json_t *body = parse_body(req, resp);
@@ -602,6 +666,7 @@ void fb_api_handle(struct fb_api *api, const struct fb_request *req, struct fb_r
     method_not_allowed(resp, "GET, POST, PUT, DELETE");
     return;
   }
+  if ((req->method == FB_POST || req->method == FB_PUT) && !sends_json(req, resp)) return;
   const char *p = req->path;
   size_t plen = strlen(PROCESSORS);
   if (!strncmp(p, PROCESSORS, plen) && (p[plen] == '\0' || p[plen] == '/'))

@@ -146,6 +146,27 @@ static int p_nats_tls_ca(struct fb_config *cfg, void *dst, const char *v, char *
   return readable_file(v, cfg->nats_tls_ca, sizeof cfg->nats_tls_ca, why, n);
 }
 STR_PARSER(p_api_token, api_token)
+STR_PARSER(p_processor_token, processor_token)
+
+/* Each origin is scheme://host[:port], without a path; or the list is "*". */
+static int p_allowed_origins(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
+{
+  int rc = copy_str(v, cfg->allowed_origins, sizeof cfg->allowed_origins, why, n);
+  if (rc || !strcmp(v, "*")) return rc;
+  for (const char *p = v; *p;) {
+    size_t len = strcspn(p, ",");
+    const char *host = strstr(p, "://");
+    if (!len || (strncmp(p, "http://", 7) && strncmp(p, "https://", 8)) || !host ||
+        host + 3 >= p + len || memchr(host + 3, '/', (size_t)(p + len - host - 3)) ||
+        memchr(p, ' ', len)) {
+      snprintf(why, n, "'%.*s' is not an origin like https://dashboard.example.com[:port]",
+               (int)len, p);
+      return -EINVAL;
+    }
+    p += len + (p[len] == ',');
+  }
+  return 0;
+}
 STR_PARSER(p_redis_password, redis.password)
 
 static int p_name(struct fb_config *cfg, void *dst, const char *v, char *why, size_t n)
@@ -485,6 +506,10 @@ static const struct setting settings[] = {
      "publish this replica's figures to Redis each second for the fleet view"},
     {"API_TOKEN", "api-token", "TOKEN", "unset", p_api_token, 0,
      "require 'Authorization: Bearer TOKEN' on requests that change state"},
+    {"PROCESSOR_TOKEN", "processor-token", "TOKEN", "unset", p_processor_token, 0,
+     "a second token for register and heartbeat only; 'open': they need none"},
+    {"ALLOWED_ORIGINS", "allowed-origins", "ORIGINS", "unset", p_allowed_origins, 0,
+     "other web origins allowed to call the API (CORS) and open /ws; '*' for any"},
     {"LOG_LEVEL", "log-level", "LEVEL", "info", p_log_level, 0, "debug, info, warn, error"},
     {"LOG_FORMAT", "log-format", "FORMAT", "text", p_log_format, 0, "text or json"},
 };
@@ -697,10 +722,20 @@ void fb_config_log(const struct fb_config *cfg)
   fb_info("config",
           "strategy=%s overload=%s heartbeat_timeout_ms=%lld frame_max_age_ms=%lld "
           "max_deliveries=%d batch=%d claim_idle_ms=%lld slow_start_ms=%lld hash_bound=%.2f "
-          "api_token=%s log=%s/%s",
+          "api_token=%s processor_token=%s allowed_origins=%s log=%s/%s",
           fb_strategy_name(cfg->strategy), fb_overload_policy_name(cfg->overload_policy),
           (long long)cfg->heartbeat_timeout_ms, (long long)cfg->frame_max_age_ms,
           cfg->max_deliveries, cfg->batch_size, (long long)cfg->claim_idle_ms,
           (long long)cfg->slow_start_ms, cfg->hash_bound, cfg->api_token[0] ? "set" : "unset",
+          !strcmp(cfg->processor_token, "open") ? "open"
+          : cfg->processor_token[0]             ? "set"
+                                                : "unset",
+          cfg->allowed_origins[0] ? cfg->allowed_origins : "none",
           fb_log_level_name(cfg->log_level), cfg->log_format == FB_LOG_JSON ? "json" : "text");
+  if (!cfg->api_token[0])
+    fb_warn("config", "API_TOKEN is unset: whoever reaches %s:%d can register, delete and change "
+                      "routing",
+            cfg->listen_host, cfg->listen_port);
+  else if (!strcmp(cfg->processor_token, "open"))
+    fb_warn("config", "PROCESSOR_TOKEN=open: register and heartbeat need no token");
 }

@@ -263,6 +263,18 @@ static int callback_dashboard(struct lws *wsi, enum lws_callback_reasons reason,
     if (v) push_events(v);
     return 0;
 
+  case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+    /* Before the handshake is answered: a page of another site must not
+     * read the gateway's state through the visitor's browser. */
+    char origin[256] = "", host[256] = "";
+    lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
+    lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST);
+    if (v && fb_origin_allowed(origin, host, v->app->cfg->allowed_origins)) return 0;
+    fb_warn("dashboard", "refusing a WebSocket from origin %s (not %s, nor in ALLOWED_ORIGINS)",
+            origin, host);
+    return -1;
+  }
+
   case LWS_CALLBACK_ESTABLISHED: {
     char uri[64] = "";
     lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
@@ -270,6 +282,7 @@ static int callback_dashboard(struct lws *wsi, enum lws_callback_reasons reason,
       fb_warn("dashboard", "refusing a WebSocket on %s (%zu clients)", uri, v ? v->nclients : 0);
       return -1;
     }
+
     memset(c, 0, sizeof *c);
     c->wsi = wsi;
     /* A browser that stops reading must not park megabytes in the kernel. */

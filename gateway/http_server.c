@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "framebuffer/api.h"
 #include "framebuffer/clock.h"
@@ -18,8 +19,11 @@
 #include "framebuffer/events.h"
 #include "framebuffer/log.h"
 
-#define RESPONSE_MAX (32u << 20) /* /metrics and lists of many processors */
-#define CHUNK        16384
+#define RESPONSE_MAX     (32u << 20) /* /metrics and lists of many processors */
+#define CHUNK            16384
+#define TIMEOUT_S        10 /* headers, or a silence in the body, longer than this: closed */
+#define BODY_DEADLINE_NS (UINT64_C(10) * 1000000000) /* a whole body, however it trickles */
+#define FD_RESERVE       128 /* descriptors kept for Redis, NATS and files, whatever clients do */
 
 struct fb_http {
   struct fb_app *app;
@@ -39,6 +43,9 @@ struct session {
   char status[64];
   char auth[512];
   bool has_auth;
+  char content_type[128];
+  char origin[256];
+  bool preflight; /* OPTIONS with Access-Control-Request-Method */
   char request_id[129];
   struct fb_buf body;
   bool too_large;
@@ -117,6 +124,10 @@ static int begin(struct lws *wsi, struct session *s, const char *uri)
     s->has_auth = true;
   }
   take_request_id(wsi, s);
+  lws_hdr_copy(wsi, s->content_type, sizeof s->content_type, WSI_TOKEN_HTTP_CONTENT_TYPE);
+  lws_hdr_copy(wsi, s->origin, sizeof s->origin, WSI_TOKEN_ORIGIN);
+  s->preflight = s->method == FB_OPTIONS && s->origin[0] &&
+                 lws_hdr_custom_length(wsi, "access-control-request-method:", 30) > 0;
   fb_buf_init(&s->body, FB_BODY_MAX);
   fb_buf_init(&s->resp.body, RESPONSE_MAX);
   return 0;
@@ -132,7 +143,33 @@ static void end(struct session *s)
 
 /* =============================================================== response */
 
-static int send_headers(struct lws *wsi, struct session *s)
+static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
+                      unsigned char *e)
+{
+  return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+                                     (const unsigned char *)value, (int)strlen(value), p, e);
+}
+
+/* CORS headers, only for an origin listed in ALLOWED_ORIGINS: other sites'
+ * pages get none, so their browsers keep them from reading anything. */
+static int add_cors(struct lws *wsi, const struct fb_http *h, const struct session *s,
+                    unsigned char **p, unsigned char *e)
+{
+  if (!fb_origin_listed(s->origin, h->app->cfg->allowed_origins)) return 0;
+  if (add_header(wsi, "Access-Control-Allow-Origin:", s->origin, p, e) ||
+      add_header(wsi, "Vary:", "Origin", p, e) ||
+      add_header(wsi, "Access-Control-Expose-Headers:", "X-Request-ID", p, e))
+    return -1;
+  if (!s->preflight) return 0;
+  return add_header(wsi, "Access-Control-Allow-Methods:", "GET, POST, PUT, DELETE", p, e) ||
+                 add_header(wsi, "Access-Control-Allow-Headers:",
+                            "Authorization, Content-Type, X-Request-ID", p, e) ||
+                 add_header(wsi, "Access-Control-Max-Age:", "600", p, e)
+             ? -1
+             : 0;
+}
+
+static int send_headers(struct lws *wsi, const struct fb_http *h, struct session *s)
 {
   unsigned char buf[LWS_PRE + 1024];
   unsigned char *start = buf + LWS_PRE, *p = start, *e = buf + sizeof buf - 1;
@@ -153,6 +190,7 @@ static int send_headers(struct lws *wsi, struct session *s)
   if (r->challenge && lws_add_http_header_by_name(wsi, (const unsigned char *)"WWW-Authenticate:",
                                                   (const unsigned char *)"Bearer", 6, &p, e))
     return -1;
+  if (add_cors(wsi, h, s, &p, e)) return -1;
   return lws_finalize_write_http_header(wsi, start, &p, e) ? -1 : 0;
 }
 
@@ -168,7 +206,8 @@ static int finish(struct lws *wsi, struct session *s)
 
 static int respond(struct lws *wsi, struct session *s)
 {
-  if (send_headers(wsi, s)) return -1;
+  const struct fb_http *h = lws_context_user(lws_get_context(wsi));
+  if (send_headers(wsi, h, s)) return -1;
   if (s->method == FB_HEAD || !s->resp.body.len) return finish(wsi, s);
   lws_callback_on_writable(wsi);
   return 0;
@@ -197,6 +236,10 @@ static int handle(struct lws *wsi, struct fb_http *h, struct session *s)
   }
   if ((s->method == FB_GET || s->method == FB_HEAD) && fb_dashboard_serve(s->path, &s->resp))
     return respond(wsi, s);
+  if (s->preflight && fb_origin_listed(s->origin, h->app->cfg->allowed_origins)) {
+    s->resp.status = 204; /* the CORS headers say the rest */
+    return respond(wsi, s);
+  }
   struct fb_request req = {
       .method = s->method,
       .path = s->path,
@@ -205,6 +248,7 @@ static int handle(struct lws *wsi, struct fb_http *h, struct session *s)
       .body = s->body.data,
       .body_len = s->body.len,
       .authorization = s->has_auth ? s->auth : NULL,
+      .content_type = s->content_type[0] ? s->content_type : NULL,
       .request_id = s->request_id,
   };
   fb_api_handle(&h->api, &req, &s->resp);
@@ -245,7 +289,12 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
     return handle(wsi, h, s); /* no body at all */
   }
   case LWS_CALLBACK_HTTP_BODY:
-    if (!s || !s->active || s->too_large) return 0;
+    if (!s || !s->active || s->too_large || s->resp.status) return 0;
+    if (fb_mono_ns() - s->started_ns > BODY_DEADLINE_NS) { /* a byte now and then */
+      fb_api_error(&s->resp, 408, "the request body took longer than 10 s");
+      s->close_after = true;
+      return respond(wsi, s);
+    }
     if (fb_buf_append(&s->body, in, len)) {
       s->too_large = true;
       return handle(wsi, h, s);
@@ -274,6 +323,17 @@ static void lws_log(int level, const char *line)
   while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
     msg[--n] = '\0';
   fb_log(level & LLL_ERR ? FB_LOG_ERROR : FB_LOG_WARN, "lws", "%s", msg);
+}
+
+/* The most connections lws may hold: what the process may open, less a
+ * reserve, so that clients can never take the descriptors a reconnect to
+ * Redis or NATS needs. Beyond it new connections are refused. */
+static unsigned fd_limit(void)
+{
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY) return 0; /* lws's own */
+  return rl.rlim_cur > 2 * FD_RESERVE ? (unsigned)(rl.rlim_cur - FD_RESERVE)
+                                      : (unsigned)(rl.rlim_cur / 2);
 }
 
 static void *service(void *arg)
@@ -306,7 +366,8 @@ int fb_http_start(struct fb_http **out, struct fb_app *app)
   info.user = h;
   info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
   if (strchr(host, '.')) info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-  info.timeout_secs = 10;
+  info.timeout_secs = TIMEOUT_S;
+  info.fd_limit_per_thread = fd_limit();
   info.keepalive_timeout = 30;
   info.max_http_header_data = 8192;
   h->ctx = lws_create_context(&info);

@@ -26,6 +26,7 @@ struct fb_request {
   const char *body;       /* may be NULL when body_len is 0 */
   size_t body_len;
   const char *authorization; /* header value, or NULL */
+  const char *content_type;  /* header value, or NULL */
   const char *request_id;    /* X-Request-ID (given or made up), never NULL */
 };
 
@@ -47,6 +48,16 @@ void fb_api_close(struct fb_api *api);
 
 /* Handles one request. Never fails: every problem becomes a status. */
 void fb_api_handle(struct fb_api *api, const struct fb_request *req, struct fb_response *resp);
+
+/* True when a page from `origin` (the Origin header) may call the API and
+ * open /ws: it is this gateway's own (`host`, the Host header), or listed in
+ * `allowed` (ALLOWED_ORIGINS: comma-separated, or "*"). No Origin (not a
+ * browser) is allowed. Pure. */
+bool fb_origin_allowed(const char *origin, const char *host, const char *allowed);
+
+/* True when a listed origin (ALLOWED_ORIGINS) is `origin`: then responses
+ * carry CORS headers for it. Pure. */
+bool fb_origin_listed(const char *origin, const char *allowed);
 
 /* Fills `resp` with {"detail": msg}. */
 void fb_api_error(struct fb_response *resp, int status, const char *msg);

@@ -37,6 +37,7 @@ def http(method, base, path, body=None, headers=None, raw=None, timeout=10.0):
             data = raw.encode() if isinstance(raw, str) else raw
             h["Content-Type"] = "application/json"
         h.update(headers or {})
+        h = {k: v for k, v in h.items() if v is not None}  # None: leave the header out
         conn.request(method, path, body=data, headers=h)
         resp = conn.getresponse()
         payload = resp.read()

@@ -513,6 +513,201 @@ class ApiTokenTest(IntegrationTest):
                 self.assertStatus(self.gw.get(path), 200, "GET %s without a token" % path)
 
 
+class ProcessorTokenTest(IntegrationTest):
+    """PROCESSOR_TOKEN: a second token that processors use on register and
+    heartbeat, and nothing else; PROCESSOR_TOKEN=open for clients that send
+    no token at all."""
+
+    @classmethod
+    def setUpClass(cls):
+        tmp = cls.class_tmp()
+        cls.redis = cls.class_redis(tmp)
+        cls.gw = cls.class_gateway(tmp, cls.redis, consumer_name="ptoken-test",
+                                   env={"API_TOKEN": "operator", "PROCESSOR_TOKEN": "processor"})
+        cls.open = cls.class_gateway(tmp, cls.redis, consumer_name="ptoken-open",
+                                     env={"API_TOKEN": "operator", "PROCESSOR_TOKEN": "open"})
+
+    def test_processor_token_registers_and_heartbeats_only(self):
+        pt = {"Authorization": "Bearer processor"}
+        pid = new_id()
+        self.assertStatus(self.gw.post(P + "/register", valid_body(pid), headers=pt), 201)
+        self.assertStatus(self.gw.post(P + "/heartbeat", {"processor_id": pid}, headers=pt), 200)
+        self.assertDetail(self.gw.put(P + "/" + pid, valid_body(pid, capacity=9), headers=pt),
+                          401, "PUT with the processor token")
+        self.assertDetail(self.gw.delete(P + "/" + pid, headers=pt), 401,
+                          "DELETE with the processor token")
+        self.assertDetail(self.gw.put("/api/v1/routing", {"strategy": "round_robin"}, headers=pt),
+                          401, "routing with the processor token")
+        self.assertDetail(self.gw.post(P + "/register", valid_body(new_id())), 401,
+                          "register with no token")
+        self.assertStatus(self.gw.delete(P + "/" + pid,
+                                         headers={"Authorization": "Bearer operator"}), 204)
+
+    def test_open_processor_endpoints_for_clients_without_a_token(self):
+        pid = new_id()
+        self.assertStatus(self.open.post(P + "/register", valid_body(pid)), 201)
+        self.assertStatus(self.open.post(P + "/heartbeat", {"processor_id": pid}), 200)
+        self.assertDetail(self.open.delete(P + "/" + pid), 401, "DELETE with no token")
+        self.assertDetail(self.open.put("/api/v1/routing", {"strategy": "round_robin"}), 401,
+                          "routing with no token")
+        self.assertIn("PROCESSOR_TOKEN=open", self.open.log())
+
+
+def ws_handshake(port, origin=None, host=None):
+    """The status of a WebSocket upgrade to /ws (101 when accepted, 0 when the
+    gateway closed the connection instead)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        lines = ["GET /ws HTTP/1.1", "Host: %s" % (host or "127.0.0.1:%d" % port),
+                 "Upgrade: websocket", "Connection: Upgrade",
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13",
+                 "Sec-WebSocket-Protocol: fb-dashboard"]
+        if origin:
+            lines.append("Origin: " + origin)
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                return 0
+            data += chunk
+        return int(data.split(b" ")[1])
+    except (ConnectionResetError, socket.timeout):
+        return 0
+    finally:
+        s.close()
+
+
+class CrossSiteTest(IntegrationTest):
+    """README: Security: another site's page cannot change state through a
+    visitor's browser (JSON only), read the API (no CORS headers unless
+    ALLOWED_ORIGINS lists it) or open /ws."""
+
+    EVIL = "http://evil.example"
+    OPS = "https://ops.example.com"
+
+    @classmethod
+    def setUpClass(cls):
+        tmp = cls.class_tmp()
+        cls.redis = cls.class_redis(tmp)
+        cls.gw = cls.class_gateway(tmp, cls.redis, consumer_name="xsite")
+        cls.listed = cls.class_gateway(tmp, cls.redis, consumer_name="xsite-listed",
+                                       env={"ALLOWED_ORIGINS": cls.OPS})
+
+    def test_state_changes_need_json(self):
+        pid = new_id()
+        for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                      None):
+            with self.subTest(ctype=ctype):
+                status, _, doc = self.gw.post(P + "/register", raw=json.dumps(valid_body(pid)),
+                                              headers={"Content-Type": ctype})
+                self.assertEqual(status, 415, doc)
+                self.assertEqual(doc["detail"], "Content-Type must be application/json")
+        self.assertStatus(self.gw.get(P + "/" + pid), 404, "registered by a simple request")
+        status, _, _ = self.gw.post(P + "/register", raw=json.dumps(valid_body(pid)),
+                                    headers={"Content-Type": "application/json; charset=utf-8"})
+        self.assertEqual(status, 201, "JSON with a charset parameter")
+
+    def test_no_cors_headers_for_unlisted_origins(self):
+        for gw in (self.gw, self.listed):
+            status, headers, _ = gw.get("/api/v1/stats", headers={"Origin": self.EVIL})
+            self.assertEqual(status, 200)
+            self.assertIsNone(headers.get("Access-Control-Allow-Origin"))
+        status, headers, _ = self.gw.get("/api/v1/stats", headers={"Origin": self.OPS})
+        self.assertIsNone(headers.get("Access-Control-Allow-Origin"), "ALLOWED_ORIGINS unset")
+
+    def test_listed_origin_gets_cors_and_preflight(self):
+        status, headers, _ = self.listed.get("/api/v1/stats", headers={"Origin": self.OPS})
+        self.assertEqual((status, headers.get("Access-Control-Allow-Origin")), (200, self.OPS))
+        status, headers, _ = self.listed.request(
+            "OPTIONS", P + "/register",
+            headers={"Origin": self.OPS, "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "content-type"})
+        self.assertEqual(status, 204)
+        self.assertEqual(headers.get("Access-Control-Allow-Origin"), self.OPS)
+        self.assertIn("POST", headers.get("Access-Control-Allow-Methods", ""))
+        self.assertIn("Content-Type", headers.get("Access-Control-Allow-Headers", ""))
+
+    def test_ws_checks_origin(self):
+        port = self.gw.port
+        self.assertEqual(ws_handshake(port), 101, "no Origin (not a browser)")
+        self.assertEqual(ws_handshake(port, "http://127.0.0.1:%d" % port), 101, "its own page")
+        self.assertEqual(ws_handshake(port, self.EVIL), 0, "another site")
+        self.assertEqual(ws_handshake(self.listed.port, self.OPS), 101, "a listed origin")
+        self.assertEqual(ws_handshake(self.listed.port, self.EVIL), 0, "an unlisted origin")
+
+
+class HostileClientsTest(IntegrationTest):
+    """README: Security: 3,000 connections that never finish their request
+    (silent, half-sent headers, a body trickled a byte at a time) neither
+    starve the API and the dashboard nor stay open: each is closed within
+    about 10 s of its last byte, and a trickled body within 10 s of its start
+    plus one silence."""
+
+    HOSTILE = 3000
+
+    @classmethod
+    def setUpClass(cls):
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = cls.HOSTILE + 1000
+        if soft < need:  # the test and the gateway (its child) both hold the sockets
+            if hard != resource.RLIM_INFINITY and hard < need:
+                raise AssertionError("this test needs %d file descriptors; the hard limit is %d"
+                                     % (need, hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+        tmp = cls.class_tmp()
+        cls.redis = cls.class_redis(tmp)
+        cls.gw = cls.class_gateway(tmp, cls.redis, consumer_name="hostile")
+
+    def test_half_open_connections_neither_starve_nor_stay(self):
+        socks = []
+        starts = [b"", b"GET /api/v1/stats HTTP/1.1\r\nHost: x\r\n",
+                  b"POST " + P.encode() + b"/register HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"]
+        try:
+            for i in range(self.HOSTILE):
+                s = socket.create_connection(("127.0.0.1", self.gw.port), timeout=5)
+                s.sendall(starts[i % 3])
+                socks.append(s)
+            began = time.monotonic()
+            worst = 0.0
+            closed = set()
+            while time.monotonic() - began < 40 and len(closed) < len(socks):
+                t = time.monotonic()
+                self.assertStatus(self.gw.get("/healthz", timeout=5), 200)
+                self.assertStatus(self.gw.get("/api/v1/stats", timeout=5), 200)
+                self.assertEqual(ws_handshake(self.gw.port), 101, "the dashboard's WebSocket")
+                worst = max(worst, time.monotonic() - t)
+                for i, s in enumerate(socks):
+                    if i in closed:
+                        continue
+                    try:
+                        if i % 3 == 2:
+                            s.send(b" ")  # the trickled body: a byte a second
+                        s.setblocking(False)
+                        if s.recv(4096) == b"":
+                            closed.add(i)
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        closed.add(i)
+                    finally:
+                        s.setblocking(True)
+                time.sleep(1)
+            took = time.monotonic() - began
+            self.assertEqual(len(closed), len(socks),
+                             "%d of %d hostile connections still open after %.0f s"
+                             % (len(socks) - len(closed), len(socks), took))
+            self.assertLess(worst, 2.0, "the API or the dashboard waited %.2f s" % worst)
+            print("\n  %d hostile connections closed by the gateway within %.0f s; the API and "
+                  "the dashboard answered in at most %.3f s meanwhile" % (len(socks), took, worst))
+        finally:
+            for s in socks:
+                s.close()
+        self.assertStatus(self.gw.get("/readyz"), 200, "Redis stayed connected")
+
+
 class SettingsTest(IntegrationTest):
     """README: Settings: bad settings exit 2 with one line naming the setting."""
 

@@ -176,6 +176,7 @@ const SETTINGS = {
 // Settings that must come from the Secret, never from a plain value.
 const SECRET_ENV = {
   API_TOKEN: 'apiToken',
+  PROCESSOR_TOKEN: 'processorToken',
   REDIS_PASSWORD: 'redisPassword',
   REDIS_SENTINEL_PASSWORD: 'redisSentinelPassword',
   NATS_TOKEN: 'natsToken',
@@ -186,7 +187,7 @@ const SECRET_ENV = {
 const SECRET_ENV_WHEN = {
   REDIS_SENTINEL_PASSWORD: (v) => v.redis.sentinel.enabled,
 };
-const SECRET_VALUES = ['apiToken', 'redisPassword', 'redisSentinelPassword', 'natsToken', 'natsUser', 'natsPassword', 'natsCreds', 'natsTlsCA'];
+const SECRET_VALUES = ['apiToken', 'processorToken', 'redisPassword', 'redisSentinelPassword', 'natsToken', 'natsUser', 'natsPassword', 'natsCreds', 'natsTlsCA'];
 
 // ------------------------------------------------- the checks of one set
 
@@ -397,7 +398,8 @@ function checkValueSet(setName, valueFiles) {
     for (const [name, key] of Object.entries(SECRET_ENV)) {
       const e = env[name];
       const when = SECRET_ENV_WHEN[name] ? SECRET_ENV_WHEN[name](v) : true;
-      const wanted = when && (v.secret.existingSecret || (v.secret.create && v.secret[key]));
+      const generated = key === 'apiToken' && v.secret.generateApiToken;
+      const wanted = when && (v.secret.existingSecret || (v.secret.create && (v.secret[key] || generated)));
       if (!wanted) {
         expect(!e, `${name} is set although ${when ? 'no Secret key is in play' : 'the setting it belongs to is off'}`);
         continue;
@@ -440,11 +442,15 @@ function checkValueSet(setName, valueFiles) {
     }
     if (!expect(chartSecret, `no Secret ${fullname}`)) return;
     const data = chartSecret.data || {};
-    const want = SECRET_VALUES.filter((k) => v.secret[k]);
+    const generate = !v.secret.apiToken && v.secret.generateApiToken;
+    const want = SECRET_VALUES.filter((k) => v.secret[k] || (k === 'apiToken' && generate));
     expect(Object.keys(data).sort().join() === want.map((k) => v.secret.keys[k]).sort().join(),
       `Secret keys ${Object.keys(data)} != ${want.map((k) => v.secret.keys[k])}`);
-    for (const k of want)
+    for (const k of want.filter((k) => v.secret[k]))
       expect(Buffer.from(data[v.secret.keys[k]] || '', 'base64').toString() === v.secret[k], `Secret key for ${k} does not decode to its value`);
+    if (generate)
+      expect(/^[A-Za-z0-9]{40}$/.test(Buffer.from(data[v.secret.keys.apiToken] || '', 'base64').toString()),
+        'no generated API token of 40 random letters and digits');
     expect((pod.metadata.annotations || {})['checksum/secret'], 'no checksum/secret annotation: pods would not roll on a Secret change');
   });
 
@@ -598,7 +604,7 @@ function checkValueSet(setName, valueFiles) {
     else if (v.service.type === 'ClusterIP') expect(notes.includes(`port-forward svc/${fullname}`), 'no port-forward line');
     expect(notes.includes('/api/v1/processors/register'), 'no registration example');
     expect(notes.includes('fb-processor'), 'no fb-processor example');
-    const token = v.secret.existingSecret || v.secret.apiToken;
+    const token = v.secret.existingSecret || v.secret.apiToken || (v.secret.create && v.secret.generateApiToken);
     expect(notes.includes('Authorization: Bearer') === !!token, 'Authorization header does not follow the API token');
     expect(/WARNING: no API token/.test(notes) === !token, 'the no-token warning does not follow the API token');
     expect(/Readiness \(\/readyz\)[^]*NATS being away does not make it unready/.test(notes), 'no word on what readiness means');

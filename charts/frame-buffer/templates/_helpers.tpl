@@ -144,7 +144,8 @@ reference is optional: a missing key leaves the setting unset.
 */}}
 {{- define "frame-buffer.secretEnv" -}}
 {{- $v := .root.Values.secret }}
-{{- if or $v.existingSecret (and $v.create (index $v .key)) -}}
+{{- $generated := and (eq .key "apiToken") $v.generateApiToken }}
+{{- if or $v.existingSecret (and $v.create (or (index $v .key) $generated)) -}}
 - name: {{ .env }}
   valueFrom:
     secretKeyRef:
@@ -158,7 +159,7 @@ reference is optional: a missing key leaves the setting unset.
 {{- define "frame-buffer.validate" -}}
 {{- $v := .Values }}
 {{- if and $v.secret.existingSecret $v.secret.create }}
-{{- $own := list $v.secret.apiToken $v.secret.redisPassword $v.secret.redisSentinelPassword $v.secret.natsToken $v.secret.natsUser $v.secret.natsPassword $v.secret.natsCreds $v.secret.natsTlsCA | compact }}
+{{- $own := list $v.secret.apiToken $v.secret.processorToken $v.secret.redisPassword $v.secret.redisSentinelPassword $v.secret.natsToken $v.secret.natsUser $v.secret.natsPassword $v.secret.natsCreds $v.secret.natsTlsCA | compact }}
 {{- if $own }}
 {{- fail "\n\nsecret.existingSecret is set, so the chart makes no Secret: put the API token, passwords and NATS credentials into that Secret (keys: secret.keys), not into secret.apiToken / secret.redisPassword / ..." }}
 {{- end }}
