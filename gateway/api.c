@@ -561,6 +561,10 @@ json_t *fb_api_stats(struct fb_app *app)
       json_object_set_new(dlq, fb_reason_name((enum fb_reason)r),
                           json_integer((json_int_t)atomic_load(&m->dlq[r])));
   }
+  json_t *moves = json_object();
+  for (int k = 0; k < FB_MOVE_COUNT; k++)
+    json_object_set_new(moves, fb_move_reason_name((enum fb_move_reason)k),
+                        json_integer((json_int_t)atomic_load(&m->camera_moves[k])));
   json_t *view = fb_fleet_view(app->fleet);
   struct fb_snapshot *s = fb_registry_snapshot(app->registry);
   json_t *procs = json_array();
@@ -579,7 +583,7 @@ json_t *fb_api_stats(struct fb_app *app)
   json_decref(view);
   return json_pack(
       "{s:s,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:{s:f,s:f,s:f},s:o,s:o,s:o,s:o,s:o,"
-      "s:{s:b,s:b,s:b},s:s,s:o,s:o}",
+      "s:{s:b,s:b,s:b},s:s,s:o,s:o,s:o}",
       "service", "frame-buffer-v2", "now_ms", (json_int_t)now, "uptime_s",
       (json_int_t)((now - m->started_ms) / 1000), "frames", "consumed",
       (json_int_t)atomic_load(&m->frames_consumed), "distributed",
@@ -597,7 +601,7 @@ json_t *fb_api_stats(struct fb_app *app)
       "processors", procs, "connections", "redis", (int)atomic_load(&m->redis_up), "group",
       (int)atomic_load(&m->group_ready), "nats", (int)atomic_load(&m->nats_up), "consumer",
       app->cfg->consumer_name, "fleet", fleet ? fleet : json_object(), "replicas",
-      replicas ? replicas : json_array());
+      replicas ? replicas : json_array(), "camera_moves", moves);
 }
 
 /* The fleet's recent events, oldest first, as the dashboard receives them. */

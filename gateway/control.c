@@ -202,7 +202,7 @@ static void check_health(struct fb_control *c)
         .stopping = atomic_load(&live->stopping),
     };
     enum fb_health h = fb_health_eval(&in);
-    enum fb_health old = (enum fb_health)atomic_exchange(&live->status, (int)h);
+    enum fb_health old = fb_proc_set_health(p, h);
     if (old != h) {
       if (in.last_heartbeat_ms)
         fb_info("health", "processor %s: %s -> %s (last heartbeat %lld ms ago%s)", p->id,

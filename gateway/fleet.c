@@ -287,13 +287,22 @@ int fb_fleet_heartbeat(struct fb_fleet *f, struct fb_redis *r, const char *json,
 
 /* ================================================================ view */
 
-static json_t *counts_json(const atomic_uint_fast64_t *v, int n)
+static json_t *counts_json(const atomic_uint_fast64_t *v, int n, const char *(*name)(int))
 {
   json_t *o = json_object();
   for (int r = 0; r < n; r++)
-    json_object_set_new(o, fb_reason_name((enum fb_reason)r),
-                        json_integer((json_int_t)atomic_load(&v[r])));
+    json_object_set_new(o, name(r), json_integer((json_int_t)atomic_load(&v[r])));
   return o;
+}
+
+static const char *reason_name(int r)
+{
+  return fb_reason_name((enum fb_reason)r);
+}
+
+static const char *move_name(int r)
+{
+  return fb_move_reason_name((enum fb_move_reason)r);
 }
 
 json_t *fb_fleet_record(struct fb_app *app, int64_t now_ms)
@@ -311,7 +320,8 @@ json_t *fb_fleet_record(struct fb_app *app, int64_t now_ms)
                                   (json_int_t)atomic_load(&l->rate)));
   }
   fb_snapshot_release(s);
-  return json_pack("{s:s,s:s,s:I,s:I,s:o,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:{s:o,s:I},s:o}", "consumer",
+  return json_pack("{s:s,s:s,s:I,s:I,s:o,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:o,s:{s:o,s:I},s:o}",
+                   "consumer",
                    app->cfg->consumer_name, "version", FB_VERSION, "started_ms",
                    (json_int_t)m->started_ms, "published_ms", (json_int_t)now_ms, "connections",
                    fb_api_connections(app), "in_per_s", (json_int_t)atomic_load(&m->rate_in),
@@ -319,8 +329,10 @@ json_t *fb_fleet_record(struct fb_app *app, int64_t now_ms)
                    (json_int_t)atomic_load(&m->frames_consumed), "distributed",
                    (json_int_t)atomic_load(&m->frames_distributed), "blocked",
                    (json_int_t)atomic_load(&m->blocked_frames), "dropped",
-                   counts_json(m->dropped, FB_REASON_COUNT), "dlq",
-                   counts_json(m->dlq, FB_REASON_POISON + 1), "latency", "buckets", buckets,
+                   counts_json(m->dropped, FB_REASON_COUNT, reason_name), "dlq",
+                   counts_json(m->dlq, FB_REASON_POISON + 1, reason_name), "camera_moves",
+                   counts_json(m->camera_moves, FB_MOVE_COUNT, move_name), "latency", "buckets",
+                   buckets,
                    "sum_ns", (json_int_t)atomic_load(&m->routing.sum_ns), "processors", procs);
 }
 
@@ -362,7 +374,7 @@ json_t *fb_fleet_merge(json_t *const *records, size_t n, int64_t now_ms, const c
 {
   static const char *const sums[] = {"in_per_s", "out_per_s", "consumed", "distributed", "blocked"};
   json_t *fleet = json_object(), *list = json_array(), *procs = json_object();
-  json_t *dropped = json_object(), *dlq = json_object();
+  json_t *dropped = json_object(), *dlq = json_object(), *moves = json_object();
   uint64_t buckets[FB_HIST_BUCKETS + 1] = {0}, sum_ns = 0;
   json_t **sorted = calloc(n + 1, sizeof *sorted);
   size_t live = 0;
@@ -402,6 +414,9 @@ json_t *fb_fleet_merge(json_t *const *records, size_t n, int64_t now_ms, const c
     json_object_set(r, "dlq", json_is_object(q) ? q : json_object());
     if (json_is_object(d)) add_counts(dropped, d);
     if (json_is_object(q)) add_counts(dlq, q);
+    json_t *mv = json_object_get(rec, "camera_moves");
+    json_object_set(r, "camera_moves", json_is_object(mv) ? mv : json_object());
+    if (json_is_object(mv)) add_counts(moves, mv);
     json_object_set_new(r, "routing_latency_ms",
                         latency_json(mine, my_sum > 0 ? (uint64_t)my_sum : 0));
     json_array_append_new(list, r);
@@ -426,6 +441,7 @@ json_t *fb_fleet_merge(json_t *const *records, size_t n, int64_t now_ms, const c
   json_object_set_new(fleet, "replicas", json_integer((json_int_t)live));
   json_object_set_new(fleet, "dropped", dropped);
   json_object_set_new(fleet, "dlq", dlq);
+  json_object_set_new(fleet, "camera_moves", moves);
   json_object_set_new(fleet, "routing_latency_ms", latency_json(buckets, sum_ns));
   return json_pack("{s:o,s:o,s:o}", "fleet", fleet, "replicas", list, "processors", procs);
 }

@@ -81,6 +81,7 @@ struct fb_ingest {
   struct fb_router *router;
   unsigned routing_seen;     /* fb_settings_gen when `routing` was taken */
   struct fb_routing routing; /* the settings in use */
+  uint64_t moves_seen[FB_MOVE_COUNT]; /* the router's camera moves already counted */
   atomic_bool stop;
   pthread_t thread;
 

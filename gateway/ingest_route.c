@@ -136,6 +136,19 @@ static void adopt(struct fb_ingest *g, struct batch *b, int64_t wall)
   fb_router_begin(g->router, b->snap, wall);
 }
 
+/* Adds the cameras the router moved since the last batch to the metrics. */
+static void count_moves(struct fb_ingest *g)
+{
+  uint64_t now[FB_MOVE_COUNT];
+  fb_router_moves(g->router, now);
+  for (int k = 0; k < FB_MOVE_COUNT; k++)
+    if (now[k] != g->moves_seen[k]) {
+      atomic_fetch_add_explicit(&g->m->camera_moves[k], now[k] - g->moves_seen[k],
+                                memory_order_relaxed);
+      g->moves_seen[k] = now[k];
+    }
+}
+
 /* Parses every entry of `b` in place from the Redis reply (no copies). */
 static void parse_batch(struct fb_ingest *g, struct batch *b)
 {
@@ -222,6 +235,7 @@ int ingest_route_batch(struct fb_ingest *g, struct batch *b)
                           .order = b->order};
   fb_dispatch_run(&d, g->router, b->snap, &g->routing, g->cfg->max_deliveries, wall);
   b->ntrimmed = d.ntrimmed;
+  count_moves(g);
   /* Until the hand-off is confirmed, the next batches must see these frames
    * in their processors' queues, or they would overfill them (account()
    * takes them back out, before a blocked batch is ever routed again). */

@@ -187,6 +187,16 @@ int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, b
           atomic_load(&m->heartbeats_rejected));
   counter(o, "frame_buffer_health_changes_total", "Processor health state changes.",
           atomic_load(&m->health_changes));
+  fb_buf_puts(o, "# HELP frame_buffer_camera_moves_total Cameras consistent_hash moved to another "
+                 "processor: spill (theirs was overloaded or full), return (back home once it "
+                 "drained), membership (a processor joined, left or died).\n"
+                 "# TYPE frame_buffer_camera_moves_total counter\n");
+  for (int k = 0; k < FB_MOVE_COUNT; k++) {
+    fb_buf_printf(o, "frame_buffer_camera_moves_total{reason=\"%s\"} ",
+                  fb_move_reason_name((enum fb_move_reason)k));
+    fb_buf_u64(o, atomic_load(&m->camera_moves[k]));
+    fb_buf_puts(o, "\n");
+  }
   counter(o, "frame_buffer_frames_rescued_total",
           "Frames moved from a dead processor's stream to live processors.",
           atomic_load(&m->rescued));

@@ -301,6 +301,20 @@ json_t *fb_proc_to_json(const struct fb_proc *p)
   return o;
 }
 
+static atomic_uint health_epoch;
+
+enum fb_health fb_proc_set_health(const struct fb_proc *p, enum fb_health h)
+{
+  enum fb_health old = (enum fb_health)atomic_exchange(&p->live->status, (int)h);
+  if (old != h) atomic_fetch_add(&health_epoch, 1);
+  return old;
+}
+
+unsigned fb_health_epoch(void)
+{
+  return atomic_load_explicit(&health_epoch, memory_order_acquire);
+}
+
 int64_t fb_proc_depth(const struct fb_proc *p)
 {
   const struct fb_proc_live *l = p->live;

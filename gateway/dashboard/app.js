@@ -655,13 +655,13 @@
           kind: "replica", name: r.consumer, self: r.self === true,
           in: num(r.in_per_s), out: num(r.out_per_s), consumed: num(r.consumed),
           distributed: num(r.distributed), blocked: num(r.blocked),
-          dropped: r.dropped || {}, dlq: r.dlq || {}, lat: r.routing_latency_ms || {},
-          asOf: num(r.last_seen_ms)
+          dropped: r.dropped || {}, dlq: r.dlq || {}, moves: r.camera_moves || {},
+          lat: r.routing_latency_ms || {}, asOf: num(r.last_seen_ms)
         };
       }
       return {
         kind: "gone", name: state.scope, in: null, out: null, consumed: null, distributed: null,
-        blocked: null, dropped: {}, dlq: {}, lat: {}, asOf: null
+        blocked: null, dropped: {}, dlq: {}, moves: {}, lat: {}, asOf: null
       };
     }
     if (fl) {
@@ -673,6 +673,7 @@
       return {
         kind: "fleet", name: "", in: num(fl.in_per_s), out: num(fl.out_per_s), consumed: num(fl.consumed),
         distributed: num(fl.distributed), blocked: num(fl.blocked), dropped: fl.dropped || {}, dlq: fl.dlq || {},
+        moves: fl.camera_moves || {},
         lat: fl.routing_latency_ms || {}, asOf: asOf != null ? asOf : num(s.now_ms), replicas: num(fl.replicas)
       };
     }
@@ -680,7 +681,8 @@
     return {
       kind: "self", name: String(s.consumer || ""), in: num(f.in_per_s), out: num(f.out_per_s),
       consumed: num(f.consumed), distributed: num(f.distributed), blocked: num(f.blocked),
-      dropped: s.dropped || {}, dlq: s.dlq || {}, lat: s.routing_latency_ms || {}, asOf: num(s.now_ms)
+      dropped: s.dropped || {}, dlq: s.dlq || {}, moves: s.camera_moves || {},
+      lat: s.routing_latency_ms || {}, asOf: num(s.now_ms)
     };
   }
 
@@ -864,8 +866,8 @@
       state.dropKey = key;
     }
     var w = state.dropWin;
-    w.push({ t: t, dropped: sc.dropped || {}, dlq: sc.dlq || {} });
-    while (w.length > 2 && w[0].t < t - 10000) w.shift();
+    w.push({ t: t, dropped: sc.dropped || {}, dlq: sc.dlq || {}, moves: sc.moves || {} });
+    while (w.length > 2 && w[0].t < t - 60000) w.shift();
   }
 
   var REASONS = ["malformed", "no_processor", "expired", "overloaded", "poison", "missing", "trimmed"];
@@ -886,11 +888,13 @@
   }
 
 
-  /* Per-second growth of a counter over the window (null: not enough data). */
-  function growth(kind, reason) {
+  /* Per-second growth of a counter over the last `span` ms (10 s by
+   * default; null: not enough data). */
+  function growth(kind, reason, span) {
     var w = state.dropWin;
     if (w.length < 2) return null;
-    var a = w[0], b = w[w.length - 1];
+    var b = w[w.length - 1], a = w[0];
+    for (var i = 0; i < w.length - 1 && w[i].t < b.t - (span || 10000); i++) a = w[i + 1];
     var dt = (b.t - a.t) / 1000;
     if (dt < 1) return null;
     var x = reason ? (a[kind][reason] || 0) : sum(a[kind]);
@@ -986,6 +990,13 @@
     setText(tid("frame-max-age"), r.frame_max_age_ms ? fmtInt(r.frame_max_age_ms) + " ms" : "off");
     setText(tid("slow-start"), num(r.slow_start_ms) == null ? "—" : r.slow_start_ms ? fmtInt(r.slow_start_ms) + " ms" : "off");
     setText(tid("hash-bound"), num(r.hash_bound) == null ? "—" : "×" + (+r.hash_bound).toFixed(2));
+    var mv = sc.moves || {}, perMin = growth("moves", null, 60000);
+    var moves = tid("camera-moves");
+    setText(moves, perMin == null ? fmtInt(sum(mv)) + " since start"
+      : fmtInt(Math.round(perMin * 60)) + "/min (" + ["spill", "return", "membership"].map(function (k) {
+        return fmtInt(mv[k] || 0);
+      }).join(" · ") + " since start)");
+    moves.setAttribute("data-value", String(sum(mv)));
     setText(tid("max-deliveries"), fmtInt(r.max_deliveries));
     setText(tid("batch-size"), fmtInt(r.batch_size));
 

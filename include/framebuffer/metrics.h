@@ -11,6 +11,7 @@
 #include "framebuffer/buf.h"
 #include "framebuffer/config.h"
 #include "framebuffer/registry.h"
+#include "framebuffer/router.h"
 
 /* Why a frame was not delivered to a processor. The first five are also
  * the DLQ reasons (README: Delivery guarantees). */
@@ -55,6 +56,7 @@ struct fb_metrics {
   atomic_uint_fast64_t results_written;     /* NATS results appended to Redis */
   atomic_uint_fast64_t results_dropped;     /* unknown processor or queue full */
   atomic_uint_fast64_t rescued;             /* moved from dead processors' streams */
+  atomic_uint_fast64_t camera_moves[FB_MOVE_COUNT]; /* consistent_hash, by enum fb_move_reason */
   atomic_int_fast64_t consumer_lag;         /* -1 unknown */
   atomic_int_fast64_t input_pending;        /* -1 unknown */
   atomic_int_fast64_t blocked_frames;       /* held by backpressure (OVERLOAD_POLICY=block) */

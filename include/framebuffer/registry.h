@@ -127,6 +127,13 @@ json_t *fb_proc_to_json(const struct fb_proc *p);
  */
 int64_t fb_proc_depth(const struct fb_proc *p);
 
+/* Sets `p`'s health and returns the one before. Any thread: routers see
+ * the change at their next pick (through fb_health_epoch). */
+enum fb_health fb_proc_set_health(const struct fb_proc *p, enum fb_health h);
+
+/* Moves on whenever fb_proc_set_health changes any processor's health. */
+unsigned fb_health_epoch(void);
+
 const char *fb_health_name(enum fb_health h);
 const char *fb_transport_name(enum fb_transport t);
 

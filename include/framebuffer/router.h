@@ -48,9 +48,10 @@ void fb_router_set_hash_bound(struct fb_router *r, double bound);
 void fb_router_set_slow_start(struct fb_router *r, int64_t ms);
 
 /*
- * Starts a batch at time `now_ms` (unix ms, for slow start): takes each
- * processor's queue depth (fb_proc_depth) as the load the strategies see;
- * every pick adds one to it.
+ * Starts a batch at time `now_ms` (unix ms, for slow start and the return
+ * of moved cameras): takes each processor's health and queue depth
+ * (fb_proc_depth) as the strategies see them for the batch; every pick adds
+ * one to the depth.
  * Optional: without it loads start at zero and nobody ramps up.
  * Returns 0 or -ENOMEM.
  */
@@ -65,6 +66,18 @@ int fb_router_pick(struct fb_router *r, const struct fb_snapshot *s, const struc
                    bool *overloaded);
 
 /* The load the router currently sees for processor `i` (tests, stats). */
-int64_t fb_router_load(const struct fb_router *r, uint32_t i);
+int64_t fb_router_load(struct fb_router *r, uint32_t i);
+
+/* Why consistent_hash moved a camera to another processor. */
+enum fb_move_reason {
+  FB_MOVE_SPILL,      /* its processor was overloaded or full */
+  FB_MOVE_RETURN,     /* back home, once home had drained */
+  FB_MOVE_MEMBERSHIP, /* a processor joined, left or died where it sits on the ring */
+};
+#define FB_MOVE_COUNT 3
+
+/* The cameras this router has moved so far, by reason (counts only grow). */
+void fb_router_moves(const struct fb_router *r, uint64_t out[FB_MOVE_COUNT]);
+const char *fb_move_reason_name(enum fb_move_reason reason);
 
 #endif

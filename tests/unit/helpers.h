@@ -49,7 +49,7 @@ static inline struct fb_proc *test_proc(const char *id, const char *cap1, const 
 
 static inline void test_set_health(struct fb_proc *p, enum fb_health h)
 {
-  atomic_store(&p->live->status, (int)h);
+  fb_proc_set_health(p, h);
 }
 
 /* Releases the caller's references to `n` processors. */

@@ -21,6 +21,8 @@
 
 /* ============================================================== helpers */
 
+#define T0 INT64_C(1800000000000) /* after test_proc's registration time */
+
 /* A frame with only what routing reads: the detection type ("" = none). */
 static struct fb_frame frame_of(const char *detection_type)
 {
@@ -818,25 +820,165 @@ static void dead_processor_cameras_move_others_stay(void **state)
   fb_snapshot_release(s);
 }
 
-static void hot_camera_is_bounded(void **state)
+/* Counts of camera moves by reason since `before`. */
+static void moves_since(const struct fb_router *r, const uint64_t before[FB_MOVE_COUNT],
+                        uint64_t out[FB_MOVE_COUNT])
 {
-  const char *ids[] = {"a", "b", "c", "d"};
-  struct fb_snapshot *s = ring_of(ids, 4, 1);
+  fb_router_moves(r, out);
+  for (int k = 0; k < FB_MOVE_COUNT; k++)
+    out[k] -= before[k];
+}
+
+/* 16 cameras at 30 frames/s over three processors that keep up: the depths
+ * as read jitter between 0 and their capacity, and frames sent since the
+ * last reading pile up on top. No camera ever moves. */
+static void light_load_moves_no_camera(void **state)
+{
+  const char *ids[] = {"obj-1", "obj-2", "obj-3"};
+  struct fb_proc *procs[3];
+  for (int i = 0; i < 3; i++)
+    procs[i] = proc_cq(ids[i], 8, 1000);
+  struct fb_snapshot *s = snapshot_take(procs, 3);
   struct fb_router *r = router(FB_STRATEGY_CONSISTENT_HASH);
-  assert_int_equal(fb_router_begin(r, s, 0), 0);
-  enum { N = 1000 };
-  for (int i = 0; i < N; i++)
-    pick_camera(r, s, "hot-camera");
-  /* Default bound 1.25: nobody goes past 1.25 x the average (+1 frame). */
-  int64_t total = 0;
-  for (uint32_t k = 0; k < 4; k++) {
-    int64_t load = fb_router_load(r, k);
-    total += load;
-    assert_true(load <= (int64_t)(FB_HASH_BOUND_DEFAULT * N / 4) + 1);
+  int where[16];
+  char cam[16];
+  uint64_t seed = 7;
+  for (int batch = 0; batch < 2000; batch++) {
+    for (int i = 0; i < 3; i++) {
+      seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+      atomic_store(&s->procs[i]->live->queue_depth, (int64_t)(seed >> 33) % 9);
+      atomic_store(&s->procs[i]->live->sent_since_poll, (int64_t)(seed >> 40) % 40);
+    }
+    assert_int_equal(fb_router_begin(r, s, T0 + batch * 33), 0);
+    for (int c = 0; c < 16; c++) {
+      snprintf(cam, sizeof cam, "cam-%03d", c);
+      int got = pick_camera(r, s, cam);
+      if (batch == 0)
+        where[c] = got;
+      else
+        assert_int_equal(got, where[c]);
+    }
   }
-  assert_int_equal(total, N);
+  uint64_t moves[FB_MOVE_COUNT];
+  fb_router_moves(r, moves);
+  assert_int_equal(moves[FB_MOVE_SPILL] + moves[FB_MOVE_RETURN] + moves[FB_MOVE_MEMBERSHIP], 0);
   fb_router_destroy(r);
   fb_snapshot_release(s);
+}
+
+/* One processor really overloaded: its cameras move away whole (every
+ * frame of a camera to one other processor), nobody else's move, and they
+ * come back once it has drained, not before RETURN_MS. */
+static void overload_moves_whole_cameras_and_they_return(void **state)
+{
+  const char *ids[] = {"a", "b", "c"};
+  struct fb_proc *procs[3];
+  for (int i = 0; i < 3; i++)
+    procs[i] = proc_cq(ids[i], 4, 100000);
+  struct fb_snapshot *s = snapshot_take(procs, 3);
+  struct fb_router *r = router(FB_STRATEGY_CONSISTENT_HASH);
+  enum { CAMS = 30 };
+  char cam[16];
+  int home[CAMS], away[CAMS];
+  assert_int_equal(fb_router_begin(r, s, T0), 0);
+  size_t on_a = 0;
+  for (int c = 0; c < CAMS; c++) {
+    snprintf(cam, sizeof cam, "cam-%03d", c);
+    home[c] = pick_camera(r, s, cam);
+    on_a += !strcmp(s->procs[home[c]]->id, "a");
+  }
+  assert_true(on_a > 0 && on_a < CAMS);
+
+  /* a is 50 deep with a capacity of 4; b and c keep up. */
+  uint64_t before[FB_MOVE_COUNT], moved[FB_MOVE_COUNT];
+  fb_router_moves(r, before);
+  set_depth(s, "a", 50);
+  for (int batch = 0; batch < 20; batch++) {
+    assert_int_equal(fb_router_begin(r, s, T0 + 100 + batch), 0);
+    for (int c = 0; c < CAMS; c++) {
+      snprintf(cam, sizeof cam, "cam-%03d", c);
+      for (int frame = 0; frame < 5; frame++) { /* a burst: still one place */
+        int got = pick_camera(r, s, cam);
+        if (strcmp(s->procs[home[c]]->id, "a")) {
+          assert_int_equal(got, home[c]);
+        } else {
+          assert_string_not_equal(s->procs[got]->id, "a");
+          if (batch == 0 && frame == 0) away[c] = got;
+          assert_int_equal(got, away[c]);
+        }
+      }
+    }
+  }
+  moves_since(r, before, moved);
+  assert_int_equal(moved[FB_MOVE_SPILL], on_a);
+  assert_int_equal(moved[FB_MOVE_RETURN] + moved[FB_MOVE_MEMBERSHIP], 0);
+
+  /* a drains: its cameras stay away until RETURN_MS after they left ... */
+  set_depth(s, "a", 0);
+  fb_router_moves(r, before);
+  assert_int_equal(fb_router_begin(r, s, T0 + 1000), 0);
+  for (int c = 0; c < CAMS; c++) {
+    snprintf(cam, sizeof cam, "cam-%03d", c);
+    pick_camera(r, s, cam);
+  }
+  moves_since(r, before, moved);
+  assert_int_equal(moved[FB_MOVE_RETURN], 0);
+  /* ... then come back, each once. */
+  assert_int_equal(fb_router_begin(r, s, T0 + 100 + 2000), 0);
+  for (int c = 0; c < CAMS; c++) {
+    snprintf(cam, sizeof cam, "cam-%03d", c);
+    assert_int_equal(pick_camera(r, s, cam), home[c]);
+    assert_int_equal(pick_camera(r, s, cam), home[c]);
+  }
+  moves_since(r, before, moved);
+  assert_int_equal(moved[FB_MOVE_RETURN], on_a);
+  assert_int_equal(moved[FB_MOVE_SPILL] + moved[FB_MOVE_MEMBERSHIP], 0);
+  fb_router_destroy(r);
+  fb_snapshot_release(s);
+}
+
+/* A processor joins, then leaves: each time about 1/N of the cameras move,
+ * counted as membership moves, and only to or from it. */
+static void membership_changes_move_about_one_in_n(void **state)
+{
+  const char *four[] = {"p0", "p1", "p2", "p3"}, *five[] = {"p0", "p1", "p2", "p3", "p4"};
+  struct fb_snapshot *s4 = ring_of(four, 4, 1), *s5 = ring_of(five, 5, 2),
+                     *back = ring_of(four, 4, 3);
+  struct fb_router *r = router(FB_STRATEGY_CONSISTENT_HASH);
+  enum { MANY = 1000 };
+  char cam[16];
+  const char *was[MANY];
+  for (int c = 0; c < MANY; c++) {
+    snprintf(cam, sizeof cam, "cam-%04d", c);
+    was[c] = s4->procs[pick_camera(r, s4, cam)]->id;
+  }
+  uint64_t before[FB_MOVE_COUNT], moved[FB_MOVE_COUNT];
+  fb_router_moves(r, before);
+  size_t to_new = 0;
+  for (int c = 0; c < MANY; c++) {
+    snprintf(cam, sizeof cam, "cam-%04d", c);
+    const char *now = s5->procs[pick_camera(r, s5, cam)]->id;
+    if (strcmp(now, was[c])) {
+      assert_string_equal(now, "p4");
+      to_new++;
+    }
+  }
+  moves_since(r, before, moved);
+  assert_int_equal(moved[FB_MOVE_MEMBERSHIP], to_new);
+  assert_true(to_new >= MANY / 5 / 2 && to_new <= MANY / 5 * 3 / 2);
+
+  fb_router_moves(r, before);
+  for (int c = 0; c < MANY; c++) {
+    snprintf(cam, sizeof cam, "cam-%04d", c);
+    assert_string_equal(back->procs[pick_camera(r, back, cam)]->id, was[c]);
+  }
+  moves_since(r, before, moved);
+  assert_int_equal(moved[FB_MOVE_MEMBERSHIP], to_new);
+  assert_int_equal(moved[FB_MOVE_SPILL] + moved[FB_MOVE_RETURN], 0);
+  fb_router_destroy(r);
+  fb_snapshot_release(s4);
+  fb_snapshot_release(s5);
+  fb_snapshot_release(back);
 }
 
 static void frame_without_camera_hashes_its_frame_id(void **state)
@@ -896,8 +1038,6 @@ static void new_snapshot_with_more_processors(void **state)
 }
 
 /* =========================================================== slow start */
-
-#define T0 INT64_C(1800000000000) /* after test_proc's registration time */
 
 /* p-old was registered long ago (test_proc's time), p-new at `registered`;
  * both can do person. */
@@ -1005,7 +1145,9 @@ int main(void)
       cmocka_unit_test(adding_a_processor_moves_cameras_only_to_it),
       cmocka_unit_test(dead_processor_cameras_move_others_stay),
       cmocka_unit_test(removing_one_of_eight_moves_about_an_eighth),
-      cmocka_unit_test(hot_camera_is_bounded),
+      cmocka_unit_test(light_load_moves_no_camera),
+      cmocka_unit_test(overload_moves_whole_cameras_and_they_return),
+      cmocka_unit_test(membership_changes_move_about_one_in_n),
       cmocka_unit_test(frame_without_camera_hashes_its_frame_id),
       cmocka_unit_test(strategy_can_be_changed),
       cmocka_unit_test(new_snapshot_with_more_processors),
