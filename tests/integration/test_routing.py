@@ -3,9 +3,12 @@ FRAME_MAX_AGE_MS, a live strategy change, weighted round robin and
 consistent hashing."""
 import collections
 import datetime
+import os
+import subprocess
 import time
 import unittest
 
+import harness
 from harness import (IntegrationTest, add_frames, info_map, metric, scrape, wait_for,
                      wait_no_pending, xrange_all)
 
@@ -357,6 +360,8 @@ class RoutingTest(IntegrationTest):
                          "cameras moved between old processors when one was added")
         self.assertTrue(0 < len(moved) < 20, "%d of 30 cameras moved to the new processor"
                         % len(moved))
+        self.assertEqual(self.moves(gw), {"spill": 0, "return": 0, "membership": len(moved)},
+                         "each camera that moved to the new processor counted once")
 
         # A processor goes: only its cameras move.
         self.assertStatus(gw.delete(P + "/ch-a"), 204)
@@ -367,7 +372,109 @@ class RoutingTest(IntegrationTest):
             if pid != "ch-a":
                 self.assertEqual(shrunk[c], pid, "camera %s moved though its processor stayed"
                                  % c)
+        gone = sum(1 for pid in grown.values() if pid == "ch-a")
+        self.assertEqual(self.moves(gw)["membership"], len(moved) + gone,
+                         "each camera of the removed processor counted once")
         self.assertEqual(self.r.command("XLEN", DLQ), 0)
+
+    # ======================================== consistent_hash, sticky, real processors
+    def moves(self, gw):
+        m = scrape(gw)
+        return {r: metric(m, "frame_buffer_camera_moves_total", reason=r)
+                for r in ("spill", "return", "membership")}
+
+    def processor(self, gw, pid, **opts):
+        """A running fb-processor (Redis transport), stopped at cleanup."""
+        args = [harness.fb_binary("fb-processor"), "--id", pid, "--capabilities",
+                "object_detection", "--api", gw.base, "--redis-url", self.redis.url, "--quiet"]
+        opts.setdefault("heartbeat_ms", 1000)
+        for k, v in opts.items():
+            args += ["--" + k.replace("_", "-"), str(v)]
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (p.terminate(), p.wait(10)))
+        wait_for(lambda: gw.get(P + "/" + pid)[0] == 200, 10, what=pid + " registered")
+        return p
+
+    def inject(self, n, rate, cameras=16, seed=1):
+        subprocess.run([harness.fb_binary("fb-inject"), "--redis-url", self.redis.url,
+                        "--frames", str(n), "--rate", str(rate), "--cameras", str(cameras),
+                        "--types", "object_detection", "--seed", str(seed), "--quiet"],
+                       check=True, stdout=subprocess.DEVNULL, timeout=60)
+
+    def camera_map(self, pids, since=None):
+        """camera -> {processor: frames} for the frames in the processors' streams."""
+        def key(eid):
+            ms, seq = eid.split("-")
+            return int(ms), int(seq)
+        out = collections.defaultdict(collections.Counter)
+        for pid in pids:
+            for eid, f in xrange_all(self.r, ready(pid)):
+                if since is None or key(eid) > key(since[pid]):
+                    out[f["camera_id"]][pid] += 1
+        return out
+
+    def last_ids(self, pids):
+        """The id of each processor stream's newest entry ("0-0" when empty)."""
+        last = {p: self.r.command("XREVRANGE", ready(p), "+", "-", "COUNT", 1) for p in pids}
+        return {p: v[0][0].decode() if v else "0-0" for p, v in last.items()}
+
+    def test_consistent_hash_sticky_at_light_load(self):
+        """16 cameras at 30 frames/s each over three consuming processors of
+        capacity 8: every camera on one processor, and no move counted."""
+        gw = self.gateway(ROUTING_STRATEGY="consistent_hash")
+        pids = ["obj-1", "obj-2", "obj-3"]
+        for pid in pids:
+            self.processor(gw, pid, capacity=8)
+        self.inject(1920, 480)
+        wait_for(lambda: sum(self.added(ready(p)) for p in pids) == 1920, 20, what="1920 frames")
+        cams = self.camera_map(pids)
+        split = {c: dict(v) for c, v in cams.items() if len(v) > 1}
+        self.assertEqual(split, {}, "cameras split across processors at light load")
+        self.assertEqual(len(cams), 16)
+        self.assertGreater(len({next(iter(v)) for v in cams.values()}), 1, "not hashing")
+        self.assertEqual(self.moves(gw), {"spill": 0, "return": 0, "membership": 0})
+
+    def test_consistent_hash_moves_whole_cameras_off_an_overloaded_processor(self):
+        """One processor stops reading: once its backlog is past its capacity and
+        the bound, its cameras move away whole (each to one other processor) and
+        the moves are counted; when it drains they come back."""
+        gw = self.gateway(ROUTING_STRATEGY="consistent_hash")
+        pids = ["hot-1", "hot-2", "hot-3"]
+        # Not health-tracked: a stopped one stays healthy, only its backlog grows.
+        procs = {pid: self.processor(gw, pid, capacity=4, heartbeat_ms=0) for pid in pids}
+        self.inject(480, 480, seed=2)
+        wait_for(lambda: sum(self.added(ready(p)) for p in pids) == 480, 20, what="480 frames")
+        home = {c: next(iter(v)) for c, v in self.camera_map(pids).items()}
+        victim = "hot-1"
+        theirs = {c for c, p in home.items() if p == victim}
+        self.assertTrue(theirs, "hot-1 has no camera: %s" % home)
+
+        procs[victim].send_signal(19)  # SIGSTOP: it stops reading, its backlog grows
+        self.addCleanup(lambda: procs[victim].send_signal(18))
+        mark = self.last_ids(pids)
+        self.inject(960, 240, seed=3)
+        wait_for(lambda: sum(self.added(ready(p)) for p in pids) == 1440, 20, what="960 more")
+        moved = self.moves(gw)
+        self.assertEqual(moved["spill"], len(theirs), "one spill per camera of the stopped one")
+        after = self.camera_map(pids, since=mark)
+        for c in theirs:
+            away = {p: n for p, n in after[c].items() if p != victim}
+            self.assertEqual(len(away), 1, "camera %s did not move whole: %s" % (c, dict(after[c])))
+        for c in set(home) - theirs:
+            self.assertEqual(set(after[c]), {home[c]}, "camera %s moved though its processor "
+                             "kept up" % c)
+
+        procs[victim].send_signal(18)  # SIGCONT: it drains
+        wait_for(lambda: gw.get(P + "/" + victim)[2]["queue_depth"] <= 1, 20,
+                 what="the stopped processor to drain")
+        time.sleep(2.5)  # a moved camera returns no sooner than 2 s after it left
+        mark = self.last_ids(pids)
+        self.inject(480, 240, seed=4)
+        wait_for(lambda: sum(self.added(ready(p)) for p in pids) == 1920, 20, what="480 more")
+        back = self.camera_map(pids, since=mark)
+        for c in theirs:
+            self.assertEqual(set(back[c]), {victim}, "camera %s did not come back" % c)
+        self.assertEqual(self.moves(gw)["return"], len(theirs))
 
 
 if __name__ == "__main__":
