@@ -185,8 +185,16 @@ class NatsClusterTest(IntegrationTest):
                 except (NatsError, JetStreamError):
                     return False
             wait_for(added, 30, interval=0.5, what="a pull consumer on FRAMES")
-            for m in js.fetch_all("FRAMES", "w-" + pid, batch=5000, idle=1.0):
-                count[m.json()["frame_id"]] += 1
+        # A consumer just created on a cluster that lost a node may have no
+        # leader yet: its first pulls then come back empty for a while
+        # (fetch_all stops at the first empty pull). Pull until every stored
+        # message was seen; acked ones are gone (work queue), so a message
+        # seen twice is a real duplicate.
+        deadline = time.monotonic() + 60
+        while sum(count.values()) < 10 + self.N and time.monotonic() < deadline:
+            for pid in ("jc-1", "jc-2"):
+                for m in js.fetch_all("FRAMES", "w-" + pid, batch=5000, idle=1.0):
+                    count[m.json()["frame_id"]] += 1
         ids = {f["frame_id"] for f in want}
         dups = sorted(fid for fid, c in count.items() if c > 1)
         missing = sorted(ids - set(count))

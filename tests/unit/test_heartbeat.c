@@ -105,10 +105,13 @@ static void record_updates_live_state(void **state)
   struct fb_registry *reg;
   static struct fb_metrics m;
   assert_int_equal(fb_registry_create(&reg), 0);
-  fb_registry_put(reg,
-                  test_proc_from_text("{\"id\":\"remote\",\"capabilities\":[\"person\"],"
-                                      "\"capacity\":4,\"queue\":\"\",\"transport\":\"nats\"}"));
-  fb_registry_put(reg, test_proc("local", "person", NULL, 1));
+  struct fb_proc *rp = test_proc_from_text("{\"id\":\"remote\",\"capabilities\":[\"person\"],"
+                                           "\"capacity\":4,\"queue\":\"\",\"transport\":\"nats\"}");
+  struct fb_proc *lp = test_proc("local", "person", NULL, 1);
+  fb_registry_put(reg, rp); /* borrowed: the registry takes its own reference */
+  fb_registry_put(reg, lp);
+  fb_proc_release(rp);
+  fb_proc_release(lp);
 
   struct fb_heartbeat hb;
   assert_int_equal(
