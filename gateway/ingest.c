@@ -83,6 +83,7 @@ static void batch_free(struct batch *b)
   free(b->order);
   free(b->xadd_of);
   free(b->held);
+  free(b->fields);
   fb_buf_free(&b->tx);
 }
 
@@ -130,6 +131,7 @@ static void reset_pipeline(struct fb_ingest *g)
   g->nheld = 0; /* the recovery pass reads them again */
   g->resending = false;
   g->op_head = g->op_count = 0;
+  g->nawait = 0;
   g->read_in_flight = false;
   g->tx_in_flight = 0;
   g->claiming = false;
@@ -269,11 +271,38 @@ static int load_deliveries(struct fb_ingest *g, struct batch *b)
   freeReplyObject(rep);
   return 0;
 }
+/* Settles the queued batches and puts their transactions on the wire,
+ * oldest first. */
+static void settle_and_send(struct fb_ingest *g)
+{
+  int rc = ingest_settle(g);
+  size_t n = g->nawait;
+  g->nawait = 0;
+  if (rc) {
+    /* Out of memory: the entries stay pending and the recovery pass after
+     * a reconnect picks them up. */
+    ingest_lose_connection(g, "cannot build a hand-off");
+    return;
+  }
+  for (size_t q = 0; q < n; q++)
+    ingest_send_tx(g, g->await[q]);
+}
+
+/* Routes one batch and builds its transaction at once, on an empty
+ * pipeline (recovery, claims, held and blocked entries). */
+static int route_now(struct fb_ingest *g, struct batch *b)
+{
+  int rc = ingest_route_batch(g, b);
+  if (!rc) rc = ingest_settle(g);
+  g->nawait = 0;
+  return rc;
+}
+
 /* Routes and hands off one batch synchronously (recovery and claims). */
 static int hand_off_now(struct fb_ingest *g, struct batch *b)
 {
   if (load_deliveries(g, b)) return -EIO;
-  if (ingest_route_batch(g, b)) {
+  if (route_now(g, b)) {
     fb_error("ingest", "cannot build the hand-off of %zu entries; retrying", b->n);
     return -ENOMEM;
   }
@@ -286,7 +315,7 @@ static void retry_blocked(struct fb_ingest *g)
 {
   fb_sleep_ms(BLOCK_RETRY_MS);
   struct batch *b = g->blocked[0];
-  if (ingest_route_batch(g, b)) {
+  if (route_now(g, b)) {
     ingest_lose_connection(g, "cannot build a hand-off");
     return;
   }
@@ -513,6 +542,9 @@ static void live_step(struct fb_ingest *g)
   }
   if (g->nheld && !g->resending && ingest_sinks_up(g) && fb_mono_ms() >= g->next_resend_ms)
     g->resending = true;
+  /* Queued batches wait for their sinks only while another read is on its
+   * way: never across a blocking read, an idle input or a pause. */
+  if (g->nawait && !g->read_in_flight) settle_and_send(g);
   if (!stopping && !g->claiming && !g->resending && !g->nblocked && !g->read_in_flight &&
       g->tx_in_flight < MAX_TX && (!g->idle || g->op_count == 0))
     send_read(g, true);
@@ -555,18 +587,18 @@ static void live_step(struct fb_ingest *g)
     if (ingest_flush(g)) return;
   }
   if (ingest_route_batch(g, b)) {
-    /* Cannot build it (out of memory): the entries stay pending and the
-     * recovery pass after a reconnect picks them up. */
+    /* Out of memory: the entries stay pending and the recovery pass after
+     * a reconnect picks them up. */
     ingest_lose_connection(g, "cannot build a hand-off");
     return;
   }
-  ingest_send_tx(g, b);
+  if (!ingest_awaits_sinks(g) || g->nawait == MAX_AWAIT) settle_and_send(g);
 }
 
 static void *run(void *arg)
 {
   struct fb_ingest *g = arg;
-  while (!atomic_load(&g->stop) || g->op_count) {
+  while (!atomic_load(&g->stop) || g->op_count || g->nawait) {
     /* The primary moved: what is in flight went to the old one. The
      * recovery pass re-reads our pending entries on the new one. */
     if (fb_redis_is_stale(&g->redis)) ingest_lose_connection(g, "the Redis primary moved");
@@ -575,7 +607,8 @@ static void *run(void *arg)
       fb_sleep_ms(50);
       continue;
     }
-    if (g->nblocked && !g->op_count && g->phase != PHASE_SETUP) {
+    bool drained = !g->op_count && !g->nawait;
+    if (g->nblocked && drained && g->phase != PHASE_SETUP) {
       retry_blocked(g);
       continue;
     }
@@ -585,16 +618,16 @@ static void *run(void *arg)
       break;
     case PHASE_RECOVER: recover_step(g); break;
     case PHASE_LIVE:
-      if (!g->op_count) touch_held(g);
-      if (g->resending && !g->op_count)
+      if (drained) touch_held(g);
+      if (g->resending && drained)
         resend_step(g);
-      else if (g->claiming && !g->op_count)
+      else if (g->claiming && drained)
         claim_step(g);
       else
         live_step(g);
       break;
     }
-    if (atomic_load(&g->stop) && !g->op_count) break;
+    if (atomic_load(&g->stop) && !g->op_count && !g->nawait) break;
   }
   return NULL;
 }
@@ -647,6 +680,5 @@ void fb_ingest_stop(struct fb_ingest *g)
   fb_sinks_destroy(&g->sinks);
   fb_snapshot_release(g->snap);
   free(g->held_ids);
-  free(g->fields);
   free(g);
 }

@@ -30,8 +30,9 @@
 #define BLOCK_MS          1000         /* XREADGROUP BLOCK when idle */
 #define REDIS_TIMEOUT_MS  5000         /* must exceed BLOCK_MS */
 #define CLAIM_INTERVAL_MS 5000         /* how often to look for abandoned entries */
-#define MAX_TX            2            /* transactions in flight */
-#define NBATCH            (MAX_TX + 1) /* batches: in flight, plus the one being read */
+#define MAX_TX            2 /* transactions in flight */
+#define MAX_AWAIT         4 /* routed batches waiting for their sinks' confirmations */
+#define NBATCH            (MAX_TX + 1 + MAX_AWAIT) /* batches: in flight, awaiting, being read */
 #define TX_MAX_BYTES      (256u << 20) /* a batch of 64 KiB entries fits easily */
 #define HELD_MAX          65536        /* remote entries waiting for NATS, remembered */
 #define TX_RETRIES        3            /* then reconnect and re-read from the PEL */
@@ -50,6 +51,8 @@ struct batch {
   int64_t *deliveries; /* per entry, when known (recovered or claimed) */
   bool have_deliveries;
   struct fb_frame *frames;
+  struct fb_field *fields; /* every field of its entries; frames point into it */
+  size_t fields_cap;
   int32_t *outcome; /* >= 0: processor index; < 0: FB_OUTCOME_DLQ(reason) */
   uint32_t *order;  /* hand-off order: higher priority first */
   int32_t *xadd_of; /* entry -> its XADD's index in the transaction, or -1 */
@@ -61,6 +64,7 @@ struct batch {
   bool has_tx;     /* false when there was nothing to write */
   struct fb_snapshot *snap;
   uint64_t read_ns;
+  int64_t wall_ms; /* when it was routed */
   struct fb_buf tx; /* the transaction, kept for a resend */
   int attempts;
 };
@@ -106,6 +110,14 @@ struct fb_ingest {
   int resend_backoff_ms;
   bool held_overflow_said;
 
+  /* Routed batches, oldest first, whose transactions are not built or sent
+   * yet: their frames outside Redis wait for their sinks' confirmations
+   * (JetStream's acks), and the batches after them wait their turn, so
+   * that every processor gets its frames in order. */
+  struct batch *await[MAX_AWAIT];
+  size_t nawait;
+  bool sink_sent[FB_SINKS_MAX]; /* sinks sent to since the last settle */
+
   struct op ops[NBATCH + 1]; /* FIFO of replies we wait for */
   size_t op_head, op_count;
   bool read_in_flight;
@@ -113,8 +125,6 @@ struct fb_ingest {
   struct batch batches[NBATCH];
 
   struct fb_snapshot *snap;
-  struct fb_field *fields; /* all fields of the batch being routed */
-  size_t fields_cap;
   char read_block[512], read_now[512]; /* ready-made XREADGROUP commands */
   size_t read_block_len, read_now_len;
   uint64_t recovered;
@@ -134,9 +144,16 @@ int ingest_flush(struct fb_ingest *g);
 redisReply *ingest_get_reply(struct fb_ingest *g);
 
 /* ingest_route.c */
-/* Routes every entry of `b` and builds its transaction in b->tx. Returns 0,
- * or a negative errno when the transaction cannot be built. */
+/* Routes every entry of `b`, sends its frames that leave Redis, and queues
+ * it in g->await for ingest_settle. Returns 0, or -ENOMEM (not queued). */
 int ingest_route_batch(struct fb_ingest *g, struct batch *b);
+/* True when a queued batch has frames its sinks have not confirmed yet. */
+bool ingest_awaits_sinks(const struct fb_ingest *g);
+/* Waits for the sinks' confirmations of the queued batches (holding the
+ * frames that did not make it) and builds each one's transaction in its
+ * b->tx. The caller sends them in order and empties g->await. Returns 0,
+ * or a negative errno when a transaction cannot be built. */
+int ingest_settle(struct fb_ingest *g);
 /* True when every sink can take frames (held ones are worth sending again). */
 bool ingest_sinks_up(const struct fb_ingest *g);
 

@@ -17,19 +17,20 @@
 
 /* ================================================================ routing */
 
-/* Makes sure the field pool can hold every field of the batch. */
-static int reserve_fields(struct fb_ingest *g, const struct batch *b)
+/* Makes sure the batch's field pool can hold every field of its entries
+ * (each batch has its own: a queued batch's frames point into it). */
+static int reserve_fields(struct batch *b)
 {
   size_t total = 0;
   for (size_t i = 0; i < b->n; i++) {
     const redisReply *fv = b->entries[i]->element[1];
     if (fv->type == REDIS_REPLY_ARRAY) total += fv->elements / 2;
   }
-  if (total <= g->fields_cap) return 0;
-  struct fb_field *nf = realloc(g->fields, total * sizeof *nf);
+  if (total <= b->fields_cap) return 0;
+  struct fb_field *nf = realloc(b->fields, total * sizeof *nf);
   if (!nf) return -ENOMEM;
-  g->fields = nf;
-  g->fields_cap = total;
+  b->fields = nf;
+  b->fields_cap = total;
   return 0;
 }
 
@@ -39,47 +40,58 @@ static struct fb_sink *sink_of(const struct fb_ingest *g, const struct batch *b,
   return g->sinks.by_index[b->snap->procs[b->outcome[i]]->transport];
 }
 
+/* Sends the batch's frames that leave Redis, in hand-off order. One whose
+ * send failed is held: not acked, so it stays pending and is sent again
+ * later. */
+static void send_outside(struct fb_ingest *g, struct batch *b)
+{
+  for (size_t k = 0; k < b->n; k++) {
+    size_t i = b->order[k];
+    if (b->held[i] || b->outcome[i] < 0) continue;
+    struct fb_sink *sink = sink_of(g, b, i);
+    if (sink->ops->stage) continue; /* written in the transaction */
+    g->sink_sent[b->snap->procs[b->outcome[i]]->transport] = true;
+    if (sink->ops->send(sink, b->snap->procs[b->outcome[i]], &b->frames[i]))
+      b->held[i] = FB_HOLD_SINK;
+  }
+}
+
 /* A commit of sink `sink` says frame `frame_id` did not make it: hold every
- * entry of the batch carrying it to that sink. */
+ * queued entry carrying it to that sink. */
 struct held_ctx {
-  const struct fb_ingest *g;
-  struct batch *b;
+  struct fb_ingest *g;
   const struct fb_sink *sink;
 };
 
 static void hold_frame(void *ctx, const char *frame_id)
 {
   struct held_ctx *h = ctx;
-  for (size_t i = 0; i < h->b->n; i++)
-    if (h->b->outcome[i] >= 0 && sink_of(h->g, h->b, i) == h->sink &&
-        fb_str_eq(h->b->frames[i].frame_id, frame_id))
-      h->b->held[i] = FB_HOLD_SINK;
+  for (size_t q = 0; q < h->g->nawait; q++) {
+    struct batch *b = h->g->await[q];
+    for (size_t i = 0; i < b->n; i++)
+      if (b->outcome[i] >= 0 && sink_of(h->g, b, i) == h->sink &&
+          fb_str_eq(b->frames[i].frame_id, frame_id))
+        b->held[i] = FB_HOLD_SINK;
+  }
 }
 
-/* Sends the batch's frames that leave Redis, in hand-off order, and waits
- * for what their sinks must confirm. A frame that did not make it is held:
- * not acked, so it stays pending and is sent again later (JetStream drops
- * the duplicate if it had in fact stored it). */
-static void send_outside(struct fb_ingest *g, struct batch *b)
+/* The fate of what `sink` sent is unknown: hold all of it. */
+static void hold_all(struct fb_ingest *g, const struct fb_sink *sink)
 {
-  bool sent[FB_SINKS_MAX] = {false};
-  for (size_t k = 0; k < b->n; k++) {
-    size_t i = b->order[k];
-    if (b->held[i] || b->outcome[i] < 0) continue;
-    struct fb_sink *sink = sink_of(g, b, i);
-    if (sink->ops->stage) continue; /* written in the transaction */
-    sent[b->snap->procs[b->outcome[i]]->transport] = true;
-    if (sink->ops->send(sink, b->snap->procs[b->outcome[i]], &b->frames[i]))
-      b->held[i] = FB_HOLD_SINK;
-  }
-  for (int k = 0; k < g->sinks.n; k++) {
-    struct fb_sink *sink = g->sinks.by_index[k];
-    if (!sent[k]) continue;
-    struct held_ctx h = {g, b, sink};
-    if (sink->ops->commit(sink, hold_frame, &h)) continue;
-    for (size_t i = 0; i < b->n; i++) /* fate unknown: hold them all */
+  for (size_t q = 0; q < g->nawait; q++) {
+    struct batch *b = g->await[q];
+    for (size_t i = 0; i < b->n; i++)
       if (b->outcome[i] >= 0 && sink_of(g, b, i) == sink) b->held[i] = FB_HOLD_SINK;
   }
+}
+
+bool ingest_awaits_sinks(const struct fb_ingest *g)
+{
+  for (int k = 0; k < g->sinks.n; k++)
+    if (g->sink_sent[k] && g->sinks.by_index[k]->ops->unconfirmed &&
+        g->sinks.by_index[k]->ops->unconfirmed(g->sinks.by_index[k]))
+      return true;
+  return false;
 }
 
 /* True when every sink can take frames (held ones are worth sending again). */
@@ -160,7 +172,7 @@ static void parse_batch(struct fb_ingest *g, struct batch *b)
       memset(f, 0, sizeof *f); /* no fields: gone from the stream */
       continue;
     }
-    struct fb_field *fl = &g->fields[used];
+    struct fb_field *fl = &b->fields[used];
     size_t nf = fv->elements / 2;
     for (size_t k = 0; k < nf; k++) {
       fl[k].name = (struct fb_str){fv->element[2 * k]->str, fv->element[2 * k]->len};
@@ -219,12 +231,15 @@ static int build_handoff(struct fb_ingest *g, struct batch *b, int64_t wall)
   return rc;
 }
 
-/* Routes every entry of `b` and builds its transaction in b->tx: adopt the
- * state of now, parse, dispatch, send what leaves Redis, build the rest. */
+/* Routes every entry of `b`: adopt the state of now, parse, dispatch, send
+ * what leaves Redis; the rest is written by its transaction (ingest_settle). */
 int ingest_route_batch(struct fb_ingest *g, struct batch *b)
 {
-  if (reserve_fields(g, b)) return -ENOMEM;
+  if (reserve_fields(b)) return -ENOMEM;
+  g->await[g->nawait++] = b;
+  b->has_tx = false;
   int64_t wall = fb_wall_ms();
+  b->wall_ms = wall;
   adopt(g, b, wall);
   parse_batch(g, b);
   struct fb_dispatch d = {.n = b->n,
@@ -245,5 +260,21 @@ int ingest_route_batch(struct fb_ingest *g, struct batch *b)
                                 memory_order_relaxed);
   b->in_flight = true;
   send_outside(g, b);
-  return build_handoff(g, b, wall);
+  return 0;
+}
+
+int ingest_settle(struct fb_ingest *g)
+{
+  for (int k = 0; k < g->sinks.n; k++) {
+    struct fb_sink *sink = g->sinks.by_index[k];
+    if (!g->sink_sent[k]) continue;
+    g->sink_sent[k] = false;
+    struct held_ctx h = {g, sink};
+    if (!sink->ops->commit(sink, hold_frame, &h)) hold_all(g, sink);
+  }
+  for (size_t q = 0; q < g->nawait; q++) {
+    int rc = build_handoff(g, g->await[q], g->await[q]->wall_ms);
+    if (rc) return rc;
+  }
+  return 0;
 }

@@ -254,6 +254,11 @@ static bool is_up(const struct fb_sink *s)
   return fb_nats_is_connected(((const struct nats_sink *)s)->nats);
 }
 
+static bool unconfirmed(const struct fb_sink *sink)
+{
+  return ((const struct nats_sink *)sink)->published_since_complete > 0;
+}
+
 static bool commit(struct fb_sink *sink, void (*held)(void *ctx, const char *frame_id), void *ctx)
 {
   struct nats_sink *s = (struct nats_sink *)sink;
@@ -271,4 +276,5 @@ const struct fb_sink_ops fb_sink_nats = {
     .is_up = is_up,
     .send = send_one,
     .commit = commit,
+    .unconfirmed = unconfirmed,
 };

@@ -44,6 +44,7 @@ struct fb_sink_ops {
   /* Its frames wait in a queue until the processor takes them, so they count
    * in the processor's depth until the next reading of it. */
   bool queues;
+
   /* Returns 0 and a new sink, or a negative errno. */
   int (*create)(struct fb_sink **out, const struct fb_sink_env *env);
   void (*destroy)(struct fb_sink *s);
@@ -56,11 +57,15 @@ struct fb_sink_ops {
                 const struct fb_frame *f);
   /* Outside Redis: sends one frame. 0, or a negative errno: it is held. */
   int (*send)(struct fb_sink *s, const struct fb_proc *p, const struct fb_frame *f);
-  /* Outside Redis, after the batch's sends: waits for what must be confirmed
-   * before its source is acked, and calls held(ctx, frame_id) for each frame
-   * that was not. Returns false when the batch's fate is unknown (then all of
-   * its frames for this sink are held). */
+  /* Outside Redis, after one or more batches' sends: waits for what must be
+   * confirmed before their sources are acked, and calls held(ctx, frame_id)
+   * for each frame that was not. Returns false when their fate is unknown
+   * (then all of those frames are held). */
   bool (*commit)(struct fb_sink *s, void (*held)(void *ctx, const char *frame_id), void *ctx);
+  /* Outside Redis, optional: true while sends wait for a confirmation that
+   * commit would wait for (JetStream's acks). The ingest thread then lets a
+   * few batches' sends be confirmed together instead of waiting after each. */
+  bool (*unconfirmed)(const struct fb_sink *s);
 };
 
 /* Every sink a registration may name, in order; NULL-terminated. The first
