@@ -3,12 +3,14 @@
  * gateway, time until all N reach the processors (their Redis streams, or
  * NATS: core subjects or JetStream stream FRAMES). latency: inject at a rate
  * and time each frame from XADD to arrival. baseline: the same routing as a
- * bare hand-written Redis loop, no gateway. heartbeats: P processors
+ * bare hand-written loop, no gateway: XADDs to the Redis streams, or NATS
+ * publishes with the gateway's payload and headers. heartbeats: P processors
  * heartbeating on NATS, and the gateway's CPU use meanwhile.
  * Threads: the main thread does setup, injection, publishing and polling; in
  * latency mode a reader thread (its own Redis connection) consumes the target
- * streams (they share `struct lat_reader`); in core NATS throughput mode a
- * nats.c thread counts arrivals into the atomics of `struct nats_arrivals`.
+ * streams (they share `struct lat_reader`); in core NATS throughput and
+ * baseline modes a nats.c thread counts arrivals into the atomics of
+ * `struct nats_arrivals`.
  * It DELETES keys (input stream, frames:dlq, the registry) and the JetStream
  * stream FRAMES: use a Redis and a NATS you own.
  */
@@ -102,6 +104,21 @@ static void on_signal(int sig)
 static void stream_name(char *out, size_t len, int64_t i)
 {
   snprintf(out, len, "frames:ready:" BENCH_PREFIX "%lld", (long long)i);
+}
+
+/* The bench processors' transport, as RESULT lines name it. */
+static const char *transport_name(const struct bench_config *cfg)
+{
+  return cfg->nats ? "nats" : cfg->null_sink ? "null" : "redis";
+}
+
+/* Where the bench processors' frames go, for the log. */
+static const char *targets_desc(const struct bench_config *cfg)
+{
+  return cfg->null_sink   ? "null sinks (counted as acked input)"
+         : !cfg->nats     ? "streams"
+         : cfg->jetstream ? "subjects, in JetStream stream " TK_JS_STREAM
+                          : "core NATS subjects";
 }
 
 /* Runs a command that must succeed; dies with the error otherwise. */
@@ -682,7 +699,8 @@ static void nats_arrivals_start(struct nats_arrivals *a, const struct bench_conf
   if (s == NATS_OK) s = js_DeleteStream(a->js, TK_JS_STREAM, NULL, &jerr);
   if (s == NATS_OK)
     tk_log("deleted JetStream stream " TK_JS_STREAM "%s",
-           cfg->jetstream ? " (the gateway creates it again)"
+           cfg->jetstream ? (cfg->mode == MODE_BASELINE ? " (created again for the run)"
+                                                        : " (the gateway creates it again)")
                           : ": it would have stored every core frame as well");
   else if (s != NATS_NOT_FOUND && jerr != JSStreamNotFoundErr)
     tk_die(1, "deleting JetStream stream " TK_JS_STREAM ": %s (error %d)",
@@ -753,6 +771,17 @@ static int64_t nats_arrivals_final(struct nats_arrivals *a, int64_t *lo, int64_t
     natsMsg_Destroy(m);
   }
   return n;
+}
+
+/* Logs the checked frames that break the remote-frame contract, if any, and
+ * returns whether there were. Main thread, after nats_arrivals_final(). */
+static bool nats_arrivals_bad(struct nats_arrivals *a)
+{
+  if (!atomic_load(&a->bad)) return false;
+  tk_log("%lld of %lld checked remote frames break README: Remote processors and NATS; the "
+         "first: %s",
+         (long long)atomic_load(&a->bad), (long long)atomic_load(&a->checked), a->why);
+  return true;
 }
 
 /* Unsubscribes, purges FRAMES unless `keep`, and disconnects. */
@@ -828,10 +857,6 @@ static int run_throughput(const struct bench_config *cfg)
   create_input_group(c, cfg);
   preload(c, cfg);
   if (interrupted) tk_die(130, "interrupted");
-  const char *where = cfg->null_sink   ? "null sinks (counted as acked input)"
-                      : !cfg->nats     ? "streams"
-                      : cfg->jetstream ? "subjects, in JetStream stream " TK_JS_STREAM
-                                       : "core NATS subjects";
 
   struct gateway_proc gws[BENCH_MAX_REPLICAS];
   const int nrep = (int)cfg->replicas;
@@ -849,7 +874,7 @@ static int run_throughput(const struct bench_config *cfg)
   }
   struct gateway_proc *gw = &gws[0];
   tk_log("waiting for %lld frames on %lld %s", (long long)cfg->frames, (long long)cfg->processors,
-         where);
+         targets_desc(cfg));
 
   int64_t t_first = 0, t_routed = 0, t_acked = 0, sum = 0, dlq = 0, pending = -1, lag = -1;
   long long t_routed_ticks = -1;
@@ -935,17 +960,9 @@ static int run_throughput(const struct bench_config *cfg)
     sum = targets_len(c, cfg, &dlq, &lo, &hi);
   }
   int status = 0;
-  const char *transport = cfg->nats        ? "nats"
-                          : cfg->null_sink ? "null"
-                                           : "redis",
-             *js = cfg->jetstream ? "true" : "false";
+  const char *transport = transport_name(cfg), *js = cfg->jetstream ? "true" : "false";
   if (!error && foreign_consumers(c, cfg, BENCH_CONSUMER) > 0) error = "foreign_consumer";
-  if (cfg->nats && atomic_load(&na.bad)) {
-    tk_log("%lld of %lld checked remote frames break README: Remote processors and NATS; the "
-           "first: %s",
-           (long long)atomic_load(&na.bad), (long long)atomic_load(&na.checked), na.why);
-    status = 1;
-  }
+  if (cfg->nats && nats_arrivals_bad(&na)) status = 1;
   if (error) {
     if (strcmp(error, "gateway_exited") == 0)
       tk_log("the gateway exited (%s) after %.2f s with %lld of %lld frames routed", how,
@@ -1014,6 +1031,10 @@ static int run_throughput(const struct bench_config *cfg)
 
 /* ================================================================ baseline */
 
+#define BENCH_JS_ACK_WAIT_MS    5000  /* as the gateway waits for a batch's JetStream acks */
+#define BENCH_JS_MAX_PENDING    65536 /* JetStream publishes awaiting their ack, as the gateway */
+#define BENCH_DEFAULTS_JSON_MAX 128   /* the defaults below as JSON members */
+
 /* An argv under construction; `cap` is checked by the caller. */
 struct argvec {
   const char **v;
@@ -1028,33 +1049,316 @@ static void push(struct argvec *a, const char *s, size_t len)
   a->n++;
 }
 
-/* The gateway's job done by hand, as fast as plain Redis allows: pipelined
- * XREADGROUP of `batch` entries, XADD of each to the next stream in turn
- * (with the fields the gateway adds), one XACK per batch, and the next
- * XREADGROUP in the same round trip, with `inflight` reads outstanding. No
- * JSON parsing, validation or capability matching: a ceiling, not a rival.
- * With --atomic each batch's XADDs and XACK are wrapped in MULTI/EXEC, like
- * the gateway's atomic hand-off. */
+/* The fields the gateway adds for processors when a frame lacks them (README:
+ * Delivery guarantees), in its order. */
+static const struct {
+  const char *name, *value;
+} frame_defaults[] = {{"priority", "0"}, {"storage_path", ""}, {"storage_backend", "redis"}};
+#define BENCH_NDEFAULTS (sizeof frame_defaults / sizeof frame_defaults[0])
+
+/* The bit of the default that field `name` supplies, or 0. */
+static unsigned default_bit(const redisReply *name)
+{
+  for (size_t d = 0; d < BENCH_NDEFAULTS; d++)
+    if (strcmp(name->str, frame_defaults[d].name) == 0) return 1u << d;
+  return 0;
+}
+
+/* The bare loop: where the next frame goes (the processors in turn) and what
+ * sending one takes, by transport. Main thread. */
+struct baseline {
+  const struct bench_config *cfg;
+  redisContext *c;
+  int64_t next; /* the processor of the next frame */
+  /* Redis: one XADD a frame to frames:ready:bench-<i> */
+  char (*streams)[96];
+  const char **argv; /* 6 words of command, at most 100 field pairs, 3 defaults */
+  size_t *argvlen;
+  char maxq[24];
+  /* NATS: one publish a frame on frames.ready.bench-<i> */
+  natsConnection *nc; /* our own, as the gateway has its own */
+  jsCtx *js;          /* NULL: core NATS */
+  char (*subjects)[64];
+  char *payload; /* one frame's JSON, reused */
+  size_t payload_cap;
+};
+
+/* Queues the XADD of one entry's fields to the next stream in turn, with the
+ * defaults the gateway adds. */
+static void baseline_xadd(struct baseline *b, const redisReply *fields)
+{
+  struct argvec a = {.v = b->argv, .len = b->argvlen};
+  const char *target = b->streams[b->next];
+  b->next = (b->next + 1) % b->cfg->processors;
+  push(&a, "XADD", 4);
+  push(&a, target, strlen(target));
+  push(&a, "MAXLEN", 6);
+  push(&a, "~", 1);
+  push(&a, b->maxq, strlen(b->maxq));
+  push(&a, "*", 1);
+  unsigned have = 0;
+  for (size_t k = 0; k + 1 < fields->elements; k += 2) {
+    const redisReply *f = fields->element[k], *val = fields->element[k + 1];
+    have |= default_bit(f);
+    push(&a, f->str, (size_t)f->len);
+    push(&a, val->str, (size_t)val->len);
+  }
+  for (size_t d = 0; d < BENCH_NDEFAULTS; d++)
+    if (!(have & 1u << d)) {
+      push(&a, frame_defaults[d].name, strlen(frame_defaults[d].name));
+      push(&a, frame_defaults[d].value, strlen(frame_defaults[d].value));
+    }
+  redisAppendCommandArgv(b->c, a.n, a.v, a.len);
+}
+
+/* Writes `s` as a JSON string at `o`, escaped as the gateway escapes, and
+ * returns the end. The caller makes room for 6 bytes a byte plus 2. */
+static char *put_json_string(char *o, const char *s, size_t n)
+{
+  static const char hex[] = "0123456789abcdef";
+  size_t run = 0; /* bytes copied verbatim in one go */
+  *o++ = '"';
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') {
+      run++;
+      continue;
+    }
+    memcpy(o, s + i - run, run);
+    o += run;
+    run = 0;
+    *o++ = '\\';
+    switch (c) {
+    case '"': *o++ = '"'; break;
+    case '\\': *o++ = '\\'; break;
+    case '\n': *o++ = 'n'; break;
+    case '\r': *o++ = 'r'; break;
+    case '\t': *o++ = 't'; break;
+    default:
+      memcpy(o, "u00", 3);
+      o[3] = hex[c >> 4];
+      o[4] = hex[c & 15];
+      o += 5;
+      break;
+    }
+  }
+  memcpy(o, s + n - run, run);
+  o += run;
+  *o++ = '"';
+  return o;
+}
+
+/* One entry's frame as the gateway publishes it (README: Remote processors
+ * and NATS): a JSON object of its fields, then the defaults it lacks, in
+ * b->payload. Returns the length. */
+static size_t frame_json(struct baseline *b, const redisReply *fields)
+{
+  size_t need = 2 + BENCH_DEFAULTS_JSON_MAX;
+  for (size_t k = 0; k < fields->elements; k++)
+    need += 6 * (size_t)fields->element[k]->len + 4;
+  if (need > b->payload_cap) {
+    char *p = realloc(b->payload, need);
+    if (!p) tk_die(1, "out of memory");
+    b->payload = p;
+    b->payload_cap = need;
+  }
+  char *o = b->payload;
+  *o++ = '{';
+  unsigned have = 0;
+  for (size_t k = 0; k + 1 < fields->elements; k += 2) {
+    const redisReply *f = fields->element[k], *val = fields->element[k + 1];
+    have |= default_bit(f);
+    if (k) *o++ = ',';
+    o = put_json_string(o, f->str, (size_t)f->len);
+    *o++ = ':';
+    o = put_json_string(o, val->str, (size_t)val->len);
+  }
+  for (size_t d = 0; d < BENCH_NDEFAULTS; d++)
+    if (!(have & 1u << d)) {
+      *o++ = ',';
+      o = put_json_string(o, frame_defaults[d].name, strlen(frame_defaults[d].name));
+      *o++ = ':';
+      o = put_json_string(o, frame_defaults[d].value, strlen(frame_defaults[d].value));
+    }
+  *o++ = '}';
+  return (size_t)(o - b->payload);
+}
+
+/* The string value of member `key` in the JSON object text `obj`, and its
+ * length; NULL when there is none. A plain search, not a parser: enough for
+ * the trace_context of the frames fb-bench writes. */
+static const char *json_member_str(const char *obj, size_t n, const char *key, size_t *len)
+{
+  const char *end = obj + n;
+  size_t kn = strlen(key);
+  for (const char *p = obj; (p = memmem(p, (size_t)(end - p), key, kn)); p += kn) {
+    if (p == obj || p[-1] != '"' || p + kn >= end || p[kn] != '"') continue;
+    const char *q = p + kn + 1;
+    while (q < end && (*q == ' ' || *q == ':'))
+      q++;
+    if (q == end || *q != '"') return NULL;
+    const char *close = memchr(q + 1, '"', (size_t)(end - q - 1));
+    if (!close) return NULL;
+    *len = (size_t)(close - q - 1);
+    return q + 1;
+  }
+  return NULL;
+}
+
+/* The traceparent the gateway sends with a frame: its traceparent field, or
+ * one made of trace_context's trace_id and span_id. False when neither. */
+static bool frame_traceparent(const redisReply *fields, char *out, size_t n)
+{
+  const redisReply *tp = tk_reply_field(fields, "traceparent");
+  if (tp && tp->type == REDIS_REPLY_STRING && (size_t)tp->len < n) {
+    memcpy(out, tp->str, (size_t)tp->len + 1);
+    return true;
+  }
+  const redisReply *tc = tk_reply_field(fields, "trace_context");
+  if (!tc || tc->type != REDIS_REPLY_STRING) return false;
+  size_t tl = 0, sl = 0;
+  const char *tid = json_member_str(tc->str, (size_t)tc->len, "trace_id", &tl);
+  const char *sid = json_member_str(tc->str, (size_t)tc->len, "span_id", &sl);
+  if (!tid || !sid || tl != 32 || sl != 16) return false;
+  snprintf(out, n, "00-%.32s-%.16s-01", tid, sid);
+  return true;
+}
+
+/* Publishes one entry's frame on the next subject in turn, with the
+ * gateway's payload and headers: core NATS, or JetStream asynchronously. */
+static void baseline_publish(struct baseline *b, const redisReply *fields)
+{
+  size_t len = frame_json(b, fields);
+  const redisReply *id = tk_reply_field(fields, "frame_id");
+  const char *subject = b->subjects[b->next];
+  b->next = (b->next + 1) % b->cfg->processors;
+  char tp[128], err[256];
+  natsMsg *msg = NULL;
+  natsStatus s = natsMsg_Create(&msg, subject, NULL, b->payload, (int)len);
+  if (s == NATS_OK)
+    s = natsMsgHeader_Set(msg, "Nats-Msg-Id", id && id->type == REDIS_REPLY_STRING ? id->str : "");
+  if (s == NATS_OK && frame_traceparent(fields, tp, sizeof tp))
+    s = natsMsgHeader_Set(msg, "traceparent", tp);
+  if (s == NATS_OK)
+    s = b->js ? js_PublishMsgAsync(b->js, &msg, NULL) /* takes msg on success */
+              : natsConnection_PublishMsg(b->nc, msg);
+  natsMsg_Destroy(msg);
+  if (s != NATS_OK) tk_die(1, "publishing on %s: %s", subject, tk_nats_err(s, err, sizeof err));
+}
+
+/* JetStream: waits for the acks of the batch's publishes, as the gateway does
+ * before its XACK. */
+static void baseline_js_complete(struct baseline *b)
+{
+  char err[256];
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = BENCH_JS_ACK_WAIT_MS;
+  natsStatus s = js_PublishAsyncComplete(b->js, &po);
+  if (s != NATS_OK)
+    tk_die(1, "JetStream acks did not all arrive: %s", tk_nats_err(s, err, sizeof err));
+}
+
+/* Creates stream FRAMES as the gateway does when it is missing (README:
+ * Remote processors and NATS): frames.ready.>, work-queue retention, file
+ * storage, a 2-minute duplicate window, one replica. */
+static void create_frames_stream(jsCtx *js)
+{
+  char err[256];
+  const char *subjects[] = {"frames.ready.>"};
+  jsStreamConfig sc;
+  jsStreamConfig_Init(&sc);
+  sc.Name = TK_JS_STREAM;
+  sc.Subjects = subjects;
+  sc.SubjectsLen = 1;
+  sc.Retention = js_WorkQueuePolicy;
+  sc.Storage = js_FileStorage;
+  sc.Duplicates = INT64_C(120) * 1000000000;
+  sc.Replicas = 1;
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_AddStream(&si, js, &sc, NULL, &jerr);
+  if (s != NATS_OK)
+    tk_die(1, "creating JetStream stream " TK_JS_STREAM ": %s (error %d)",
+           tk_nats_err(s, err, sizeof err), (int)jerr);
+  jsStreamInfo_Destroy(si);
+}
+
+/* Sets up what sending takes: the target streams, or the publishing
+ * connection, the subjects and (JetStream) stream FRAMES. */
+static void baseline_open(struct baseline *b, const struct bench_config *cfg, redisContext *c)
+{
+  memset(b, 0, sizeof *b);
+  b->cfg = cfg;
+  b->c = c;
+  if (!cfg->nats) {
+    snprintf(b->maxq, sizeof b->maxq, "%lld", (long long)cfg->frames + 1000);
+    b->streams = calloc((size_t)cfg->processors, sizeof *b->streams);
+    b->argv = calloc(256, sizeof *b->argv);
+    b->argvlen = calloc(256, sizeof *b->argvlen);
+    if (!b->streams || !b->argv || !b->argvlen) tk_die(1, "out of memory");
+    for (int64_t i = 0; i < cfg->processors; i++)
+      stream_name(b->streams[i], sizeof b->streams[i], i);
+    return;
+  }
+  char err[512];
+  b->nc = tk_nats_connect(cfg->nats_url, "fb-bench baseline", false, err, sizeof err);
+  if (!b->nc) tk_die(1, "%s", err);
+  if (cfg->jetstream) {
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.PublishAsync.MaxPending = BENCH_JS_MAX_PENDING;
+    natsStatus s = natsConnection_JetStream(&b->js, b->nc, &jo);
+    if (s != NATS_OK) tk_die(1, "JetStream: %s", tk_nats_err(s, err, sizeof err));
+    create_frames_stream(b->js);
+  }
+  b->subjects = calloc((size_t)cfg->processors, sizeof *b->subjects);
+  if (!b->subjects) tk_die(1, "out of memory");
+  for (int64_t i = 0; i < cfg->processors; i++)
+    snprintf(b->subjects[i], sizeof b->subjects[i], "frames.ready." BENCH_PREFIX "%lld",
+             (long long)i);
+}
+
+static void baseline_close(struct baseline *b)
+{
+  free(b->streams);
+  free(b->argv);
+  free(b->argvlen);
+  jsCtx_Destroy(b->js);
+  tk_nats_close(b->nc, 1000);
+  free(b->subjects);
+  free(b->payload);
+  memset(b, 0, sizeof *b);
+}
+
+/* The gateway's job done by hand, as fast as plain Redis (and NATS) allow:
+ * pipelined XREADGROUP of `batch` entries; each frame to the next processor
+ * in turn, with the fields the gateway adds: an XADD to its stream, or with
+ * --transport nats one publish with the gateway's JSON payload and headers
+ * (--jetstream: asynchronous, and the batch's acks awaited before its XACK);
+ * one XACK per batch, and the next XREADGROUP in the same round trip, with
+ * `inflight` reads outstanding. No parsing, validation or capability
+ * matching: a ceiling, not a rival. NATS arrivals are counted as in
+ * throughput mode, and the time runs until the last one. With --atomic each
+ * batch's XADDs and XACK are wrapped in MULTI/EXEC, like the gateway's atomic
+ * hand-off. */
 static int run_baseline(const struct bench_config *cfg)
 {
   redisContext *c = connect_or_die(cfg, 10000);
+  struct nats_arrivals na = {0};
+  if (cfg->nats) nats_arrivals_start(&na, cfg);
   reset_keys(c, cfg);
   register_direct(c, cfg);
   create_input_group(c, cfg);
   preload(c, cfg);
   if (interrupted) tk_die(130, "interrupted");
 
-  char count[24], maxq[24];
+  struct baseline b;
+  baseline_open(&b, cfg, c);
+  char count[24];
   snprintf(count, sizeof count, "%lld", (long long)cfg->batch);
-  snprintf(maxq, sizeof maxq, "%lld", (long long)cfg->frames + 1000);
-  char(*streams)[96] = calloc((size_t)cfg->processors, sizeof *streams);
-  /* 6 words of command, at most 100 field pairs (checked below), 3 defaults */
-  const char **argv = calloc(256, sizeof *argv);
-  size_t *argvlen = calloc(256, sizeof *argvlen);
   const char **ack = calloc((size_t)cfg->batch + 3, sizeof *ack);
-  if (!streams || !argv || !argvlen || !ack) tk_die(1, "out of memory");
-  for (int64_t i = 0; i < cfg->processors; i++)
-    stream_name(streams[i], sizeof streams[i], i);
+  if (!ack) tk_die(1, "out of memory");
   const char *read_argv[] = {"XREADGROUP", "GROUP", cfg->group, BENCH_BASELINE_CONSUMER,
                              "COUNT",      count,   "STREAMS",  cfg->stream,
                              ">"};
@@ -1063,7 +1367,7 @@ static int run_baseline(const struct bench_config *cfg)
    * batch while we format the next. pre[] counts the write replies queued
    * ahead of each outstanding read, oldest at `head`. */
   size_t pre[BENCH_MAX_INFLIGHT], head = 0, outstanding = 0, trailing = 0;
-  int64_t routed = 0, next_target = 0, reads = 0;
+  int64_t routed = 0, reads = 0;
   bool exhausted = false;
   char err[512];
   const int64_t t0 = tk_mono_us();
@@ -1102,41 +1406,15 @@ static int run_baseline(const struct bench_config *cfg)
       const redisReply *fields = e->element[1];
       ack[3 + nack++] = e->element[0]->str;
       if (fields->type != REDIS_REPLY_ARRAY || fields->elements > 200) continue;
-      struct argvec a = {.v = argv, .len = argvlen};
-      const char *target = streams[next_target];
-      next_target = (next_target + 1) % cfg->processors;
-      push(&a, "XADD", 4);
-      push(&a, target, strlen(target));
-      push(&a, "MAXLEN", 6);
-      push(&a, "~", 1);
-      push(&a, maxq, strlen(maxq));
-      push(&a, "*", 1);
-      bool has_prio = false, has_path = false, has_backend = false;
-      for (size_t k = 0; k + 1 < fields->elements; k += 2) {
-        const redisReply *f = fields->element[k], *val = fields->element[k + 1];
-        if (strcmp(f->str, "priority") == 0) has_prio = true;
-        if (strcmp(f->str, "storage_path") == 0) has_path = true;
-        if (strcmp(f->str, "storage_backend") == 0) has_backend = true;
-        push(&a, f->str, (size_t)f->len);
-        push(&a, val->str, (size_t)val->len);
+      if (b.nc) {
+        baseline_publish(&b, fields);
+      } else {
+        baseline_xadd(&b, fields);
+        writes++;
       }
-      /* The defaults the gateway adds for processors (README: Delivery guarantees). */
-      if (!has_prio) {
-        push(&a, "priority", 8);
-        push(&a, "0", 1);
-      }
-      if (!has_path) {
-        push(&a, "storage_path", 12);
-        push(&a, "", 0);
-      }
-      if (!has_backend) {
-        push(&a, "storage_backend", 15);
-        push(&a, "redis", 5);
-      }
-      redisAppendCommandArgv(c, a.n, a.v, a.len);
-      writes++;
       routed++;
     }
+    if (b.js) baseline_js_complete(&b);
     redisAppendCommandArgv(c, (int)(3 + nack), ack, NULL);
     writes++;
     if (cfg->atomic) {
@@ -1152,30 +1430,52 @@ static int run_baseline(const struct bench_config *cfg)
     }
   }
   if (tk_redis_drain(c, trailing, err, sizeof err) < 0) tk_die(1, "Redis: %s", err);
+  int status = 0;
+  if (b.nc) {
+    natsStatus s = natsConnection_Flush(b.nc);
+    if (s != NATS_OK) tk_die(1, "NATS flush: %s", tk_nats_err(s, err, sizeof err));
+    while (nats_arrived(&na) < routed && !interrupted) {
+      if ((double)(tk_mono_us() - t0) > cfg->timeout_s * 1e6) {
+        tk_log("timeout: only %lld of %lld published frames arrived", (long long)nats_arrived(&na),
+               (long long)routed);
+        status = 1;
+        break;
+      }
+      tk_sleep_us(BENCH_POLL_US);
+    }
+  }
   const double secs = (double)(tk_mono_us() - t0) / 1e6;
   int64_t dlq = 0, lo = 0, hi = 0;
-  int64_t sum = targets_len(c, cfg, &dlq, &lo, &hi);
+  int64_t sum =
+      cfg->nats ? nats_arrivals_final(&na, &lo, &hi) : targets_len(c, cfg, &dlq, &lo, &hi);
   const double fps = secs > 0 ? (double)routed / secs : 0;
-  printf("baseline: %lld frames to %lld streams in %.3f s: %.0f frames/s (batch %lld, %lld in "
+  printf("baseline: %lld frames to %lld %s in %.3f s: %.0f frames/s (batch %lld, %lld in "
          "flight%s, %lld reads)\n",
-         (long long)routed, (long long)cfg->processors, secs, fps, (long long)cfg->batch,
-         (long long)cfg->inflight, cfg->atomic ? ", MULTI/EXEC" : "", (long long)reads);
-  printf("  per stream: min %lld, max %lld frames\n", (long long)lo, (long long)hi);
-  int status = 0;
+         (long long)routed, (long long)cfg->processors, targets_desc(cfg), secs, fps,
+         (long long)cfg->batch, (long long)cfg->inflight, cfg->atomic ? ", MULTI/EXEC" : "",
+         (long long)reads);
+  printf("  per processor: min %lld, max %lld frames\n", (long long)lo, (long long)hi);
+  if (cfg->nats) {
+    printf("  %lld frames arrived on NATS; %lld checked against README: Remote processors and "
+           "NATS, %lld bad\n",
+           (long long)sum, (long long)atomic_load(&na.checked), (long long)atomic_load(&na.bad));
+    if (nats_arrivals_bad(&na)) status = 1;
+  }
   if (sum != cfg->frames) {
-    tk_log("expected %lld frames in the target streams, found %lld", (long long)cfg->frames,
+    tk_log("expected %lld frames at the processors, found %lld", (long long)cfg->frames,
            (long long)sum);
     status = 1;
   }
   if (foreign_consumers(c, cfg, BENCH_BASELINE_CONSUMER) > 0) status = 1;
-  printf("RESULT {\"mode\":\"baseline\",\"frames\":%lld,\"processors\":%lld,\"batch\":%lld,"
-         "\"inflight\":%lld,\"atomic\":%s,\"seconds\":%.3f,\"frames_per_s\":%.0f}\n",
-         (long long)routed, (long long)cfg->processors, (long long)cfg->batch,
-         (long long)cfg->inflight, cfg->atomic ? "true" : "false", secs, fps);
-  free(streams);
-  free(argv);
-  free(argvlen);
+  printf("RESULT {\"mode\":\"baseline\",\"transport\":\"%s\",\"jetstream\":%s,\"frames\":%lld,"
+         "\"processors\":%lld,\"batch\":%lld,\"inflight\":%lld,\"atomic\":%s,\"seconds\":%.3f,"
+         "\"frames_per_s\":%.0f}\n",
+         transport_name(cfg), cfg->jetstream ? "true" : "false", (long long)routed,
+         (long long)cfg->processors, (long long)cfg->batch, (long long)cfg->inflight,
+         cfg->atomic ? "true" : "false", secs, fps);
+  baseline_close(&b);
   free(ack);
+  if (cfg->nats) nats_arrivals_stop(&na, cfg->keep);
   if (!cfg->keep) reset_keys(c, cfg);
   redisFree(c);
   return status;
@@ -1710,7 +2010,11 @@ static void usage(FILE *to)
           "  latency     inject at --rate for --seconds and time each frame from XADD to\n"
           "              arrival; spawns --gateway if given, else uses the one at --api\n"
           "  baseline    no gateway: a bare pipelined XREADGROUP + XADD + XACK loop doing\n"
-          "              the same routing, for comparison\n"
+          "              the same routing, for comparison; with --transport nats one\n"
+          "              publish a frame instead of the XADD, with the gateway's JSON payload\n"
+          "              and headers (--jetstream: asynchronous into stream FRAMES, the\n"
+          "              batch's acks awaited before its XACK), counted as throughput counts\n"
+          "              them and timed until the last one arrived\n"
           "\n"
           "  --redis-url URL     Redis (env REDIS_URL, default " TK_DEFAULT_REDIS_URL ")\n"
           "  --gateway PATH      the frame-buffer binary to spawn (throughput: required)\n"
@@ -1731,12 +2035,15 @@ static void usage(FILE *to)
           "  --token T           bearer token for --api (env API_TOKEN)\n"
           "  --batch B           baseline: XREADGROUP COUNT (default 256)\n"
           "  --inflight K        baseline: XREADGROUPs outstanding at once, 1-16 (default 2)\n"
-          "  --atomic            baseline: wrap each batch's XADDs + XACK in MULTI/EXEC\n"
+          "  --atomic            baseline: wrap each batch's XADDs + XACK in MULTI/EXEC (with\n"
+          "                      nats, the XACK alone)\n"
           "  --transport T       throughput: redis (default), nats or null (the gateway's null\n"
           "                      sink: frames are acked and go nowhere, the cost without output\n"
           "                      I/O), the bench processors'\n"
-          "                      transport; heartbeats: how they are registered (default nats)\n"
-          "  --jetstream         throughput with nats: the gateway gets NATS_JETSTREAM=1\n"
+          "                      transport; baseline: redis (default) or nats; heartbeats: how\n"
+          "                      they are registered (default nats)\n"
+          "  --jetstream         with nats: throughput: the gateway gets NATS_JETSTREAM=1;\n"
+          "                      baseline: the bare loop publishes into JetStream\n"
           "  --nats-url URL      NATS for the gateway and us (env NATS_URL, default\n"
           "                      " TK_DEFAULT_NATS_URL ")\n"
           "  --interval-ms MS    heartbeats: each processor's interval (default 1000)\n"
@@ -1940,10 +2247,13 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
   if (cfg->null_sink && cfg->mode != MODE_THROUGHPUT)
     tk_die(TK_EXIT_USAGE, "--transport null: only throughput mode has it");
   cfg->nats = transport ? strcmp(transport, "nats") == 0 : cfg->mode == MODE_HEARTBEATS;
-  if (cfg->nats && cfg->mode != MODE_THROUGHPUT && cfg->mode != MODE_HEARTBEATS)
-    tk_die(TK_EXIT_USAGE, "--transport nats: only throughput and heartbeats modes have it");
-  if (cfg->jetstream && !(cfg->nats && cfg->mode == MODE_THROUGHPUT))
-    tk_die(TK_EXIT_USAGE, "--jetstream: only with --mode throughput --transport nats");
+  if (cfg->nats && cfg->mode == MODE_LATENCY)
+    tk_die(TK_EXIT_USAGE,
+           "--transport nats: only throughput, baseline and heartbeats modes have it");
+  if (cfg->jetstream &&
+      !(cfg->nats && (cfg->mode == MODE_THROUGHPUT || cfg->mode == MODE_BASELINE)))
+    tk_die(TK_EXIT_USAGE,
+           "--jetstream: only with --transport nats, in throughput or baseline mode");
   if ((cfg->interval_ms != 1000 || cfg->no_heartbeats) && cfg->mode != MODE_HEARTBEATS)
     tk_die(TK_EXIT_USAGE, "--interval-ms and --no-heartbeats belong to --mode heartbeats");
   if (cfg->mode == MODE_HEARTBEATS && !cfg->gateway)
