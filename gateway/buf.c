@@ -115,6 +115,24 @@ int fb_buf_u64(struct fb_buf *b, uint64_t v)
   return fb_buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
 }
 
+/* The length of the well-formed UTF-8 sequence at p (lead byte >= 0x80),
+ * or 0: overlong forms, surrogates and code points past U+10FFFF are not. */
+static size_t utf8_len(const unsigned char *p, size_t left)
+{
+  unsigned char c = p[0];
+  size_t len = c >= 0xc2 && c <= 0xdf   ? 2
+               : c >= 0xe0 && c <= 0xef ? 3
+               : c >= 0xf0 && c <= 0xf4 ? 4
+                                        : 0;
+  if (!len || len > left) return 0;
+  unsigned char lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
+  unsigned char hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+  if (p[1] < lo || p[1] > hi) return 0;
+  for (size_t k = 2; k < len; k++)
+    if (p[k] < 0x80 || p[k] > 0xbf) return 0;
+  return len;
+}
+
 int fb_buf_json_string(struct fb_buf *b, const char *s, size_t n)
 {
   static const char hex[] = "0123456789abcdef";
@@ -122,12 +140,24 @@ int fb_buf_json_string(struct fb_buf *b, const char *s, size_t n)
   size_t run = 0; /* bytes copied verbatim in one go */
   for (size_t i = 0; i < n && !rc; i++) {
     unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != '"' && c != '\\') {
+    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
       run++;
       continue;
     }
+    if (c >= 0x80) {
+      size_t len = utf8_len((const unsigned char *)s + i, n - i);
+      if (len) {
+        run += len;
+        i += len - 1;
+        continue;
+      }
+    }
     rc = fb_buf_append(b, s + i - run, run);
     run = 0;
+    if (c >= 0x80) { /* not UTF-8: the replacement character, so the output always is */
+      rc = rc ? rc : fb_buf_append(b, "\\ufffd", 6);
+      continue;
+    }
     char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
     switch (c) {
     case '"': rc = rc ? rc : fb_buf_append(b, "\\\"", 2); break;

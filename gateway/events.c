@@ -81,8 +81,10 @@ void fb_events_push(struct fb_events *e, const struct fb_event *ev)
   pthread_mutex_unlock(&e->lock);
 }
 
-static void emit(struct fb_events *e, const char *request_id, const char *event,
-                 const char *processor_id, const char *status, const char *fmt, va_list ap)
+__attribute__((format(printf, 6, 0))) static void emit(struct fb_events *e, const char *request_id,
+                                                       const char *event, const char *processor_id,
+                                                       const char *status, const char *fmt,
+                                                       va_list ap)
 {
   struct fb_event ev = {.at_ms = fb_wall_ms()};
   snprintf(ev.event, sizeof ev.event, "%s", event);

@@ -320,20 +320,18 @@ json_t *fb_fleet_record(struct fb_app *app, int64_t now_ms)
                                   (json_int_t)atomic_load(&l->rate)));
   }
   fb_snapshot_release(s);
-  return json_pack("{s:s,s:s,s:I,s:I,s:o,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:o,s:{s:o,s:I},s:o}",
-                   "consumer",
-                   app->cfg->consumer_name, "version", FB_VERSION, "started_ms",
-                   (json_int_t)m->started_ms, "published_ms", (json_int_t)now_ms, "connections",
-                   fb_api_connections(app), "in_per_s", (json_int_t)atomic_load(&m->rate_in),
-                   "out_per_s", (json_int_t)atomic_load(&m->rate_out), "consumed",
-                   (json_int_t)atomic_load(&m->frames_consumed), "distributed",
-                   (json_int_t)atomic_load(&m->frames_distributed), "blocked",
-                   (json_int_t)atomic_load(&m->blocked_frames), "dropped",
-                   counts_json(m->dropped, FB_REASON_COUNT, reason_name), "dlq",
-                   counts_json(m->dlq, FB_REASON_POISON + 1, reason_name), "camera_moves",
-                   counts_json(m->camera_moves, FB_MOVE_COUNT, move_name), "latency", "buckets",
-                   buckets,
-                   "sum_ns", (json_int_t)atomic_load(&m->routing.sum_ns), "processors", procs);
+  return json_pack(
+      "{s:s,s:s,s:I,s:I,s:o,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:o,s:{s:o,s:I},s:o}", "consumer",
+      app->cfg->consumer_name, "version", FB_VERSION, "started_ms", (json_int_t)m->started_ms,
+      "published_ms", (json_int_t)now_ms, "connections", fb_api_connections(app), "in_per_s",
+      (json_int_t)atomic_load(&m->rate_in), "out_per_s", (json_int_t)atomic_load(&m->rate_out),
+      "consumed", (json_int_t)atomic_load(&m->frames_consumed), "distributed",
+      (json_int_t)atomic_load(&m->frames_distributed), "blocked",
+      (json_int_t)atomic_load(&m->blocked_frames), "dropped",
+      counts_json(m->dropped, FB_REASON_COUNT, reason_name), "dlq",
+      counts_json(m->dlq, FB_REASON_POISON + 1, reason_name), "camera_moves",
+      counts_json(m->camera_moves, FB_MOVE_COUNT, move_name), "latency", "buckets", buckets,
+      "sum_ns", (json_int_t)atomic_load(&m->routing.sum_ns), "processors", procs);
 }
 
 static json_int_t int_of(const json_t *o, const char *k)
@@ -403,19 +401,19 @@ json_t *fb_fleet_merge(json_t *const *records, size_t n, int64_t now_ms, const c
         int_of(rec, "published_ms"), "age_ms", (json_int_t)(now_ms - int_of(rec, "published_ms")),
         "self", self && !strcmp(self, name));
     json_t *conn = json_object_get(rec, "connections");
-    json_object_set(r, "connections", conn ? conn : json_null());
+    json_object_set_new(r, "connections", conn ? json_incref(conn) : json_null());
     for (size_t k = 0; k < sizeof sums / sizeof *sums; k++) {
       json_object_set_new(r, sums[k], json_integer(int_of(rec, sums[k])));
       json_object_set_new(fleet, sums[k],
                           json_integer(int_of(fleet, sums[k]) + int_of(rec, sums[k])));
     }
     json_t *d = json_object_get(rec, "dropped"), *q = json_object_get(rec, "dlq");
-    json_object_set(r, "dropped", json_is_object(d) ? d : json_object());
-    json_object_set(r, "dlq", json_is_object(q) ? q : json_object());
+    json_object_set_new(r, "dropped", json_is_object(d) ? json_incref(d) : json_object());
+    json_object_set_new(r, "dlq", json_is_object(q) ? json_incref(q) : json_object());
     if (json_is_object(d)) add_counts(dropped, d);
     if (json_is_object(q)) add_counts(dlq, q);
     json_t *mv = json_object_get(rec, "camera_moves");
-    json_object_set(r, "camera_moves", json_is_object(mv) ? mv : json_object());
+    json_object_set_new(r, "camera_moves", json_is_object(mv) ? json_incref(mv) : json_object());
     if (json_is_object(mv)) add_counts(moves, mv);
     json_object_set_new(r, "routing_latency_ms",
                         latency_json(mine, my_sum > 0 ? (uint64_t)my_sum : 0));

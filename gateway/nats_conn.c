@@ -17,6 +17,7 @@
 
 #define EVENTS_SUBJECT "processors.events"
 #define SUBS_MAX       4
+#define IO_BUF_SIZE    (1024 * 1024) /* publishes are written out a megabyte at a time */
 
 struct fb_nats {
   struct fb_app *app;
@@ -98,6 +99,7 @@ static int build_options(struct fb_nats *n)
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(n->opts, -1);
   if (s == NATS_OK) s = natsOptions_SetCustomReconnectDelay(n->opts, reconnect_delay, n);
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(n->opts, 32 * 1024 * 1024);
+  if (s == NATS_OK) s = natsOptions_SetIOBufSize(n->opts, IO_BUF_SIZE);
   if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(n->opts, true, on_connected, n);
   if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(n->opts, on_disconnected, n);
   if (s == NATS_OK) s = natsOptions_SetReconnectedCB(n->opts, on_connected, n);

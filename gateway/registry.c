@@ -199,7 +199,10 @@ int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *inpu
 
   char subject[SUBJECT_MAX + 1];
   if (opt_str(body, "subject", &s, why, n)) goto fail;
-  if (s && !is_subject(s)) FAIL("subject must be a NATS subject without wildcards");
+  /* Only a NATS processor's subject is used; another's is kept as stored
+   * (its default may hold an id no subject can, like "..x"). */
+  if (s && transport == FB_TRANSPORT_NATS && !is_subject(s))
+    FAIL("subject must be a NATS subject without wildcards");
   snprintf(subject, sizeof subject, "%s%s", s ? "" : "frames.ready.", s ? s : id);
   if (!s && transport == FB_TRANSPORT_NATS && !is_subject(subject))
     FAIL("id is not usable in a NATS subject; give a subject");

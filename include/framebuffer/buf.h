@@ -34,7 +34,8 @@ int fb_buf_append(struct fb_buf *b, const void *p, size_t n);
 int fb_buf_puts(struct fb_buf *b, const char *s);
 int fb_buf_printf(struct fb_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int fb_buf_u64(struct fb_buf *b, uint64_t v);
-/* Appends `s` as a quoted, escaped JSON string. */
+/* Appends `s` as a quoted, escaped JSON string. Bytes that are not UTF-8
+ * become U+FFFD, so the result is always valid JSON text. */
 int fb_buf_json_string(struct fb_buf *b, const char *s, size_t n);
 /* Appends a RESP bulk string: $<n>\r\n<bytes>\r\n */
 int fb_buf_resp_bulk(struct fb_buf *b, const char *s, size_t n);

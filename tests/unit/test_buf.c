@@ -309,6 +309,26 @@ static void json_escape_round_trips_every_ascii_byte(void **state)
   fb_buf_free(&b);
 }
 
+/* Invalid UTF-8 (a lone lead byte, a stray continuation, an overlong form,
+ * a surrogate) becomes U+FFFD; well-formed sequences pass as they are. */
+static void json_string_replaces_what_is_not_utf8(void **state)
+{
+  struct fb_buf b;
+  fb_buf_init(&b, 256);
+  const char in[] =
+      "cam\xc3|\x80|\xc0\xaf|\xed\xa0\x80|\xc3\xa9\xe2\x82\xac\xf0\x9f\x93\xb7|\xf4\x90\x80\x80";
+  assert_int_equal(fb_buf_json_string(&b, in, sizeof in - 1), 0);
+  const char want[] = "\"cam\\ufffd|\\ufffd|\\ufffd\\ufffd|\\ufffd\\ufffd\\ufffd|"
+                      "\xc3\xa9\xe2\x82\xac\xf0\x9f\x93\xb7|\\ufffd\\ufffd\\ufffd\\ufffd\"";
+  assert_int_equal(b.len, sizeof want - 1);
+  assert_memory_equal(b.data, want, sizeof want - 1);
+  json_error_t err;
+  json_t *v = json_loadb(b.data, b.len, JSON_DECODE_ANY, &err);
+  assert_non_null(v);
+  json_decref(v);
+  fb_buf_free(&b);
+}
+
 static void json_string_over_maximum(void **state)
 {
   struct fb_buf b;
@@ -401,6 +421,7 @@ int main(void)
       cmocka_unit_test(json_escapes_other_controls_as_unicode),
       cmocka_unit_test(json_keeps_utf8_and_slash),
       cmocka_unit_test(json_escape_round_trips_every_ascii_byte),
+      cmocka_unit_test(json_string_replaces_what_is_not_utf8),
       cmocka_unit_test(json_string_over_maximum),
       cmocka_unit_test(resp_bulk_string),
       cmocka_unit_test(resp_bulk_is_binary_safe),
