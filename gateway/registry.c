@@ -199,12 +199,13 @@ int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *inpu
 
   char subject[SUBJECT_MAX + 1];
   if (opt_str(body, "subject", &s, why, n)) goto fail;
-  /* Only a NATS processor's subject is used; another's is kept as stored
-   * (its default may hold an id no subject can, like "..x"). */
-  if (s && transport == FB_TRANSPORT_NATS && !is_subject(s))
-    FAIL("subject must be a NATS subject without wildcards");
+  if (s && !is_subject(s)) FAIL("subject must be a NATS subject without wildcards");
   snprintf(subject, sizeof subject, "%s%s", s ? "" : "frames.ready.", s ? s : id);
-  if (!s && transport == FB_TRANSPORT_NATS && !is_subject(subject))
+  /* An id like ".x" makes no subject: fine off NATS, where it is stored as
+   * null (a stored string would count as given, and be refused, on reading
+   * the registration back). */
+  bool usable = is_subject(subject);
+  if (!usable && transport == FB_TRANSPORT_NATS)
     FAIL("id is not usable in a NATS subject; give a subject");
 
   if (opt_str(body, "result_stream", &s, why, n)) goto fail;
@@ -235,7 +236,7 @@ int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *inpu
     json_object_set_new(doc, "health_endpoint", json_null());
   if (!meta || json_is_null(meta)) json_object_set_new(doc, "metadata", json_object());
   json_object_set_new(doc, "transport", json_string(fb_transport_name(transport)));
-  json_object_set_new(doc, "subject", json_string(subject));
+  json_object_set_new(doc, "subject", usable ? json_string(subject) : json_null());
   json_object_set_new(doc, "result_stream", json_string(result_stream));
   json_object_set_new(doc, "weight", json_integer(weight));
   json_object_set_new(doc, "max_queue", json_integer(max_queue));

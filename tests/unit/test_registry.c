@@ -210,6 +210,11 @@ static void id_ending_in_dot_is_valid_for_redis_transport(void **state)
   fb_proc_release(accepted("{\"id\":\"a.\"," VALID "}"));
   fb_proc_release(accepted("{\"id\":\".\"," VALID "}"));
   fb_proc_release(accepted("{\"id\":\"x..y\"," VALID ",\"transport\":\"redis\"}"));
+  /* ... and read back as stored, as another replica reads it. */
+  struct fb_proc *p = accepted("{\"id\":\".tracker-1\"," VALID "}");
+  assert_true(json_is_null(json_object_get(p->doc, "subject")));
+  fb_proc_release(accepted(p->stored));
+  fb_proc_release(p);
 }
 
 static void id_unusable_in_subject_needs_subject_for_nats(void **state)
