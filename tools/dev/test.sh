@@ -3,11 +3,14 @@
 # unit tests and the integration tests, which start their own redis-server
 # and nats-server on free loopback ports (so a running demo is never touched).
 #
-# Before that, the unit tests run in an AddressSanitizer + UBSan build.
+# Before that, the unit tests run in an AddressSanitizer + UBSan build, and
+# the container image is built and run (tools/ci/image-test.sh; one line
+# says it is skipped where podman is not installed).
 #
 # Usage: tools/dev/test.sh [ctest arguments, e.g. -L unit or -R api]
 # Env:   FB_TEST_BUILD  build directory (default build-test)
 #        FB_SANITIZE=0  skip the sanitizer pass
+#        FB_IMAGE=0     skip the image test
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${FB_TEST_BUILD:-$root/build-test}
@@ -33,6 +36,11 @@ if [ "${FB_SANITIZE:-1}" != 0 ] && [ $# = 0 ]; then
     $(cd "$root/tests/unit" && ls test_*.c | sed 's/\.c$//')
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     ctest --test-dir "$build-asan" --output-on-failure -L unit || status=$?
+fi
+
+if [ "${FB_IMAGE:-1}" != 0 ] && [ $# = 0 ]; then
+  echo "== the container image and the chart's pod"
+  bash "$root/tools/ci/image-test.sh" || status=$?
 fi
 
 echo "== every test"
