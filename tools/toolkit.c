@@ -41,12 +41,29 @@ void tk_sleep_us(int64_t us)
 
 char *tk_iso8601(char *out, size_t outlen, int64_t real_us)
 {
-  time_t secs = (time_t)(real_us / 1000000);
-  int ms = (int)((real_us % 1000000) / 1000);
+  /* Floor division: an instant before 1970 still has 0..999 milliseconds. */
+  int64_t secs = real_us / 1000000, rem = real_us % 1000000;
+  if (rem < 0) {
+    rem += 1000000;
+    secs -= 1;
+  }
+  int ms = (int)(rem / 1000);
+  time_t t = (time_t)secs;
   struct tm tm;
-  gmtime_r(&secs, &tm);
-  snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+  /* Four-digit years only: anything outside 0000..9999 is pinned to the
+   * nearest end, so the text always has the documented shape and length. */
+  if (!gmtime_r(&t, &tm) || tm.tm_year < -1900) {
+    tm = (struct tm){.tm_year = -1900, .tm_mday = 1};
+    ms = 0;
+  } else if (tm.tm_year > 9999 - 1900) {
+    tm = (struct tm){.tm_year = 9999 - 1900, .tm_mon = 11, .tm_mday = 31, .tm_hour = 23,
+                     .tm_min = 59, .tm_sec = 59};
+    ms = 999;
+  }
+  int n = snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+  /* A buffer under TK_ISO8601_SIZE gets an empty string, never a cut date. */
+  if ((n < 0 || (size_t)n >= outlen) && outlen > 0) out[0] = '\0';
   return out;
 }
 

@@ -27,8 +27,10 @@ int64_t tk_mono_us(void);
 int64_t tk_real_us(void);
 /* Sleeps `us` microseconds; returns early on a signal. */
 void tk_sleep_us(int64_t us);
-/* Writes `real_us` as ISO-8601 UTC with milliseconds, "2024-05-01T12:00:00.123Z".
- * `out` needs 32 bytes. Returns `out`. */
+/* Writes `real_us` as ISO-8601 UTC with milliseconds, "2024-05-01T12:00:00.123Z"
+ * (years pinned to 0000..9999). `out` needs TK_ISO8601_SIZE bytes; a shorter
+ * one gets an empty string. Returns `out`. */
+#define TK_ISO8601_SIZE 25
 char *tk_iso8601(char *out, size_t outlen, int64_t real_us);
 
 /* ------------------------------------------------------------- logging --- */

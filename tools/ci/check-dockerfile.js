@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Checks of the Dockerfile, which cannot be built here (no container engine)
-// and has no hadolint in Debian: dockerfile-utils' linter for the syntax,
+// Checks of the Dockerfile without building it (tools/ci/image-test.sh builds
+// and runs it where podman is installed); Debian has no hadolint, so
+// dockerfile-utils' linter for the syntax,
 // then the rules this image lives by (hadolint's where they apply), and the
 // package lists kept in step: tools/ci/packages.txt (build) is what both the
 // Dockerfile and .ci/run install, and tools/ci/runtime-packages.txt must hold
