@@ -175,6 +175,11 @@ static int p_name(struct fb_config *cfg, void *dst, const char *v, char *why, si
     snprintf(why, n, "must not be empty");
     return -EINVAL;
   }
+  if (strstr(v, "$(")) {
+    /* Kubernetes expands $(VAR) only for variables defined before it. */
+    snprintf(why, n, "'%s' holds an unexpanded $(...) reference", v);
+    return -EINVAL;
+  }
   for (const char *p = v; *p; p++)
     if ((unsigned char)*p <= ' ') {
       snprintf(why, n, "must not contain spaces or control characters");

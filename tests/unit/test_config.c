@@ -231,6 +231,15 @@ static void listen_without_host_is_all_interfaces(void **state)
   assert_int_equal(cfg.listen_port, 7001);
 }
 
+/* A pod spec that names $(POD_NAME) before defining it passes the text on. */
+static void unexpanded_consumer_name_is_refused(void **state)
+{
+  env("CONSUMER_NAME", "$(POD_NAME)");
+  assert_bad_setting(LOAD_NOARGS(), "CONSUMER_NAME");
+  assert_non_null(strstr(err, "unexpanded"));
+  unsetenv("CONSUMER_NAME");
+}
+
 static void bad_port_is_refused(void **state)
 {
   env("PORT", "http");
@@ -715,6 +724,7 @@ int main(void)
       CFG_TEST(port_alone_sets_the_port),
       CFG_TEST(listen_flag_wins_over_port),
       CFG_TEST(listen_without_host_is_all_interfaces),
+      CFG_TEST(unexpanded_consumer_name_is_refused),
       CFG_TEST(bad_port_is_refused),
       CFG_TEST(redis_url_sets_everything),
       CFG_TEST(redis_compat_variables),
