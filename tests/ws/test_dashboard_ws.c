@@ -42,7 +42,7 @@
 #define PROCESSOR_ID     "ws-p1"
 #define CONSUMER_NAME    "fb-ws-test"
 #define BASE_RATE        2000  /* frames/s while the first two cases run */
-#define FAST_RATE        20000 /* frames/s while the stuck clients sit there */
+#define FAST_RATE        20000 /* frames/s while the stuck clients sit there (FB_WS_FAST_RATE) */
 #define SNAPSHOT_RATE    4.0   /* promised by gateway/dashboard.c (SNAPSHOT_US) */
 #define MAX_CONSUMER_LAG 20000
 #define MIN_CONSUMED     0.8 /* of what fb-inject wrote in the same time */
@@ -81,6 +81,20 @@
 #define HTTP_MAX   (4u << 20)
 
 /* ============================================================ utilities */
+
+/* The stuck-client case's rate: FAST_RATE, or FB_WS_FAST_RATE when set. A
+ * ThreadSanitizer build of the gateway does not keep up with 20,000
+ * frames/s on two cores (tools/ci/sanitizers.sh runs it at 10,000): the
+ * bounds on lag and on what is consumed are about speed, and the case is
+ * still worth running there for what the sanitizer sees. */
+static int fast_rate(void)
+{
+  const char *v = getenv("FB_WS_FAST_RATE");
+  if (!v || !*v) return FAST_RATE;
+  char *end;
+  long r = strtol(v, &end, 10);
+  return !*end && r >= BASE_RATE && r <= 1000000 ? (int)r : FAST_RATE;
+}
 
 static int64_t now_ms(void)
 {
@@ -1391,7 +1405,7 @@ static void stuck_client_is_harmless(void **state)
   long long consumed0, consumed1, lag, max_lag = 0;
   stats(f, &consumed0, &lag);
   int64_t start = now_ms(), end = start + STUCK_SECONDS * 1000;
-  start_inject(f, FAST_RATE);
+  start_inject(f, fast_rate());
 
   int snapshots = 0;
   long long rss2 = -1, rss_end, max_snapshot_lag = 0, snapshot_bytes = 0;
@@ -1445,7 +1459,7 @@ static void stuck_client_is_harmless(void **state)
     if (txq_end[i] > 0 && txq_end[i] == txq_mid[i]) really_stuck++;
     if (txq_end[i] > txq_max) txq_max = txq_end[i];
   }
-  double expected = (double)FAST_RATE * (double)elapsed / 1000.0;
+  double expected = (double)fast_rate() * (double)elapsed / 1000.0;
   double interval_rate =
       snapshots > 1 ? (snapshots - 1) / ((double)(last_snap - first_snap) / 1000.0) : 0;
   print_message("stuck_client_is_harmless: %d stuck clients, %d of them backed up (the gateway's "
@@ -1474,8 +1488,8 @@ static void stuck_client_is_harmless(void **state)
   if ((double)(consumed1 - consumed0) < MIN_CONSUMED * expected)
     fail_msg("frames.consumed grew by %lld in %.2f s, less than %.0f%% of the %.0f written at "
              "%d/s%s",
-             consumed1 - consumed0, elapsed / 1000.0, MIN_CONSUMED * 100, expected, FAST_RATE,
-             inject_rate >= 0 && inject_rate < 0.95 * FAST_RATE
+             consumed1 - consumed0, elapsed / 1000.0, MIN_CONSUMED * 100, expected, fast_rate(),
+             inject_rate >= 0 && inject_rate < 0.95 * fast_rate()
                  ? " (fb-inject itself fell behind its rate: is the machine busy?)"
                  : "");
   if (rss_end - rss2 > MAX_RSS_GROWTH_KB)
