@@ -3,6 +3,7 @@
  */
 #include "framebuffer/dispatch.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 static int cmp_priority_desc(const void *a, const void *b, void *arg)
@@ -18,7 +19,11 @@ static int32_t route_one(struct fb_dispatch *d, size_t i, struct fb_router *rout
                          const struct fb_snapshot *s, enum fb_overload_policy policy)
 {
   bool overloaded;
-  int pick = fb_router_pick(router, s, &d->frames[i], &overloaded);
+  bool seen = d->retried || (d->deliveries && d->deliveries[i] > 1);
+  int pick = -ENOENT;
+  if (d->retry_sink >= 0 && seen)
+    pick = fb_router_pick_on(router, s, &d->frames[i], d->retry_sink, &overloaded);
+  if (pick == -ENOENT) pick = fb_router_pick(router, s, &d->frames[i], &overloaded);
   if (pick < 0) return FB_OUTCOME_DLQ(FB_REASON_NO_PROCESSOR);
   if (!overloaded) return pick;
   switch (policy) {

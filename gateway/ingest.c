@@ -69,6 +69,7 @@ void ingest_batch_clear(struct batch *b)
   b->n = b->nxadd = b->nacks = 0;
   b->has_tx = false;
   b->have_deliveries = false;
+  b->retried = false;
   b->attempts = 0;
   b->busy = false;
 }
@@ -518,6 +519,7 @@ static void resend_step(struct fb_ingest *g)
     ingest_batch_clear(b); /* acked meanwhile, or no longer in the stream */
   } else {
     fb_info("ingest", "handing off %zu remote frames that waited for NATS", b->n);
+    b->retried = true;
     if (hand_off_now(g, b) == -ENOMEM) ingest_batch_clear(b);
   }
   if (g->nheld > left) { /* some were held again */

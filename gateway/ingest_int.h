@@ -50,6 +50,7 @@ struct batch {
   size_t n;
   int64_t *deliveries; /* per entry, when known (recovered or claimed) */
   bool have_deliveries;
+  bool retried; /* held entries handed off again: every one was seen before */
   struct fb_frame *frames;
   struct fb_field *fields; /* every field of its entries; frames point into it */
   size_t fields_cap;

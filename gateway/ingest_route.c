@@ -148,6 +148,17 @@ static void adopt(struct fb_ingest *g, struct batch *b, int64_t wall)
   fb_router_begin(g->router, b->snap, wall);
 }
 
+/* The sink that drops what it already has, where frames seen before go
+ * (-1: none). */
+static int retry_sink(const struct fb_ingest *g)
+{
+  for (int k = 0; k < g->sinks.n; k++) {
+    const struct fb_sink *s = g->sinks.by_index[k];
+    if (s->ops->dedupes && s->ops->dedupes(s)) return k;
+  }
+  return -1;
+}
+
 /* Adds the cameras the router moved since the last batch to the metrics. */
 static void count_moves(struct fb_ingest *g)
 {
@@ -245,6 +256,8 @@ int ingest_route_batch(struct fb_ingest *g, struct batch *b)
   struct fb_dispatch d = {.n = b->n,
                           .frames = b->frames,
                           .deliveries = b->have_deliveries ? b->deliveries : NULL,
+                          .retry_sink = retry_sink(g),
+                          .retried = b->retried,
                           .outcome = b->outcome,
                           .held = b->held,
                           .order = b->order};

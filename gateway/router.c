@@ -750,6 +750,36 @@ static int pick_consistent(struct fb_router *r, const struct fb_snapshot *s,
   return to;
 }
 
+int fb_router_pick_on(struct fb_router *r, const struct fb_snapshot *s, const struct fb_frame *f,
+                      int sink, bool *overloaded_out)
+{
+  *overloaded_out = false;
+  const struct fb_cap_group *g = fb_snapshot_group(s, f->detection_type, f->detection_escaped);
+  if (!g || !g->n) return -ENOENT;
+  if (adopt(r, s)) return -ENOMEM;
+  r->snap = s;
+  if (r->retier || r->health_seen != fb_health_epoch()) take_tiers(r, s);
+  int best = -ENOENT;
+  bool best_full = true;
+  for (size_t k = 0; k < g->n; k++) {
+    uint32_t m = g->members[k];
+    if ((int)s->procs[m]->transport != sink || r->tier[m] == TIER_DEAD) continue;
+    touch(r, m);
+    bool full = r->load[m] >= r->limit[m];
+    if (best < 0 || r->tier[m] < r->tier[best] ||
+        (r->tier[m] == r->tier[best] &&
+         (full < best_full || (full == best_full && lighter(r, m, (uint32_t)best))))) {
+      best = (int)m;
+      best_full = full;
+    }
+  }
+  if (best >= 0) {
+    *overloaded_out = best_full;
+    r->load[best]++;
+  }
+  return best;
+}
+
 int fb_router_pick(struct fb_router *r, const struct fb_snapshot *s, const struct fb_frame *f,
                    bool *overloaded_out)
 {

@@ -254,6 +254,11 @@ static bool is_up(const struct fb_sink *s)
   return fb_nats_is_connected(((const struct nats_sink *)s)->nats);
 }
 
+static bool dedupes(const struct fb_sink *sink)
+{
+  return ((const struct nats_sink *)sink)->js != NULL;
+}
+
 static bool unconfirmed(const struct fb_sink *sink)
 {
   return ((const struct nats_sink *)sink)->published_since_complete > 0;
@@ -277,4 +282,5 @@ const struct fb_sink_ops fb_sink_nats = {
     .send = send_one,
     .commit = commit,
     .unconfirmed = unconfirmed,
+    .dedupes = dedupes,
 };

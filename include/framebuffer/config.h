@@ -96,7 +96,7 @@ struct fb_config {
   bool fleet_view;         /* publish this replica's figures for the fleet view */
 
   char api_token[256];
-  char processor_token[256]; /* also accepted on register and heartbeat; "open": none needed */
+  char processor_token[256];  /* also accepted on register and heartbeat; "open": none needed */
   char allowed_origins[1024]; /* comma-separated origins (or "*") for CORS and /ws; "" none */
   enum fb_log_level log_level;
   enum fb_log_format log_format;

@@ -38,10 +38,18 @@ struct fb_dispatch {
   const struct fb_frame *frames; /* in: parsed; one with no fields (nfields 0) is an
                                     entry no longer in the stream */
   const int64_t *deliveries;     /* in: delivery counts, or NULL when unknown */
-  int32_t *outcome;              /* out */
-  uint8_t *held;                 /* out: enum fb_hold */
-  uint32_t *order;               /* out: hand-off order */
-  size_t ntrimmed;               /* out: delivered to full queues (drop_oldest) */
+  /* in: the sink (an index of fb_sink_list) whose hand-offs cannot be known
+   * not to have happened (JetStream: published, the ack lost), or -1. A
+   * frame seen before (delivered more than once, or all of a `retried`
+   * batch) goes only to its processors while one is alive: if it reached
+   * that sink before, the sink drops the copy (JetStream's Nats-Msg-Id
+   * window), where another sink would deliver it twice. */
+  int retry_sink;
+  bool retried;
+  int32_t *outcome; /* out */
+  uint8_t *held;    /* out: enum fb_hold */
+  uint32_t *order;  /* out: hand-off order */
+  size_t ntrimmed;  /* out: delivered to full queues (drop_oldest) */
 };
 
 /*

@@ -52,15 +52,15 @@ struct fb_metrics {
   atomic_uint_fast64_t http_requests;
   atomic_uint_fast64_t heartbeats_rejected; /* malformed, oversized or unknown id */
   atomic_uint_fast64_t health_changes;
-  atomic_uint_fast64_t nats_publish_errors; /* left pending, retried later */
-  atomic_uint_fast64_t results_written;     /* NATS results appended to Redis */
-  atomic_uint_fast64_t results_dropped;     /* unknown processor or queue full */
-  atomic_uint_fast64_t rescued;             /* moved from dead processors' streams */
+  atomic_uint_fast64_t nats_publish_errors;         /* left pending, retried later */
+  atomic_uint_fast64_t results_written;             /* NATS results appended to Redis */
+  atomic_uint_fast64_t results_dropped;             /* unknown processor or queue full */
+  atomic_uint_fast64_t rescued;                     /* moved from dead processors' streams */
   atomic_uint_fast64_t camera_moves[FB_MOVE_COUNT]; /* consistent_hash, by enum fb_move_reason */
-  atomic_int_fast64_t consumer_lag;         /* -1 unknown */
-  atomic_int_fast64_t input_pending;        /* -1 unknown */
-  atomic_int_fast64_t blocked_frames;       /* held by backpressure (OVERLOAD_POLICY=block) */
-  atomic_int redis_up;                      /* ingest connection */
+  atomic_int_fast64_t consumer_lag;                 /* -1 unknown */
+  atomic_int_fast64_t input_pending;                /* -1 unknown */
+  atomic_int_fast64_t blocked_frames; /* held by backpressure (OVERLOAD_POLICY=block) */
+  atomic_int redis_up;                /* ingest connection */
   atomic_int group_ready;
   atomic_int nats_up;
   struct fb_histogram routing; /* read-to-handed-off, per frame */

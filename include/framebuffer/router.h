@@ -65,6 +65,14 @@ int fb_router_begin(struct fb_router *r, const struct fb_snapshot *s, int64_t no
 int fb_router_pick(struct fb_router *r, const struct fb_snapshot *s, const struct fb_frame *f,
                    bool *overloaded);
 
+/*
+ * The same, among the processors of sink `sink` only (an index of
+ * fb_sink_list), whatever the strategy: the best tier, then room, then the
+ * lightest load. -ENOENT when none of them is alive.
+ */
+int fb_router_pick_on(struct fb_router *r, const struct fb_snapshot *s, const struct fb_frame *f,
+                      int sink, bool *overloaded);
+
 /* The load the router currently sees for processor `i` (tests, stats). */
 int64_t fb_router_load(struct fb_router *r, uint32_t i);
 

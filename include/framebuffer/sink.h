@@ -66,6 +66,10 @@ struct fb_sink_ops {
    * commit would wait for (JetStream's acks). The ingest thread then lets a
    * few batches' sends be confirmed together instead of waiting after each. */
   bool (*unconfirmed)(const struct fb_sink *s);
+  /* Optional: true when a frame sent to it twice is kept once (JetStream's
+   * Nats-Msg-Id window). Frames whose hand-off may have reached it are then
+   * sent to it again rather than to another sink (see dispatch.h). */
+  bool (*dedupes)(const struct fb_sink *s);
 };
 
 /* Every sink a registration may name, in order; NULL-terminated. The first

@@ -27,7 +27,15 @@ struct batch {
   int32_t outcome[MAXN];
   uint8_t held[MAXN];
   uint32_t order[MAXN];
+  int retry_sink; /* -1 unless a test sets it (see batch_init) */
+  bool retried;
 };
+
+/* An empty batch with no sink to retry through. */
+static struct batch batch_init(void)
+{
+  return (struct batch){.retry_sink = -1};
+}
 
 /* Adds a frame from "name", "value", ... NULL (no pairs: a missing entry). */
 static void add(struct batch *b, ...)
@@ -67,6 +75,8 @@ static size_t run(struct batch *b, struct fb_proc **procs, size_t np, struct fb_
   struct fb_dispatch d = {.n = b->n,
                           .frames = b->frames,
                           .deliveries = b->deliveries,
+                          .retry_sink = b->retry_sink,
+                          .retried = b->retried,
                           .outcome = b->outcome,
                           .held = b->held,
                           .order = b->order};
@@ -81,7 +91,7 @@ static size_t run(struct batch *b, struct fb_proc **procs, size_t np, struct fb_
 static void every_reason_in_its_order(void **state)
 {
   struct fb_proc *p = test_proc("det-1", "person", NULL, 1);
-  struct batch b = {0};
+  struct batch b = batch_init();
   add(&b, "frame_id", "ok", "detection_type", "person", NULL); /* 0: routed */
   add(&b, NULL);                                               /* 1: missing */
   add(&b, "frame_id", "", "detection_type", "person", NULL);   /* 2: malformed */
@@ -116,7 +126,7 @@ static void every_reason_in_its_order(void **state)
 static void unknown_deliveries_are_never_poison(void **state)
 {
   struct fb_proc *p = test_proc("det-1", "person", NULL, 1);
-  struct batch b = {0};
+  struct batch b = batch_init();
   add(&b, "frame_id", "a", NULL);
   b.deliveries[0] = 100;
   struct fb_snapshot *s = fb_snapshot_build(&p, 1, 1);
@@ -127,6 +137,7 @@ static void unknown_deliveries_are_never_poison(void **state)
   struct fb_dispatch d = {.n = 1,
                           .frames = b.frames,
                           .deliveries = NULL,
+                          .retry_sink = -1,
                           .outcome = b.outcome,
                           .held = b.held,
                           .order = b.order};
@@ -147,7 +158,7 @@ static void overload_policies(void **state)
       "\"max_queue\":1}");
   atomic_store(&p->live->queue_depth, 5);
   for (int policy = FB_OVERLOAD_DROP_OLDEST; policy <= FB_OVERLOAD_BLOCK; policy++) {
-    struct batch b = {0};
+    struct batch b = batch_init();
     add(&b, "frame_id", "x", "detection_type", "person", NULL);
     add(&b, "frame_id", "y", "detection_type", "person", NULL);
     size_t trimmed = run(&b, &p, 1, routing((enum fb_overload_policy)policy, 0));
@@ -171,12 +182,56 @@ static void overload_policies(void **state)
   fb_proc_release(p);
 }
 
+/* A frame seen before, when a sink drops what it already has (JetStream),
+ * goes only to that sink's processors while one is alive: it may have
+ * reached that sink already. Frames seen once route as usual; with no live
+ * processor on that sink, anywhere. */
+static void frames_seen_before_go_to_the_deduping_sink(void **state)
+{
+  struct fb_proc *procs[] = {
+      test_proc_from_text("{\"id\":\"local\",\"capabilities\":[\"person\"],\"capacity\":4,"
+                          "\"queue\":\"\"}"),
+      test_proc_from_text("{\"id\":\"remote\",\"capabilities\":[\"person\"],\"capacity\":4,"
+                          "\"queue\":\"\",\"transport\":\"nats\"}")};
+  int local = 0, remote = 1; /* sorted by id */
+  struct batch b = batch_init();
+  b.retry_sink = FB_TRANSPORT_NATS;
+  for (int i = 0; i < 6; i++)
+    add(&b, "frame_id", "f", "detection_type", "person", NULL);
+  b.deliveries[1] = b.deliveries[3] = b.deliveries[5] = 2;
+  run(&b, procs, 2, routing(FB_OVERLOAD_DROP_OLDEST, 0));
+  size_t to_local = 0;
+  for (size_t i = 0; i < b.n; i++) {
+    if (b.deliveries[i] > 1) assert_int_equal(b.outcome[i], remote);
+    to_local += b.outcome[i] == local;
+  }
+  assert_true(to_local > 0); /* the others still take turns */
+
+  struct batch all = batch_init(); /* held entries handed off again */
+  all.retry_sink = FB_TRANSPORT_NATS;
+  all.retried = true;
+  for (int i = 0; i < 4; i++)
+    add(&all, "frame_id", "g", "detection_type", "person", NULL);
+  run(&all, procs, 2, routing(FB_OVERLOAD_DROP_OLDEST, 0));
+  for (size_t i = 0; i < all.n; i++)
+    assert_int_equal(all.outcome[i], remote);
+
+  test_set_health(procs[remote], FB_HEALTH_DEAD); /* nobody there: anywhere */
+  struct batch dead = batch_init();
+  dead.retry_sink = FB_TRANSPORT_NATS;
+  add(&dead, "frame_id", "h", "detection_type", "person", NULL);
+  dead.deliveries[0] = 3;
+  run(&dead, procs, 2, routing(FB_OVERLOAD_DROP_OLDEST, 0));
+  assert_int_equal(dead.outcome[0], local);
+  test_release_procs(procs, 2);
+}
+
 /* ============================================================== order */
 
 static void higher_priority_first_and_stable(void **state)
 {
   struct fb_proc *p = test_proc("det-1", "person", NULL, 1);
-  struct batch b = {0};
+  struct batch b = batch_init();
   add(&b, "frame_id", "a", "priority", "1", NULL);
   add(&b, "frame_id", "b", NULL);
   add(&b, "frame_id", "c", "priority", "9", NULL);
@@ -195,6 +250,7 @@ int main(void)
       cmocka_unit_test(every_reason_in_its_order),
       cmocka_unit_test(unknown_deliveries_are_never_poison),
       cmocka_unit_test(overload_policies),
+      cmocka_unit_test(frames_seen_before_go_to_the_deduping_sink),
       cmocka_unit_test(higher_priority_first_and_stable),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
