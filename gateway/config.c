@@ -738,8 +738,9 @@ void fb_config_log(const struct fb_config *cfg)
           cfg->allowed_origins[0] ? cfg->allowed_origins : "none",
           fb_log_level_name(cfg->log_level), cfg->log_format == FB_LOG_JSON ? "json" : "text");
   if (!cfg->api_token[0])
-    fb_warn("config", "API_TOKEN is unset: whoever reaches %s:%d can register, delete and change "
-                      "routing",
+    fb_warn("config",
+            "API_TOKEN is unset: whoever reaches %s:%d can register, delete and change "
+            "routing",
             cfg->listen_host, cfg->listen_port);
   else if (!strcmp(cfg->processor_token, "open"))
     fb_warn("config", "PROCESSOR_TOKEN=open: register and heartbeat need no token");

@@ -146,8 +146,8 @@ static void end(struct session *s)
 static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
                       unsigned char *e)
 {
-  return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
-                                     (const unsigned char *)value, (int)strlen(value), p, e);
+  return lws_add_http_header_by_name(wsi, (const unsigned char *)name, (const unsigned char *)value,
+                                     (int)strlen(value), p, e);
 }
 
 /* CORS headers, only for an origin listed in ALLOWED_ORIGINS: other sites'

@@ -27,17 +27,17 @@
 #include "framebuffer/settings.h"
 #include "framebuffer/sink.h"
 
-#define BLOCK_MS          1000         /* XREADGROUP BLOCK when idle */
-#define REDIS_TIMEOUT_MS  5000         /* must exceed BLOCK_MS */
-#define CLAIM_INTERVAL_MS 5000         /* how often to look for abandoned entries */
-#define MAX_TX            2 /* transactions in flight */
-#define MAX_AWAIT         4 /* routed batches waiting for their sinks' confirmations */
+#define BLOCK_MS          1000 /* XREADGROUP BLOCK when idle */
+#define REDIS_TIMEOUT_MS  5000 /* must exceed BLOCK_MS */
+#define CLAIM_INTERVAL_MS 5000 /* how often to look for abandoned entries */
+#define MAX_TX            2    /* transactions in flight */
+#define MAX_AWAIT         4    /* routed batches waiting for their sinks' confirmations */
 #define NBATCH            (MAX_TX + 1 + MAX_AWAIT) /* batches: in flight, awaiting, being read */
-#define TX_MAX_BYTES      (256u << 20) /* a batch of 64 KiB entries fits easily */
-#define HELD_MAX          65536        /* remote entries waiting for NATS, remembered */
-#define TX_RETRIES        3            /* then reconnect and re-read from the PEL */
-#define BLOCK_RETRY_MS    50           /* backpressure: how often full queues are checked */
-#define WAIT_TIMEOUT_MS   1000         /* REDIS_WAIT_REPLICAS: longest wait per hand-off */
+#define TX_MAX_BYTES      (256u << 20)             /* a batch of 64 KiB entries fits easily */
+#define HELD_MAX          65536                    /* remote entries waiting for NATS, remembered */
+#define TX_RETRIES        3                        /* then reconnect and re-read from the PEL */
+#define BLOCK_RETRY_MS    50   /* backpressure: how often full queues are checked */
+#define WAIT_TIMEOUT_MS   1000 /* REDIS_WAIT_REPLICAS: longest wait per hand-off */
 
 enum phase { PHASE_SETUP, PHASE_RECOVER, PHASE_LIVE };
 
@@ -65,7 +65,7 @@ struct batch {
   bool has_tx;     /* false when there was nothing to write */
   struct fb_snapshot *snap;
   uint64_t read_ns;
-  int64_t wall_ms; /* when it was routed */
+  int64_t wall_ms;  /* when it was routed */
   struct fb_buf tx; /* the transaction, kept for a resend */
   int attempts;
 };
@@ -84,8 +84,8 @@ struct fb_ingest {
   struct fb_metrics *m;
   struct fb_redis redis;
   struct fb_router *router;
-  unsigned routing_seen;     /* fb_settings_gen when `routing` was taken */
-  struct fb_routing routing; /* the settings in use */
+  unsigned routing_seen;              /* fb_settings_gen when `routing` was taken */
+  struct fb_routing routing;          /* the settings in use */
   uint64_t moves_seen[FB_MOVE_COUNT]; /* the router's camera moves already counted */
   atomic_bool stop;
   pthread_t thread;

@@ -15,7 +15,8 @@
 
 #define TK_DEFAULT_NATS_URL "nats://127.0.0.1:4222"
 
-/* The JetStream stream the gateway publishes remote frames into (README: Remote processors and NATS). */
+/* The JetStream stream the gateway publishes remote frames into (README: Remote processors and
+ * NATS). */
 #define TK_JS_STREAM "FRAMES"
 
 /* Checks a server list for a flag: non-empty items without spaces, each

@@ -56,8 +56,12 @@ char *tk_iso8601(char *out, size_t outlen, int64_t real_us)
     tm = (struct tm){.tm_year = -1900, .tm_mday = 1};
     ms = 0;
   } else if (tm.tm_year > 9999 - 1900) {
-    tm = (struct tm){.tm_year = 9999 - 1900, .tm_mon = 11, .tm_mday = 31, .tm_hour = 23,
-                     .tm_min = 59, .tm_sec = 59};
+    tm = (struct tm){.tm_year = 9999 - 1900,
+                     .tm_mon = 11,
+                     .tm_mday = 31,
+                     .tm_hour = 23,
+                     .tm_min = 59,
+                     .tm_sec = 59};
     ms = 999;
   }
   int n = snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
