@@ -104,7 +104,7 @@ ours() { [ -n "$2" ] && [ "$(start_time "$1")" = "$2" ]; }
 
 kill_tree() {
   local pid=$1 sig=${2:-KILL} child
-  for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill_tree "$child" "$sig"; done
+  for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do kill_tree "$child" "$sig"; done
   kill "-$sig" "$pid" 2>/dev/null || true
 }
 
@@ -179,7 +179,6 @@ wait_for() {
 }
 
 rcli() { local port=$1; shift; redis-cli -h 127.0.0.1 -p "$port" "$@"; }
-http_up() { [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$1")" != 000 ]; }
 http_200() { [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$1")" = 200 ]; }
 
 # ---------------------------------------------------------------- servers ---
@@ -264,9 +263,9 @@ redis_url() { echo "redis://127.0.0.1:$(redis_port_now)/0"; }
 
 # ---------------------------------------------------------------- injector ---
 # inject_start TOTAL RATE: fb-inject until TOTAL frames were acknowledged,
-# started again (at the primary of the moment) whenever Redis fails it. Nine
-# in ten frames are person/vehicle/face, the rest 'animal', which no
-# processor takes (DLQ no_processor); every 997th entry is malformed.
+# started again (at the primary of the moment) whenever Redis fails it. One
+# frame in 28 is an 'animal', which no processor takes (DLQ no_processor),
+# the others person, vehicle or face; every 997th entry is malformed.
 TYPES="person,vehicle,face,person,vehicle,face,person,vehicle,face,person,vehicle,face,person,vehicle,face,person,vehicle,face,person,vehicle,face,person,vehicle,face,person,vehicle,face,animal"
 inject_start() {
   local total=$1 rate=$2

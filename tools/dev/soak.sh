@@ -55,7 +55,7 @@ remember() { echo "$1 $(start_time "$1") $2" >>"$tmp/pids"; }
 ours() { [ -n "$2" ] && [ "$(start_time "$1")" = "$2" ]; }
 kill_tree() {
   local pid=$1 child
-  for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill_tree "$child"; done
+  for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do kill_tree "$child"; done
   kill -KILL "$pid" 2>/dev/null || true
 }
 cleanup() {
