@@ -60,7 +60,6 @@ static void sync_registry(struct fb_control *c)
   fb_store_free(procs, n);
 }
 
-/* Reads lag and pending of our group from XINFO GROUPS. */
 /* Finds consumer group `name` in an XINFO GROUPS reply; its lag (-1 when
  * Redis does not know it), pending count and (when `last_delivered` is not
  * NULL) last delivered id go to the out-arguments. */
@@ -90,10 +89,25 @@ static bool group_info(const redisReply *groups, const char *name, long long *la
   return false;
 }
 
-/* The input group's lag and pending count. Redis 7.0 can report a lag
- * that is off when its entries-read counter lost track (after a restart
- * from AOF, say); when the group has delivered the stream's last entry the
- * lag is 0 whatever it says. */
+/* A group's lag and pending count from the replies of XINFO GROUPS and
+ * XINFO STREAM of its stream. Redis 7.0 can report a lag that is off by a
+ * constant when its entries-read counter lost track (after a restart from
+ * AOF, or on a promoted replica); when the group has delivered the stream's
+ * last entry the lag is 0 whatever it says. Returns false when there is no
+ * such group. */
+static bool group_depth(const redisReply *groups, const redisReply *stream, const char *name,
+                        long long *lag, long long *pending)
+{
+  const char *delivered = NULL;
+  if (!group_info(groups, name, lag, pending, &delivered)) return false;
+  for (size_t k = 0; stream->type == REDIS_REPLY_ARRAY && k + 1 < stream->elements; k += 2)
+    if (stream->element[k]->str && !strcmp(stream->element[k]->str, "last-generated-id") &&
+        stream->element[k + 1]->str && delivered && !strcmp(stream->element[k + 1]->str, delivered))
+      *lag = 0;
+  return true;
+}
+
+/* The input group's lag and pending count. */
 static void sample_lag(struct fb_control *c)
 {
   const struct fb_config *cfg = c->app->cfg;
@@ -108,13 +122,7 @@ static void sample_lag(struct fb_control *c)
     return;
   }
   long long lag, pending;
-  const char *delivered = NULL;
-  if (group_info(groups, cfg->consumer_group, &lag, &pending, &delivered)) {
-    const redisReply *st = stream;
-    for (size_t k = 0; st->type == REDIS_REPLY_ARRAY && k + 1 < st->elements; k += 2)
-      if (st->element[k]->str && !strcmp(st->element[k]->str, "last-generated-id") &&
-          st->element[k + 1]->str && delivered && !strcmp(st->element[k + 1]->str, delivered))
-        lag = 0;
+  if (group_depth(groups, stream, cfg->consumer_group, &lag, &pending)) {
     atomic_store(&c->app->metrics->consumer_lag, lag);
     atomic_store(&c->app->metrics->input_pending, pending);
   }
@@ -148,22 +156,24 @@ static size_t poll_depths(struct fb_control *c)
   for (size_t i = 0; i < s->n; i++)
     if (fb_sink_in_redis(s->procs[i]->transport)) {
       redisAppendCommand(ctx, "XINFO GROUPS %s", s->procs[i]->stream);
+      redisAppendCommand(ctx, "XINFO STREAM %s", s->procs[i]->stream);
       sent++;
     }
   for (size_t i = 0; i < s->n && sent; i++) {
     struct fb_proc *p = s->procs[i];
     if (!fb_sink_in_redis(p->transport)) continue;
     sent--;
-    void *v = NULL;
-    if (redisGetReply(ctx, &v) != REDIS_OK) {
+    void *groups = NULL, *stream = NULL;
+    if (redisGetReply(ctx, &groups) != REDIS_OK || redisGetReply(ctx, &stream) != REDIS_OK) {
       fb_redis_drop(&c->redis, ctx->errstr);
+      if (groups) freeReplyObject(groups);
       break;
     }
-    redisReply *rep = v;
     long long lag, pending, depth = -1;
-    if (group_info(rep, FB_PROCESSOR_GROUP, &lag, &pending, NULL))
+    if (group_depth(groups, stream, FB_PROCESSOR_GROUP, &lag, &pending))
       depth = (lag > 0 ? lag : 0) + pending;
-    freeReplyObject(rep);
+    freeReplyObject(groups);
+    freeReplyObject(stream);
     if (depth >= 0) {
       atomic_store(&p->live->queue_depth, depth);
       atomic_store(&p->live->sent_since_poll, 0);
@@ -238,7 +248,7 @@ static void *run(void *arg)
     }
     if (now >= c->next_depth) {
       /* A large registry is read less often, to keep Redis's work bounded. */
-      int64_t every = (int64_t)poll_depths(c) * 1000 / DEPTH_MAX_RATE;
+      int64_t every = (int64_t)poll_depths(c) * 2 * 1000 / DEPTH_MAX_RATE; /* 2 XINFO each */
       c->next_depth = now + (every > DEPTH_INTERVAL_MS ? every : DEPTH_INTERVAL_MS);
     }
     if (now >= c->next_health) {
