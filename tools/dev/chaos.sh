@@ -98,15 +98,8 @@ helper() { python3 "$helper_py" "$@" & local p=$!; remember "$p" helper; wait "$
 # pid the system has since given to another program is never signalled);
 # cleanup kills what is left (children first), removes the namespaces and
 # links, then the directory.
-start_time() { awk '{ print $22 }' "/proc/$1/stat" 2>/dev/null; }
-remember() { echo "$1 $(start_time "$1") $2" >>"$tmp/pids"; }
-ours() { [ -n "$2" ] && [ "$(start_time "$1")" = "$2" ]; }
-
-kill_tree() {
-  local pid=$1 sig=${2:-KILL} child
-  for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do kill_tree "$child" "$sig"; done
-  kill "-$sig" "$pid" 2>/dev/null || true
-}
+# shellcheck source=tools/dev/proclib.sh
+source "$root/tools/dev/proclib.sh"
 
 cleanup() {
   local rc=$? pid st name ns link
@@ -131,14 +124,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# spawn NAME LOG CMD...: starts CMD in the background; its pid in LAST_PID.
-spawn() {
-  local name=$1 logf=$2
-  shift 2
-  "$@" >>"$logf" 2>&1 &
-  LAST_PID=$!
-  remember "$LAST_PID" "$name"
-}
 
 # stop PID [SIGNAL]: the signal (TERM), then KILL after 5 s; reaps it.
 stop() {
@@ -167,19 +152,8 @@ stop_since() {
 rand_ms() { echo $(( $1 + (RANDOM * 32768 + RANDOM) % ($2 - $1 + 1) )); }
 sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
 
-# wait_for SECONDS WHAT CMD...: polls CMD until it succeeds.
-wait_for() {
-  local secs=$1 what=$2 end
-  shift 2
-  end=$(( $(date +%s) + secs ))
-  until "$@" >/dev/null 2>&1; do
-    if [ "$(date +%s)" -ge "$end" ]; then say "timed out after ${secs}s waiting for $what"; return 1; fi
-    sleep 0.1
-  done
-}
 
 rcli() { local port=$1; shift; redis-cli -h 127.0.0.1 -p "$port" "$@"; }
-http_200() { [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$1")" = 200 ]; }
 
 # ---------------------------------------------------------------- servers ---
 # start_redis DIR PORT BIND [ARGS...]: AOF with appendfsync always.
@@ -405,7 +379,6 @@ scenario_redis_restart() {
 # the integration tests' RedisSentinelSet.
 start_sentinel_set() {
   local i port dir
-  DATA_PORTS="$P1 $P2"
   SENTINEL_PORTS_LIST="$P4 $P5 $P6"
   for i in 0 1; do
     port=$([ $i = 0 ] && echo "$P1" || echo "$P2")
@@ -492,7 +465,7 @@ scenario_redis_failover() {
   # with it (asynchronous replication) before the gateway can see it.
   inject_start "$n_failover" "$failover_rate"
   sleep_ms "$(rand_ms 800 1500)"
-  local old t0 t1
+  local old t0
   old=$(redis_port_now)
   t0=$EPOCHREALTIME
   eval "kill9 \$DATA_PID_$old"
@@ -554,7 +527,7 @@ scenario_nats_node_kill() {
   REDIS_PORT=$P1
   start_redis "$sdir/redis" "$REDIS_PORT" 127.0.0.1 --appendonly no
   # Three nodes: client ports P4-P6, cluster ports P7-P9, monitoring P10-P12.
-  local i cport cl mon routes urls="" mons=""
+  local i cl routes urls="" mons=""
   local cports=($P4 $P5 $P6) clports=($P7 $P8 $P9) mports=($P10 $P11 $P12)
   for i in 0 1 2; do
     urls+="${urls:+,}nats://127.0.0.1:${cports[$i]}"

@@ -47,17 +47,9 @@ t0=$EPOCHREALTIME
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }'; }
 say() { printf '[%5ss] %s\n' "$(since "$t0")" "$*"; }
 helper() { python3 "$helper_py" "$@"; }
+# shellcheck source=tools/dev/proclib.sh
+source "$root/tools/dev/proclib.sh"
 
-# Every process started is written to $tmp/pids with its start time, so
-# that a pid since given to another program is never signalled.
-start_time() { awk '{ print $22 }' "/proc/$1/stat" 2>/dev/null; }
-remember() { echo "$1 $(start_time "$1") $2" >>"$tmp/pids"; }
-ours() { [ -n "$2" ] && [ "$(start_time "$1")" = "$2" ]; }
-kill_tree() {
-  local pid=$1 child
-  for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do kill_tree "$child"; done
-  kill -KILL "$pid" 2>/dev/null || true
-}
 cleanup() {
   local rc=$? pid st name
   trap - EXIT INT TERM
@@ -73,23 +65,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-spawn() {
-  local name=$1 logf=$2
-  shift 2
-  "$@" >>"$logf" 2>&1 &
-  LAST_PID=$!
-  remember "$LAST_PID" "$name"
-}
-wait_for() {
-  local secs=$1 what=$2 end
-  shift 2
-  end=$(( $(date +%s) + secs ))
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$end" ] || { say "timed out waiting for $what"; exit 1; }
-    sleep 0.1
-  done
-}
-http_200() { [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$1")" = 200 ]; }
 
 read -r RP NP GP <<<"$(helper ports 3)"
 spawn redis "$tmp/redis.log" redis-server --port "$RP" --bind 127.0.0.1 --dir "$tmp" \
