@@ -750,15 +750,26 @@ static int pick_consistent(struct fb_router *r, const struct fb_snapshot *s,
   return to;
 }
 
+/* The frame's capability group (*g), with the router's state of `s` taken
+ * and its tiers up to date. 0, -ENOENT (no such group) or -ENOMEM. */
+static int candidates(struct fb_router *r, const struct fb_snapshot *s, const struct fb_frame *f,
+                      const struct fb_cap_group **g)
+{
+  *g = fb_snapshot_group(s, f->detection_type, f->detection_escaped);
+  if (!*g || !(*g)->n) return -ENOENT;
+  if (adopt(r, s)) return -ENOMEM;
+  r->snap = s;
+  if (r->retier || r->health_seen != fb_health_epoch()) take_tiers(r, s);
+  return 0;
+}
+
 int fb_router_pick_on(struct fb_router *r, const struct fb_snapshot *s, const struct fb_frame *f,
                       int sink, bool *overloaded_out)
 {
   *overloaded_out = false;
-  const struct fb_cap_group *g = fb_snapshot_group(s, f->detection_type, f->detection_escaped);
-  if (!g || !g->n) return -ENOENT;
-  if (adopt(r, s)) return -ENOMEM;
-  r->snap = s;
-  if (r->retier || r->health_seen != fb_health_epoch()) take_tiers(r, s);
+  const struct fb_cap_group *g;
+  int rc = candidates(r, s, f, &g);
+  if (rc) return rc;
   int best = -ENOENT;
   bool best_full = true;
   for (size_t k = 0; k < g->n; k++) {
@@ -784,11 +795,9 @@ int fb_router_pick(struct fb_router *r, const struct fb_snapshot *s, const struc
                    bool *overloaded_out)
 {
   *overloaded_out = false;
-  const struct fb_cap_group *g = fb_snapshot_group(s, f->detection_type, f->detection_escaped);
-  if (!g || !g->n) return -ENOENT;
-  if (adopt(r, s)) return -ENOMEM;
-  r->snap = s;
-  if (r->retier || r->health_seen != fb_health_epoch()) take_tiers(r, s);
+  const struct fb_cap_group *g;
+  int rc = candidates(r, s, f, &g);
+  if (rc) return rc;
   int health = best_health(r, g);
   if (health == TIER_DEAD) return -ENOENT;
 
