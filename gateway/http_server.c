@@ -177,19 +177,11 @@ static int send_headers(struct lws *wsi, const struct fb_http *h, struct session
   if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->content_type,
                                   r->status == 204 ? LWS_ILLEGAL_HTTP_CONTENT_LEN : r->body.len, &p,
                                   e) ||
-      lws_add_http_header_by_name(
-          wsi, (const unsigned char *)"X-Request-ID:", (const unsigned char *)s->request_id,
-          (int)strlen(s->request_id), &p, e) ||
-      lws_add_http_header_by_name(wsi, (const unsigned char *)"Cache-Control:",
-                                  (const unsigned char *)"no-store", 8, &p, e))
+      add_header(wsi, "X-Request-ID:", s->request_id, &p, e) ||
+      add_header(wsi, "Cache-Control:", "no-store", &p, e))
     return -1;
-  if (r->allow && lws_add_http_header_by_name(
-                      wsi, (const unsigned char *)"Allow:", (const unsigned char *)r->allow,
-                      (int)strlen(r->allow), &p, e))
-    return -1;
-  if (r->challenge && lws_add_http_header_by_name(wsi, (const unsigned char *)"WWW-Authenticate:",
-                                                  (const unsigned char *)"Bearer", 6, &p, e))
-    return -1;
+  if (r->allow && add_header(wsi, "Allow:", r->allow, &p, e)) return -1;
+  if (r->challenge && add_header(wsi, "WWW-Authenticate:", "Bearer", &p, e)) return -1;
   if (add_cors(wsi, h, s, &p, e)) return -1;
   return lws_finalize_write_http_header(wsi, start, &p, e) ? -1 : 0;
 }
