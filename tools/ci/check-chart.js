@@ -111,6 +111,8 @@ const MODELS = {
     require('kubernetes-models/networking.k8s.io/v1').NetworkPolicy,
   'monitoring.coreos.com/v1/ServiceMonitor': () =>
     require('@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1').ServiceMonitor,
+  'monitoring.coreos.com/v1/PrometheusRule': () =>
+    require('@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1').PrometheusRule,
 };
 
 // The JSON schemas let unknown fields through; a misspelt field where it
@@ -170,6 +172,9 @@ const SETTINGS = {
   LOG_LEVEL: (v) => v.config.logLevel,
   LOG_FORMAT: (v) => v.config.logFormat,
   FLEET_VIEW: (v) => (v.config.fleetView ? '1' : '0'),
+  DLQ_MAXLEN: (v) => String(v.config.dlqMaxlen),
+  SLOW_START_MS: (v) => String(v.config.slowStartMs),
+  HASH_BOUND: (v) => String(v.config.hashBound),
   REDIS_WAIT_REPLICAS: (v) => String(v.redis.waitReplicas),
   NATS_JS_REPLICAS: (v) => String(v.nats.jetstreamReplicas),
 };
@@ -317,16 +322,18 @@ function checkValueSet(setName, valueFiles) {
     expect(gw.image === img, `image ${gw.image} != ${img}`);
   });
 
-  check(`${tag} gateway: liveness on /healthz and readiness on /readyz, on the API port`, (expect) => {
+  check(`${tag} gateway: startup and liveness on /healthz, readiness on /readyz, on the API port`, (expect) => {
     const port = (gw.ports || []).find((p) => p.name === 'http');
     expect(port && port.containerPort === v.config.port, `containerPort http != ${v.config.port}`);
     const lp = (gw.livenessProbe || {}).httpGet || {};
     const rp = (gw.readinessProbe || {}).httpGet || {};
     expect(lp.path === '/healthz' && lp.port === 'http', `liveness probe is ${JSON.stringify(gw.livenessProbe)}`);
     expect(rp.path === '/readyz' && rp.port === 'http', `readiness probe is ${JSON.stringify(gw.readinessProbe)}`);
+    const sp = (gw.startupProbe || {}).httpGet || {};
+    expect(sp.path === '/healthz' && sp.port === 'http', `startup probe is ${JSON.stringify(gw.startupProbe)}`);
     for (const k of ['periodSeconds', 'failureThreshold', 'timeoutSeconds'])
-      expect(gw.livenessProbe[k] === v.livenessProbe[k] && gw.readinessProbe[k] === v.readinessProbe[k],
-        `probe ${k} does not follow values`);
+      expect(gw.livenessProbe[k] === v.livenessProbe[k] && gw.readinessProbe[k] === v.readinessProbe[k] &&
+        gw.startupProbe[k] === v.startupProbe[k], `probe ${k} does not follow values`);
   });
 
   check(`${tag} gateway: every README: Settings setting comes from values`, (expect) => {
@@ -344,6 +351,30 @@ function checkValueSet(setName, valueFiles) {
     expect(env.NATS_URL && env.NATS_URL.value === natsUrl, `NATS_URL ${JSON.stringify(env.NATS_URL)} != ${natsUrl}`);
     expect(env.NATS_JETSTREAM && env.NATS_JETSTREAM.value === (js ? '1' : '0'), `NATS_JETSTREAM is ${JSON.stringify(env.NATS_JETSTREAM)}`);
     for (const e of v.extraEnv || []) expect(env[e.name], `extraEnv ${e.name} is missing`);
+    if (v.config.allowedOrigins)
+      expect(env.ALLOWED_ORIGINS && env.ALLOWED_ORIGINS.value === v.config.allowedOrigins, `ALLOWED_ORIGINS is ${JSON.stringify(env.ALLOWED_ORIGINS)}`);
+    else expect(!env.ALLOWED_ORIGINS, 'ALLOWED_ORIGINS is set although config.allowedOrigins is empty');
+    expect(JSON.stringify(gw.envFrom || []) === JSON.stringify(v.extraEnvFrom || []),
+      `envFrom is ${JSON.stringify(gw.envFrom)}, extraEnvFrom says ${JSON.stringify(v.extraEnvFrom)}`);
+  });
+
+  check(`${tag} commonLabels and commonAnnotations on every object, commonLabels on every pod`, (expect) => {
+    const cl = v.commonLabels || {};
+    const ca = v.commonAnnotations || {};
+    for (const d of docs) {
+      const labels = d.metadata.labels || {};
+      const ann = d.metadata.annotations || {};
+      for (const [k, val] of Object.entries(cl)) expect(labels[k] === val, `${id(d)}: label ${k} missing`);
+      for (const [k, val] of Object.entries(ca))
+        if (!(d.kind === 'Pod' && k.startsWith('helm.sh/'))) expect(k in ann, `${id(d)}: annotation ${k} missing`);
+      if (d.kind === 'Pod') expect(ann['helm.sh/hook'] === 'test', `${id(d)}: the helm test hook annotation was lost`);
+    }
+    for (const { doc, labels } of podTemplates(docs))
+      for (const [k, val] of Object.entries(cl)) expect(labels[k] === val, `${id(doc)}: pod label ${k} missing`);
+    for (const [k, val] of Object.entries(v.service.annotations || {})) {
+      const svc = docs.find((d) => d.kind === 'Service' && d.metadata.name === fullname);
+      expect(svc && (svc.metadata.annotations || {})[k] === val, `Service annotation ${k} lost to commonAnnotations`);
+    }
   });
 
   const sentinel = v.redis.sentinel;
@@ -472,6 +503,7 @@ function checkValueSet(setName, valueFiles) {
     ['PodDisruptionBudget', v.podDisruptionBudget.enabled],
     ['ServiceMonitor', v.metrics.serviceMonitor.enabled],
     ['NetworkPolicy', v.networkPolicy.enabled],
+    ['PrometheusRule', v.metrics.prometheusRule.enabled],
   ];
   for (const [kind, on] of optional) {
     check(`${tag} ${kind} is rendered ${on ? 'and sound' : 'not at all (disabled)'}`, (expect) => {
@@ -500,6 +532,26 @@ function checkValueSet(setName, valueFiles) {
         expect(o.spec.endpoints.some((e) => e.port === 'http' && e.path === '/metrics'), 'no /metrics endpoint on port http');
         for (const [k, val] of Object.entries(v.metrics.serviceMonitor.labels || {}))
           expect(o.metadata.labels[k] === val, `label ${k} missing`);
+      } else if (kind === 'PrometheusRule') {
+        const readme = fs.readFileSync(path.join(chartDir, 'README.md'), 'utf8');
+        const rules = o.spec.groups.flatMap((g) => g.rules).filter((r) => r.alert);
+        const names = new Set(rules.map((r) => r.alert));
+        for (const a of ['FrameBufferConsumerLagGrowing', 'FrameBufferDLQRateHigh', 'FrameBufferProcessorDead',
+          'FrameBufferNoHealthyProcessor', 'FrameBufferReplicaNotReady', 'FrameBufferNATSDown', 'FrameBufferRedisReconnecting'])
+          expect(names.has(a), `no alert ${a}`);
+        for (const r of rules) {
+          const ann = r.annotations || {};
+          expect(ann.summary && ann.description, `${r.alert}: summary or description missing`);
+          expect(new RegExp(`^#+ ${r.alert}$`, 'm').test(readme), `${r.alert}: no runbook section "${r.alert}" in the chart README`);
+          expect((ann.description || '').includes(r.alert), `${r.alert}: the description does not name its runbook section`);
+          if (v.metrics.prometheusRule.runbookBaseUrl)
+            expect(ann.runbook_url === `${v.metrics.prometheusRule.runbookBaseUrl}#${r.alert.toLowerCase()}`, `${r.alert}: runbook_url ${ann.runbook_url}`);
+          expect(/frame_buffer_/.test(r.expr) && !/\{\s*\}/.test(r.expr), `${r.alert}: expression ${r.expr} selects no frame-buffer series of this release`);
+          for (const [k, val] of Object.entries(v.metrics.prometheusRule.additionalLabels || {}))
+            expect((r.labels || {})[k] === val, `${r.alert}: label ${k} missing`);
+        }
+        for (const [k, val] of Object.entries(v.metrics.prometheusRule.labels || {}))
+          expect(o.metadata.labels[k] === val, `label ${k} missing`);
       } else if (kind === 'NetworkPolicy') {
         expect(matches(o.spec.podSelector.matchLabels, pod.metadata.labels), 'podSelector misses the gateway pods');
         expect(o.spec.ingress.some((r) => (r.ports || []).some((p) => p.port === 'http')), 'API port not allowed in');
@@ -516,6 +568,18 @@ function checkValueSet(setName, valueFiles) {
       }
     });
   }
+
+  check(`${tag} Grafana dashboard ConfigMap ${v.metrics.grafanaDashboard.enabled ? 'for the sidecar, with a board that parses' : 'absent (disabled)'}`, (expect) => {
+    const cm = docs.find((d) => d.kind === 'ConfigMap' && d.metadata.name === `${fullname}-dashboard`);
+    if (!v.metrics.grafanaDashboard.enabled) return expect(!cm, 'rendered although disabled');
+    if (!expect(cm, `no ConfigMap ${fullname}-dashboard`)) return;
+    for (const [k, val] of Object.entries(v.metrics.grafanaDashboard.labels || {}))
+      expect(cm.metadata.labels[k] === val, `sidecar label ${k}=${val} missing`);
+    const board = JSON.parse(cm.data['frame-buffer.json']);
+    expect(board.uid && board.title && Array.isArray(board.panels) && board.panels.length > 0, 'not a Grafana dashboard');
+    const onDisk = JSON.parse(fs.readFileSync(path.join(chartDir, 'dashboards', 'frame-buffer.json'), 'utf8'));
+    expect(JSON.stringify(board) === JSON.stringify(onDisk), 'the ConfigMap differs from dashboards/frame-buffer.json');
+  });
 
   check(`${tag} prometheus.io scrape annotations ${v.metrics.podAnnotations ? 'on' : 'off'}`, (expect) => {
     const a = pod.metadata.annotations || {};

@@ -32,6 +32,7 @@ helm.sh/chart: {{ include "frame-buffer.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: frame-buffer
+{{- include "frame-buffer.commonLabels" . }}
 {{- end }}
 
 {{- define "frame-buffer.selectorLabels" -}}
@@ -46,6 +47,27 @@ helm.sh/chart: {{ include "frame-buffer.chart" .root }}
 {{ include "frame-buffer.componentSelectorLabels" . }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 app.kubernetes.io/part-of: frame-buffer
+{{- include "frame-buffer.commonLabels" .root }}
+{{- end }}
+
+{{/* commonLabels, on every object the chart makes and on its pods. */}}
+{{- define "frame-buffer.commonLabels" -}}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The annotations block of an object's metadata: commonAnnotations and the
+object's own (which win); nothing when both are empty. Call with
+(dict "root" $ "extra" .Values.service.annotations) and nindent 2.
+*/}}
+{{- define "frame-buffer.annotations" -}}
+{{- $a := merge (deepCopy (.extra | default dict)) (deepCopy (.root.Values.commonAnnotations | default dict)) }}
+{{- with $a }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{- define "frame-buffer.componentSelectorLabels" -}}
