@@ -16,9 +16,9 @@
 #include "framebuffer/heartbeat.h"
 #include "framebuffer/log.h"
 #include "framebuffer/settings.h"
+#include "framebuffer/sink.h"
 #include "framebuffer/store.h"
 
-#define PROCESSORS           "/api/v1/processors"
 #define API_REDIS_TIMEOUT_MS 2000
 
 void fb_api_init(struct fb_api *api, struct fb_app *app)
@@ -34,7 +34,7 @@ void fb_api_close(struct fb_api *api)
 
 /* ============================================================= responses */
 
-static void respond_json(struct fb_response *resp, int status, json_t *doc)
+void fb_api_respond_json(struct fb_response *resp, int status, json_t *doc)
 {
   resp->status = status;
   resp->content_type = "application/json";
@@ -166,20 +166,142 @@ static json_t *parse_body(const struct fb_request *req, struct fb_response *resp
   return doc;
 }
 
+/* ================================================================ query */
+
+const char *fb_request_arg(const struct fb_request *req, const char *name)
+{
+  for (size_t i = 0; i < req->nquery; i++)
+    if (!strcmp(req->query[i].name, name)) return req->query[i].value;
+  return NULL;
+}
+
+bool fb_api_check_query(const struct fb_request *req, const char *const *known,
+                        struct fb_response *resp)
+{
+  char msg[400];
+  if (req->query_truncated) {
+    snprintf(msg, sizeof msg, "too many or too long query arguments (at most %d)", FB_QUERY_MAX);
+    fb_api_error(resp, 422, msg);
+    return false;
+  }
+  for (size_t i = 0; i < req->nquery; i++) {
+    bool ok = false;
+    for (size_t k = 0; known[k] && !ok; k++)
+      ok = !strcmp(req->query[i].name, known[k]);
+    if (ok) continue;
+    const char *near = fb_closest_name(req->query[i].name, known);
+    size_t len = (size_t)snprintf(msg, sizeof msg, "unknown query argument \"%.100s\"",
+                                  req->query[i].name);
+    if (near && len < sizeof msg)
+      snprintf(msg + len, sizeof msg - len, " (did you mean \"%s\"?)", near);
+    len = strlen(msg);
+    snprintf(msg + len, sizeof msg - len, "; this path takes ");
+    for (size_t k = 0; known[k]; k++) {
+      len = strlen(msg);
+      snprintf(msg + len, sizeof msg - len, "%s%s", k ? ", " : "", known[k]);
+    }
+    if (!known[0]) {
+      len = strlen(msg);
+      snprintf(msg + len, sizeof msg - len, "none");
+    }
+    fb_api_error(resp, 422, msg);
+    return false;
+  }
+  return true;
+}
+
 /* ============================================================ processors */
 
-static json_t *list_json(const struct fb_snapshot *s, const char *capability, int status)
+/* What GET /api/v1/processors (and search) keep: filters, each optional. */
+struct proc_filter {
+  const char *capability; /* NULL: any */
+  int status;             /* enum fb_health, -1: any */
+  int transport;          /* enum fb_transport (a sink), -1: any */
+};
+
+static bool proc_matches(const struct fb_proc *p, const struct proc_filter *f)
+{
+  if (f->status >= 0 && atomic_load(&p->live->status) != f->status) return false;
+  if (f->transport >= 0 && (int)p->transport != f->transport) return false;
+  bool has = !f->capability;
+  for (size_t c = 0; c < p->ncaps && !has; c++)
+    has = !strcmp(p->caps[c], f->capability);
+  return has;
+}
+
+static json_t *list_json(const struct fb_snapshot *s, const struct proc_filter *f)
 {
   json_t *arr = json_array();
-  for (size_t i = 0; i < s->n; i++) {
-    const struct fb_proc *p = s->procs[i];
-    if (status >= 0 && atomic_load(&p->live->status) != status) continue;
-    bool has = !capability;
-    for (size_t c = 0; c < p->ncaps && !has; c++)
-      has = !strcmp(p->caps[c], capability);
-    if (has) json_array_append_new(arr, fb_proc_to_json(p));
-  }
+  for (size_t i = 0; i < s->n; i++)
+    if (proc_matches(s->procs[i], f)) json_array_append_new(arr, fb_proc_to_json(s->procs[i]));
   return arr;
+}
+
+/* Reads ?capability=, ?status= and ?transport= into `f`; answers 422 for
+ * an argument it does not know or a value that is not one. */
+static bool read_filter(struct fb_api *api, const struct fb_request *req, struct proc_filter *f,
+                        struct fb_response *resp)
+{
+  static const char *const known[] = {"capability", "status", "transport", NULL};
+  if (!fb_api_check_query(req, known, resp)) return false;
+  *f = (struct proc_filter){NULL, -1, -1};
+  char msg[300];
+  const char *v = fb_request_arg(req, "capability");
+  if (v) {
+    if (!*v) {
+      fb_api_error(resp, 422, "capability must not be empty");
+      return false;
+    }
+    f->capability = v;
+  }
+  if ((v = fb_request_arg(req, "status"))) {
+    for (int h = FB_HEALTH_HEALTHY; h <= FB_HEALTH_DEAD; h++)
+      if (!strcmp(v, fb_health_name((enum fb_health)h))) f->status = h;
+    if (f->status < 0) {
+      snprintf(msg, sizeof msg, "status \"%.64s\" is not one of healthy, stale, dead", v);
+      fb_api_error(resp, 422, msg);
+      return false;
+    }
+  }
+  if ((v = fb_request_arg(req, "transport"))) {
+    f->transport = fb_sink_find(v);
+    if (f->transport < 0) {
+      size_t len = (size_t)snprintf(msg, sizeof msg, "transport \"%.64s\" is not one of ", v);
+      for (int k = 0; k < FB_SINKS_MAX && fb_sink_list[k]; k++) {
+        len = strlen(msg);
+        snprintf(msg + len, sizeof msg - len, "%s%s", k ? ", " : "", fb_sink_list[k]->name);
+      }
+      fb_api_error(resp, 422, msg);
+      return false;
+    }
+  }
+  (void)api;
+  return true;
+}
+
+static void list_processors(struct fb_api *api, const struct fb_request *req, const char *param,
+                            struct fb_response *resp)
+{
+  struct proc_filter f;
+  if (!read_filter(api, req, &f, resp)) return;
+  struct fb_snapshot *s = fb_registry_snapshot(api->app->registry);
+  fb_api_respond_json(resp, 200, list_json(s, &f));
+  fb_snapshot_release(s);
+}
+
+/* The compat search: the same filters, capability required. */
+static void search_processors(struct fb_api *api, const struct fb_request *req, const char *param,
+                              struct fb_response *resp)
+{
+  struct proc_filter f;
+  if (!read_filter(api, req, &f, resp)) return;
+  if (!f.capability) {
+    fb_api_error(resp, 422, "query parameter capability is required");
+    return;
+  }
+  struct fb_snapshot *s = fb_registry_snapshot(api->app->registry);
+  fb_api_respond_json(resp, 200, list_json(s, &f));
+  fb_snapshot_release(s);
 }
 
 /* Answers a failed store write. */
@@ -203,15 +325,19 @@ static void store_failed(struct fb_response *resp, int rc, const char *id, const
   }
 }
 
-/* Validates a registration body (taken: it is released here). Returns a
- * new processor, or NULL after answering 422. */
+/* Validates a registration body (taken: it is released here): no unknown
+ * member, the fields themselves, and what this gateway can serve. Returns
+ * a new processor, or NULL after answering 422. */
 static struct fb_proc *proc_from_body(struct fb_api *api, json_t *body, struct fb_response *resp)
 {
   struct fb_proc *p = NULL;
-  char why[300] = "";
-  int rc = fb_proc_from_json(&p, body, api->app->cfg->input_stream, why, sizeof why);
+  char why[400] = "";
+  int rc = fb_proc_check_fields(body, why, sizeof why);
+  if (!rc) rc = fb_proc_from_json(&p, body, api->app->cfg->input_stream, why, sizeof why);
+  if (!rc) rc = fb_proc_check_new(p, why, sizeof why);
   json_decref(body);
   if (rc) {
+    fb_proc_release(p);
     fb_api_error(resp, 422, why);
     return NULL;
   }
@@ -223,7 +349,25 @@ static struct fb_proc *proc_from_body(struct fb_api *api, json_t *body, struct f
   return p;
 }
 
-static void do_register(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)
+bool fb_api_retry(struct fb_api *api, int attempt)
+{
+  if (attempt > 0 || api->redis.ctx) return false; /* answered by Redis: not a lost connection */
+  fb_redis_retry_now(&api->redis);
+  return true;
+}
+
+static int store_save(struct fb_api *api, const struct fb_proc *p, bool replace, char *why,
+                      size_t n)
+{
+  int rc, attempt = 0;
+  do
+    rc = fb_store_save(&api->redis, p, replace, why, n);
+  while (rc == -EIO && fb_api_retry(api, attempt++));
+  return rc;
+}
+
+static void do_register(struct fb_api *api, const struct fb_request *req, const char *param,
+                        struct fb_response *resp)
 {
   json_t *body = parse_body(req, resp);
   if (!body) return;
@@ -231,7 +375,7 @@ static void do_register(struct fb_api *api, const struct fb_request *req, struct
   struct fb_proc *p = proc_from_body(api, body, resp);
   if (!p) return;
   char why[300] = "";
-  int rc = fb_store_save(&api->redis, p, false, why, sizeof why);
+  int rc = store_save(api, p, false, why, sizeof why);
   if (rc) {
     store_failed(resp, rc, p->id, why);
     fb_proc_release(p);
@@ -246,13 +390,40 @@ static void do_register(struct fb_api *api, const struct fb_request *req, struct
           p->transport == FB_TRANSPORT_REDIS ? p->stream : p->subject);
   fb_event_emit_by(api->app->events, req->request_id, "register", p->id, "healthy",
                    "%s processor with %zu capabilities", fb_transport_name(p->transport), p->ncaps);
-  respond_json(resp, 201, fb_proc_to_json(p));
+  fb_api_respond_json(resp, 201, fb_proc_to_json(p));
   fb_proc_release(p);
 }
 
-static void do_update(struct fb_api *api, const char *id, const struct fb_request *req,
+/* Processor ids in a path: a bad one is not found (GET, DELETE) or not
+ * valid (PUT). */
+static bool path_id_ok(const struct fb_request *req, const char *id, struct fb_response *resp)
+{
+  if (fb_proc_id_is_valid(id, strlen(id))) return true;
+  fb_api_error(resp, req->method == FB_PUT ? 422 : 404,
+               "processor ids are 1-128 characters of A-Z a-z 0-9 . _ : -");
+  return false;
+}
+
+static void get_processor(struct fb_api *api, const struct fb_request *req, const char *id,
+                          struct fb_response *resp)
+{
+  if (!path_id_ok(req, id, resp)) return;
+  struct fb_snapshot *s = fb_registry_snapshot(api->app->registry);
+  int idx = fb_snapshot_find(s, id);
+  if (idx >= 0) {
+    fb_api_respond_json(resp, 200, fb_proc_to_json(s->procs[idx]));
+  } else {
+    char msg[200];
+    snprintf(msg, sizeof msg, "processor %s is not registered", id);
+    fb_api_error(resp, 404, msg);
+  }
+  fb_snapshot_release(s);
+}
+
+static void do_update(struct fb_api *api, const struct fb_request *req, const char *id,
                       struct fb_response *resp)
 {
+  if (!path_id_ok(req, id, resp)) return;
   json_t *body = parse_body(req, resp);
   if (!body) return;
   json_t *jid = json_object_get(body, "id");
@@ -275,7 +446,7 @@ static void do_update(struct fb_api *api, const char *id, const struct fb_reques
   struct fb_proc *p = proc_from_body(api, body, resp);
   if (!p) return;
   char why[300] = "";
-  int rc = fb_store_save(&api->redis, p, true, why, sizeof why);
+  int rc = store_save(api, p, true, why, sizeof why);
   if (rc) {
     store_failed(resp, rc, id, why);
     fb_proc_release(p);
@@ -286,15 +457,61 @@ static void do_update(struct fb_api *api, const char *id, const struct fb_reques
   /* The registry carried the live state over; show the stored version. */
   s = fb_registry_snapshot(api->app->registry);
   idx = fb_snapshot_find(s, id);
-  respond_json(resp, 200, fb_proc_to_json(idx >= 0 ? s->procs[idx] : p));
+  fb_api_respond_json(resp, 200, fb_proc_to_json(idx >= 0 ? s->procs[idx] : p));
   fb_snapshot_release(s);
   fb_proc_release(p);
 }
 
-static void do_delete(struct fb_api *api, const char *id, const struct fb_request *req,
+/* ?purge=true|false (default false). Returns 1, 0, or -1 after a 422. */
+static int purge_arg(const struct fb_request *req, struct fb_response *resp)
+{
+  static const char *const known[] = {"purge", NULL};
+  if (!fb_api_check_query(req, known, resp)) return -1;
+  const char *v = fb_request_arg(req, "purge");
+  if (!v || !strcmp(v, "false") || !strcmp(v, "0")) return 0;
+  if (!strcmp(v, "true") || !strcmp(v, "1") || !*v) return 1;
+  fb_api_error(resp, 422, "purge must be true or false");
+  return -1;
+}
+
+static void do_delete(struct fb_api *api, const struct fb_request *req, const char *id,
                       struct fb_response *resp)
 {
-  int rc = fb_store_delete(&api->redis, id);
+  if (!path_id_ok(req, id, resp)) return;
+  int purge = purge_arg(req, resp);
+  if (purge < 0) return;
+  /* What to purge: its stream, unless another processor reads it too. */
+  char *stream = NULL, other[FB_PROC_ID_MAX + 1] = "";
+  if (purge) {
+    struct fb_snapshot *s = fb_registry_snapshot(api->app->registry);
+    int idx = fb_snapshot_find(s, id);
+    if (idx >= 0 && fb_sink_in_redis(s->procs[idx]->transport)) {
+      stream = strdup(s->procs[idx]->stream);
+      for (size_t i = 0; i < s->n && stream; i++)
+        if (i != (size_t)idx && fb_sink_in_redis(s->procs[i]->transport) &&
+            !strcmp(s->procs[i]->stream, stream))
+          snprintf(other, sizeof other, "%s", s->procs[i]->id);
+    } else if (idx < 0) {
+      /* Unknown here (not yet synced, or gone): its default stream. */
+      size_t n = strlen("frames:ready:") + strlen(id) + 1;
+      if ((stream = malloc(n))) snprintf(stream, n, "frames:ready:%s", id);
+    }
+    fb_snapshot_release(s);
+    if (other[0]) {
+      char msg[500];
+      snprintf(msg, sizeof msg,
+               "not purged: its stream %s is also the queue of processor %s (delete without "
+               "purge, or purge that one too)",
+               stream, other);
+      free(stream);
+      fb_api_error(resp, 409, msg);
+      return;
+    }
+  }
+  int rc, attempt = 0;
+  do
+    rc = fb_store_delete(&api->redis, id);
+  while (rc == -EIO && fb_api_retry(api, attempt++));
   /* Gone from Redis: gone here too. Known here but already gone from Redis
    * (removed elsewhere, not yet synced): that is a delete as well. */
   if (rc == 0 || rc == -ENOENT) {
@@ -302,19 +519,33 @@ static void do_delete(struct fb_api *api, const char *id, const struct fb_reques
     if (rc == -ENOENT && known_here) rc = 0;
   }
   if (rc) {
+    free(stream);
     store_failed(resp, rc, id, "");
     return;
   }
-  fb_info("api", "unregistered processor %s", id);
+  bool purged = false;
+  if (stream) {
+    int attempt2 = 0;
+    do
+      rc = fb_store_purge(&api->redis, stream);
+    while (rc == -EIO && fb_api_retry(api, attempt2++));
+    purged = rc == 0;
+    if (rc) fb_warn("api", "unregistered processor %s, but could not purge %s", id, stream);
+  }
+  fb_info("api", "unregistered processor %s%s%s", id, purged ? ", purged its stream " : "",
+          purged ? stream : "");
+  free(stream);
   fb_fleet_forget(api->app->fleet, &api->redis, id);
   fb_event_emit_by(api->app->events, req->request_id, "unregister", id, "removed",
-                   "unregistered over the API");
+                   purged ? "unregistered over the API, stream purged"
+                          : "unregistered over the API");
   resp->status = 204;
   resp->content_type = NULL;
   fb_buf_reset(&resp->body);
 }
 
-static void do_heartbeat(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)
+static void do_heartbeat(struct fb_api *api, const struct fb_request *req, const char *param,
+                         struct fb_response *resp)
 {
   json_t *body = parse_body(req, resp);
   if (!body) return;
@@ -325,7 +556,7 @@ static void do_heartbeat(struct fb_api *api, const struct fb_request *req, struc
     return;
   }
   struct fb_heartbeat hb;
-  char why[200];
+  char why[300];
   int rc = req->body_len > FB_HEARTBEAT_MAX
                ? fb_heartbeat_parse(&hb, NULL, req->body, req->body_len, why, sizeof why)
                : fb_heartbeat_parse_json(&hb, NULL, body, why, sizeof why);
@@ -343,83 +574,7 @@ static void do_heartbeat(struct fb_api *api, const struct fb_request *req, struc
     /* Other replicas learn of it through Redis, NATS or not. */
     if (fb_fleet_heartbeat(api->app->fleet, &api->redis, req->body, req->body_len))
       fb_debug("api", "heartbeat of %s counts on this replica only: Redis is not reachable", id);
-    respond_json(resp, 200, json_pack("{s:s,s:s}", "status", "ok", "processor_id", id));
-  }
-}
-
-static void do_search(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)
-{
-  if (!req->capability || !req->capability[0]) {
-    fb_api_error(resp, 422, "query parameter capability is required");
-    return;
-  }
-  int status = -1;
-  if (req->status && req->status[0]) {
-    for (int h = FB_HEALTH_HEALTHY; h <= FB_HEALTH_DEAD; h++)
-      if (!strcmp(req->status, fb_health_name((enum fb_health)h))) status = h;
-    if (status < 0) {
-      fb_api_error(resp, 422, "status must be one of healthy, stale, dead");
-      return;
-    }
-  }
-  struct fb_snapshot *s = fb_registry_snapshot(api->app->registry);
-  respond_json(resp, 200, list_json(s, req->capability, status));
-  fb_snapshot_release(s);
-}
-
-static void processors(struct fb_api *api, const char *rest, const struct fb_request *req,
-                       struct fb_response *resp)
-{
-  bool changes = req->method == FB_POST || req->method == FB_PUT || req->method == FB_DELETE;
-  if (!*rest) {
-    if (req->method != FB_GET) return method_not_allowed(resp, "GET");
-    struct fb_snapshot *s = fb_registry_snapshot(api->app->registry);
-    respond_json(resp, 200, list_json(s, NULL, -1));
-    fb_snapshot_release(s);
-    return;
-  }
-  const char *sub = rest + 1; /* after the '/' */
-  if (!strcmp(sub, "register")) {
-    if (req->method != FB_POST) return method_not_allowed(resp, "POST");
-    if (authorized(api, req, resp, PROCESSOR)) do_register(api, req, resp);
-    return;
-  }
-  if (!strcmp(sub, "heartbeat")) {
-    if (req->method != FB_POST) return method_not_allowed(resp, "POST");
-    if (authorized(api, req, resp, PROCESSOR)) do_heartbeat(api, req, resp);
-    return;
-  }
-  if (!strcmp(sub, "search")) {
-    if (req->method != FB_GET) return method_not_allowed(resp, "GET");
-    return do_search(api, req, resp);
-  }
-  if (strchr(sub, '/')) {
-    fb_api_error(resp, 404, "Not Found");
-    return;
-  }
-  if (!fb_proc_id_is_valid(sub, strlen(sub))) {
-    fb_api_error(resp, req->method == FB_GET || req->method == FB_DELETE ? 404 : 422,
-                 "processor ids are 1-128 characters of A-Z a-z 0-9 . _ : -");
-    return;
-  }
-  if (changes && !authorized(api, req, resp, OPERATOR)) return;
-  switch (req->method) {
-  case FB_GET: {
-    struct fb_snapshot *s = fb_registry_snapshot(api->app->registry);
-    int idx = fb_snapshot_find(s, sub);
-    if (idx >= 0)
-      respond_json(resp, 200, fb_proc_to_json(s->procs[idx]));
-    else {
-      char msg[200];
-      snprintf(msg, sizeof msg, "processor %s is not registered", sub);
-      fb_api_error(resp, 404, msg);
-    }
-    fb_snapshot_release(s);
-    return;
-  }
-  case FB_PUT: return do_update(api, sub, req, resp);
-  case FB_DELETE: return do_delete(api, sub, req, resp);
-  default: return method_not_allowed(resp, "GET, PUT, DELETE");
+    fb_api_respond_json(resp, 200, json_pack("{s:s,s:s}", "status", "ok", "processor_id", id));
   }
 }
 
@@ -453,16 +608,19 @@ static json_t *routing_json(struct fb_app *app)
                    info.updated_at_ms ? json_integer(info.updated_at_ms) : json_null());
 }
 
+static void get_routing(struct fb_api *api, const struct fb_request *req, const char *param,
+                        struct fb_response *resp)
+{
+  fb_api_respond_json(resp, 200, routing_json(api->app));
+}
+
 /* PUT stores the given settings for the whole fleet; DELETE removes every
  * stored setting (each replica goes back to its configured values). Either
  * is one event on every dashboard, saying what changed, where and why. */
-static void routing(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)
+static void change_routing(struct fb_api *api, const struct fb_request *req, const char *param,
+                           struct fb_response *resp)
 {
   struct fb_app *app = api->app;
-  if (req->method == FB_GET) return respond_json(resp, 200, routing_json(app));
-  if (req->method != FB_PUT && req->method != FB_DELETE)
-    return method_not_allowed(resp, "GET, PUT, DELETE");
-  if (!authorized(api, req, resp, OPERATOR)) return;
   struct fb_routing_patch patch;
   if (req->method == FB_PUT) {
     json_t *body = parse_body(req, resp);
@@ -476,8 +634,12 @@ static void routing(struct fb_api *api, const struct fb_request *req, struct fb_
     }
   }
   struct fb_routing_info before, after;
-  if (fb_settings_store(app->settings, &api->redis, req->method == FB_PUT ? &patch : NULL,
-                        app->cfg->consumer_name, req->request_id, &before, &after)) {
+  int rc, attempt = 0;
+  do
+    rc = fb_settings_store(app->settings, &api->redis, req->method == FB_PUT ? &patch : NULL,
+                           app->cfg->consumer_name, req->request_id, &before, &after);
+  while (rc && fb_api_retry(api, attempt++));
+  if (rc) {
     fb_api_error(resp, 503, "routing settings unavailable: Redis is not reachable");
     return;
   }
@@ -494,7 +656,7 @@ static void routing(struct fb_api *api, const struct fb_request *req, struct fb_
                                                 : "changed",
                      "%s%s", req->method == FB_DELETE ? "reset to defaults: " : "", diff);
   }
-  respond_json(resp, 200, routing_json(app));
+  fb_api_respond_json(resp, 200, routing_json(app));
 }
 
 /* ============================================================ operations */
@@ -613,70 +775,213 @@ static void respond_events(struct fb_app *app, struct fb_response *resp)
   json_t *list = json_array();
   for (size_t i = 0; i < n; i++)
     json_array_append_new(list, fb_event_to_json(&evs[i]));
-  respond_json(resp, 200, list);
+  fb_api_respond_json(resp, 200, list);
 }
 
-static void operations(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)
+static void get_health(struct fb_api *api, const struct fb_request *req, const char *param,
+                       struct fb_response *resp)
 {
   struct fb_app *app = api->app;
-  const char *p = req->path;
-  if (req->method != FB_GET && req->method != FB_HEAD) return method_not_allowed(resp, "GET");
-  if (!strcmp(p, "/health")) {
-    bool ok = ready(app);
-    const char *status = !ok ? "unhealthy" : nats_ok(app) ? "healthy" : "degraded";
-    respond_json(resp, ok ? 200 : 503,
-                 json_pack("{s:s,s:s,s:s,s:o}", "status", status, "service", "frame-buffer-v2",
-                           "consumer", app->cfg->consumer_name, "connections",
-                           fb_api_connections(app)));
-  } else if (!strcmp(p, "/healthz")) {
-    respond_json(resp, 200, json_pack("{s:s}", "status", "alive"));
-  } else if (!strcmp(p, "/readyz")) {
-    struct fb_metrics *m = app->metrics;
-    bool ok = ready(app);
-    respond_json(resp, ok ? 200 : 503,
-                 json_pack("{s:s,s:{s:b,s:b,s:o}}", "status", ok ? "ready" : "not ready", "checks",
-                           "redis", (int)atomic_load(&m->redis_up), "consumer_group",
-                           (int)atomic_load(&m->group_ready), "nats", nats_json(app)));
-  } else if (!strcmp(p, "/metrics")) {
-    struct fb_snapshot *s = fb_registry_snapshot(app->registry);
-    resp->status = 200;
-    resp->content_type = "text/plain; version=0.0.4";
-    fb_buf_reset(&resp->body);
-    if (fb_metrics_render(app->metrics, s, app->cfg->nats_enabled, &resp->body))
-      fb_api_error(resp, 500, "metrics too large");
-    fb_snapshot_release(s);
-  } else if (!strcmp(p, "/api/v1/stats")) {
-    respond_json(resp, 200, fb_api_stats(app));
-  } else if (!strcmp(p, "/api/v1/events")) {
-    respond_events(app, resp);
-  } else if (!strcmp(p, "/api/v1/replicas")) {
-    json_t *view = fb_fleet_view(app->fleet);
-    json_t *list = json_incref(json_object_get(view, "replicas"));
-    json_decref(view);
-    respond_json(resp, 200, list ? list : json_array());
-  } else {
-    fb_api_error(resp, 404, "Not Found");
-  }
+  bool ok = ready(app);
+  const char *status = !ok ? "unhealthy" : nats_ok(app) ? "healthy" : "degraded";
+  fb_api_respond_json(resp, ok ? 200 : 503,
+                      json_pack("{s:s,s:s,s:s,s:o}", "status", status, "service",
+                                "frame-buffer-v2", "consumer", app->cfg->consumer_name,
+                                "connections", fb_api_connections(app)));
 }
 
-/* ================================================================ router */
+static void get_healthz(struct fb_api *api, const struct fb_request *req, const char *param,
+                        struct fb_response *resp)
+{
+  fb_api_respond_json(resp, 200, json_pack("{s:s}", "status", "alive"));
+}
+
+static void get_readyz(struct fb_api *api, const struct fb_request *req, const char *param,
+                       struct fb_response *resp)
+{
+  struct fb_app *app = api->app;
+  struct fb_metrics *m = app->metrics;
+  bool ok = ready(app);
+  fb_api_respond_json(resp, ok ? 200 : 503,
+                      json_pack("{s:s,s:{s:b,s:b,s:o}}", "status", ok ? "ready" : "not ready",
+                                "checks", "redis", (int)atomic_load(&m->redis_up),
+                                "consumer_group", (int)atomic_load(&m->group_ready), "nats",
+                                nats_json(app)));
+}
+
+static void get_metrics(struct fb_api *api, const struct fb_request *req, const char *param,
+                        struct fb_response *resp)
+{
+  struct fb_app *app = api->app;
+  struct fb_snapshot *s = fb_registry_snapshot(app->registry);
+  resp->status = 200;
+  resp->content_type = "text/plain; version=0.0.4";
+  fb_buf_reset(&resp->body);
+  if (fb_metrics_render(app->metrics, s, app->cfg->nats_enabled, &resp->body))
+    fb_api_error(resp, 500, "metrics too large");
+  fb_snapshot_release(s);
+}
+
+static void get_stats(struct fb_api *api, const struct fb_request *req, const char *param,
+                      struct fb_response *resp)
+{
+  fb_api_respond_json(resp, 200, fb_api_stats(api->app));
+}
+
+static void get_events(struct fb_api *api, const struct fb_request *req, const char *param,
+                       struct fb_response *resp)
+{
+  respond_events(api->app, resp);
+}
+
+static void get_replicas(struct fb_api *api, const struct fb_request *req, const char *param,
+                         struct fb_response *resp)
+{
+  json_t *view = fb_fleet_view(api->app->fleet);
+  json_t *list = json_incref(json_object_get(view, "replicas"));
+  json_decref(view);
+  fb_api_respond_json(resp, 200, list ? list : json_array());
+}
+
+/* ================================================================ routes */
+
+#define PROCESSORS "/api/v1/processors"
+
+/*
+ * Every route the API answers: one line each. The path's template is also
+ * the `route` label of frame_buffer_http_requests_total, so it must stay a
+ * template ({id}), never a raw path. A literal path wins over a template
+ * (register, heartbeat and search over {id}).
+ */
+static const struct fb_route routes[] = {
+    {FB_GET, PROCESSORS, FB_ACCESS_OPEN, list_processors},
+    {FB_POST, PROCESSORS "/register", FB_ACCESS_PROCESSOR, do_register},
+    {FB_POST, PROCESSORS "/heartbeat", FB_ACCESS_PROCESSOR, do_heartbeat},
+    {FB_GET, PROCESSORS "/search", FB_ACCESS_OPEN, search_processors},
+    {FB_GET, PROCESSORS "/{id}", FB_ACCESS_OPEN, get_processor},
+    {FB_PUT, PROCESSORS "/{id}", FB_ACCESS_OPERATOR, do_update},
+    {FB_DELETE, PROCESSORS "/{id}", FB_ACCESS_OPERATOR, do_delete},
+    {FB_GET, "/api/v1/routing", FB_ACCESS_OPEN, get_routing},
+    {FB_PUT, "/api/v1/routing", FB_ACCESS_OPERATOR, change_routing},
+    {FB_DELETE, "/api/v1/routing", FB_ACCESS_OPERATOR, change_routing},
+    {FB_GET, "/api/v1/stats", FB_ACCESS_OPEN, get_stats},
+    {FB_GET, "/api/v1/events", FB_ACCESS_OPEN, get_events},
+    {FB_GET, "/api/v1/replicas", FB_ACCESS_OPEN, get_replicas},
+    {FB_GET, "/health", FB_ACCESS_OPEN, get_health},
+    {FB_GET, "/healthz", FB_ACCESS_OPEN, get_healthz},
+    {FB_GET, "/readyz", FB_ACCESS_OPEN, get_readyz},
+    {FB_GET, "/metrics", FB_ACCESS_OPEN, get_metrics},
+};
+#define NROUTES (sizeof routes / sizeof routes[0])
+
+/* Does `path` match template `tpl`? On a match, the {...} segment (if any)
+ * is copied to `param` (NUL-terminated) and the number of {...} segments is
+ * returned; -1 otherwise. */
+static int match(const char *tpl, const char *path, char *param, size_t cap)
+{
+  int params = 0;
+  while (*tpl && *path) {
+    if (*tpl != '/' || *path != '/') return -1;
+    tpl++, path++;
+    size_t tn = strcspn(tpl, "/"), pn = strcspn(path, "/");
+    if (tpl[0] == '{') {
+      if (!pn || pn >= cap) return -1;
+      memcpy(param, path, pn);
+      param[pn] = '\0';
+      params++;
+    } else if (tn != pn || memcmp(tpl, path, tn)) {
+      return -1;
+    }
+    tpl += tn, path += pn;
+  }
+  return *tpl || *path ? -1 : params;
+}
+
+/* The template for `path`: of those that match it, the one with the fewest
+ * {...} segments, first in the table on a tie. -1 when none does. */
+static int find_template(const char *path, char *param, size_t cap)
+{
+  int best = -1, best_params = 0;
+  char tmp[512];
+  for (size_t i = 0; i < NROUTES; i++) {
+    int np = match(routes[i].path, path, tmp, sizeof tmp);
+    if (np < 0 || (best >= 0 && np >= best_params)) continue;
+    best = (int)i;
+    best_params = np;
+    if (np) snprintf(param, cap, "%s", tmp);
+  }
+  return best;
+}
+
+/* "GET, HEAD, PUT, DELETE, OPTIONS" for the routes of template `tpl`. The
+ * answer is kept for the life of the process (one per template). */
+static const char *allow_of(const char *tpl)
+{
+  static struct {
+    const char *tpl;
+    char allow[64];
+  } cache[NROUTES]; /* HTTP thread only */
+  size_t slot = 0;
+  while (slot < NROUTES && cache[slot].tpl && cache[slot].tpl != tpl)
+    slot++;
+  if (slot == NROUTES) return "GET, HEAD, OPTIONS"; /* cannot happen: one per template */
+  if (cache[slot].tpl) return cache[slot].allow;
+  static const enum fb_method order[] = {FB_GET, FB_POST, FB_PUT, FB_DELETE, FB_PATCH};
+  static const char *const names[] = {"GET, HEAD", "POST", "PUT", "DELETE", "PATCH"};
+  char *a = cache[slot].allow;
+  a[0] = '\0';
+  for (size_t k = 0; k < sizeof order / sizeof order[0]; k++)
+    for (size_t i = 0; i < NROUTES; i++)
+      if (routes[i].path == tpl && routes[i].method == order[k]) {
+        size_t len = strlen(a);
+        snprintf(a + len, sizeof cache[slot].allow - len, "%s, ", names[k]);
+        break;
+      }
+  size_t len = strlen(a);
+  snprintf(a + len, sizeof cache[slot].allow - len, "OPTIONS");
+  cache[slot].tpl = tpl;
+  return a;
+}
+
+const char *fb_api_route_of(const char *path)
+{
+  char param[512];
+  int t = find_template(path, param, sizeof param);
+  return t < 0 ? NULL : routes[t].path;
+}
 
 void fb_api_handle(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)
 {
   atomic_fetch_add(&api->app->metrics->http_requests, 1);
   resp->allow = NULL;
+  resp->route = NULL;
   resp->challenge = false;
-  if (req->method == FB_OTHER || req->method == FB_PATCH || req->method == FB_OPTIONS) {
-    method_not_allowed(resp, "GET, POST, PUT, DELETE");
+  char param[512];
+  int t = find_template(req->path, param, sizeof param);
+  if (t < 0) {
+    fb_api_error(resp, 404, "Not Found");
     return;
   }
-  if ((req->method == FB_POST || req->method == FB_PUT) && !sends_json(req, resp)) return;
-  const char *p = req->path;
-  size_t plen = strlen(PROCESSORS);
-  if (!strncmp(p, PROCESSORS, plen) && (p[plen] == '\0' || p[plen] == '/'))
-    processors(api, p + plen, req, resp);
-  else if (!strcmp(p, "/api/v1/routing"))
-    routing(api, req, resp);
-  else
-    operations(api, req, resp);
+  const char *tpl = routes[t].path;
+  resp->route = tpl;
+  enum fb_method m = req->method == FB_HEAD ? FB_GET : req->method;
+  const struct fb_route *r = NULL;
+  for (size_t i = (size_t)t; i < NROUTES && !r; i++)
+    if (routes[i].path == tpl && routes[i].method == m) r = &routes[i];
+  if (!r) {
+    resp->allow = allow_of(tpl);
+    if (req->method == FB_OPTIONS) {
+      resp->status = 204;
+      resp->content_type = NULL;
+      fb_buf_reset(&resp->body);
+    } else {
+      method_not_allowed(resp, resp->allow);
+    }
+    return;
+  }
+  if (r->access != FB_ACCESS_OPEN &&
+      !authorized(api, req, resp, r->access == FB_ACCESS_PROCESSOR ? PROCESSOR : OPERATOR))
+    return;
+  if ((m == FB_POST || m == FB_PUT) && !sends_json(req, resp)) return;
+  r->handler(api, req, strchr(tpl, '{') ? param : NULL, resp);
 }

@@ -291,6 +291,7 @@ static int callback_dashboard(struct lws *wsi, enum lws_callback_reasons reason,
     c->next = v->clients;
     v->clients = c;
     v->nclients++;
+    atomic_store(&v->app->metrics->dashboard_clients, (int64_t)v->nclients);
     struct msg *m = hello(v);
     if (m) {
       enqueue(v, c, m);
@@ -324,6 +325,7 @@ static int callback_dashboard(struct lws *wsi, enum lws_callback_reasons reason,
     if (v && c->wsi) {
       drop_client(v, c);
       c->wsi = NULL;
+      atomic_store(&v->app->metrics->dashboard_clients, (int64_t)v->nclients);
       fb_debug("dashboard", "browser disconnected (%zu left)", v->nclients);
     }
     return 0;

@@ -556,12 +556,23 @@ void fb_fleet_rates(const struct fb_fleet *f, int64_t *in, int64_t *out)
 
 /* ================================================================ tick */
 
+/* The DLQ's length for /metrics: shared by the fleet, read once a second. */
+static void read_dlq_length(struct fb_fleet *f, struct fb_redis *r)
+{
+  if (fb_redis_ensure(r)) return;
+  redisReply *rep = fb_redis_cmd(r, "XLEN %s", FB_DLQ_STREAM);
+  if (rep && rep->type == REDIS_REPLY_INTEGER)
+    atomic_store(&f->app->metrics->dlq_length, (int64_t)rep->integer);
+  if (rep) freeReplyObject(rep);
+}
+
 void fb_fleet_tick(struct fb_fleet *f, struct fb_redis *r)
 {
   int64_t now = fb_mono_ms();
   if (now >= f->next_view_ms) {
     f->next_view_ms = now + VIEW_EVERY_MS;
     publish_and_read(f, r);
+    read_dlq_length(f, r);
   }
   if (fb_redis_ensure(r) || (!f->started && start(f, r))) {
     /* Events must still show here while Redis is away. */

@@ -9,6 +9,18 @@
 
 #include "framebuffer/sink.h"
 
+/* The old service's statuses, "stopping", and "ok" (what the HTTP
+ * heartbeat answers, and what processors written against it send). */
+const char *const fb_heartbeat_statuses[] = {"healthy", "degraded", "unhealthy", "stopping", "ok",
+                                             NULL};
+
+bool fb_heartbeat_status_is_valid(const char *status)
+{
+  for (size_t k = 0; status && fb_heartbeat_statuses[k]; k++)
+    if (!strcmp(status, fb_heartbeat_statuses[k])) return true;
+  return false;
+}
+
 int fb_heartbeat_parse(struct fb_heartbeat *hb, const char *subject_id, const char *data,
                        size_t len, char *why, size_t n)
 {
@@ -64,14 +76,22 @@ int fb_heartbeat_parse_json(struct fb_heartbeat *hb, const char *subject_id, con
     return -EINVAL;
   }
   const json_t *status = json_object_get(doc, "status");
-  if (status && !json_is_string(status)) {
-    snprintf(why, n, "status must be a string");
+  if (status && !json_is_null(status) && !fb_heartbeat_status_is_valid(json_string_value(status))) {
+    char list[120] = "";
+    for (size_t k = 0; fb_heartbeat_statuses[k]; k++) {
+      size_t len = strlen(list);
+      snprintf(list + len, sizeof list - len, "%s%s", k ? ", " : "", fb_heartbeat_statuses[k]);
+    }
+    if (json_is_string(status))
+      snprintf(why, n, "status \"%.40s\" is not one of %s", json_string_value(status), list);
+    else
+      snprintf(why, n, "status must be a string, one of %s", list);
     return -EINVAL;
   }
   int depth = count(doc, "queue_depth", &hb->queue_depth, why, n);
   if (depth < 0 || count(doc, "in_flight", &hb->in_flight, why, n) < 0) return -EINVAL;
   hb->has_depth = depth > 0;
-  hb->stopping = status && !strcmp(json_string_value(status), "stopping");
+  hb->stopping = json_is_string(status) && !strcmp(json_string_value(status), "stopping");
   snprintf(hb->id, sizeof hb->id, "%s", pid);
   return 0;
 }

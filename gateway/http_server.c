@@ -7,17 +7,21 @@
 
 #include <errno.h>
 #include <libwebsockets.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "framebuffer/api.h"
 #include "framebuffer/clock.h"
 #include "framebuffer/dashboard.h"
 #include "framebuffer/events.h"
 #include "framebuffer/log.h"
+#include "framebuffer/metrics.h"
 
 #define RESPONSE_MAX     (32u << 20) /* /metrics and lists of many processors */
 #define CHUNK            16384
@@ -30,6 +34,7 @@ struct fb_http {
   struct fb_api api; /* service thread only */
   struct lws_context *ctx;
   pthread_t thread;
+  bool running; /* the service thread was started */
   atomic_bool stop;
   struct lws_protocols protocols[3];
 };
@@ -39,8 +44,10 @@ struct session {
   bool active;
   enum fb_method method;
   char path[512];
-  char capability[256];
-  char status[64];
+  char query_buf[1024]; /* the query arguments' names and values, NUL-separated */
+  struct fb_query_arg query[FB_QUERY_MAX];
+  size_t nquery;
+  bool query_truncated;
   char auth[512];
   bool has_auth;
   char content_type[128];
@@ -95,11 +102,27 @@ static void take_request_id(struct lws *wsi, struct session *s)
     snprintf(s->request_id + 2 * i, 3, "%02x", rnd[i]);
 }
 
-static void take_query(struct lws *wsi, const char *name, char *out, size_t cap)
+/* The query's arguments (URL-decoded by lws), name and value apart. */
+static void take_query(struct lws *wsi, struct session *s)
 {
-  char buf[320];
-  const char *v = lws_get_urlarg_by_name(wsi, name, buf, sizeof buf);
-  snprintf(out, cap, "%s", v ? v : "");
+  size_t used = 0;
+  for (int i = 0;; i++) {
+    char frag[512];
+    int n = lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
+    if (n == -1) break; /* no more */
+    if (n < 0 || s->nquery == FB_QUERY_MAX || used + (size_t)n + 2 > sizeof s->query_buf) {
+      s->query_truncated = true;
+      if (n < -1 || s->nquery == FB_QUERY_MAX) continue;
+      break;
+    }
+    char *name = s->query_buf + used;
+    memcpy(name, frag, (size_t)n);
+    name[n] = '\0';
+    used += (size_t)n + 1;
+    char *eq = strchr(name, '=');
+    if (eq) *eq = '\0';
+    s->query[s->nquery++] = (struct fb_query_arg){name, eq ? eq + 1 : name + n};
+  }
 }
 
 static int begin(struct lws *wsi, struct session *s, const char *uri)
@@ -113,8 +136,7 @@ static int begin(struct lws *wsi, struct session *s, const char *uri)
   size_t n = strlen(s->path);
   while (n > 1 && s->path[n - 1] == '/')
     s->path[--n] = '\0';
-  take_query(wsi, "capability=", s->capability, sizeof s->capability);
-  take_query(wsi, "status=", s->status, sizeof s->status);
+  take_query(wsi, s);
   int alen = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
   if (alen > 0 && alen < (int)sizeof s->auth) {
     lws_hdr_copy(wsi, s->auth, sizeof s->auth, WSI_TOKEN_HTTP_AUTHORIZATION);
@@ -143,6 +165,15 @@ static void end(struct session *s)
 
 /* =============================================================== response */
 
+/* A file of the dashboard ("/" is its page). */
+static bool is_asset(const char *path)
+{
+  if (!strcmp(path, "/")) return true;
+  for (const struct fb_asset *a = fb_dashboard_assets; a->path; a++)
+    if (!strcmp(a->path, path)) return true;
+  return false;
+}
+
 static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
                       unsigned char *e)
 {
@@ -161,7 +192,8 @@ static int add_cors(struct lws *wsi, const struct fb_http *h, const struct sessi
       add_header(wsi, "Access-Control-Expose-Headers:", "X-Request-ID", p, e))
     return -1;
   if (!s->preflight) return 0;
-  return add_header(wsi, "Access-Control-Allow-Methods:", "GET, POST, PUT, DELETE", p, e) ||
+  const char *methods = s->resp.allow ? s->resp.allow : "GET, HEAD, OPTIONS";
+  return add_header(wsi, "Access-Control-Allow-Methods:", methods, p, e) ||
                  add_header(wsi, "Access-Control-Allow-Headers:",
                             "Authorization, Content-Type, X-Request-ID", p, e) ||
                  add_header(wsi, "Access-Control-Max-Age:", "600", p, e)
@@ -188,8 +220,13 @@ static int send_headers(struct lws *wsi, const struct fb_http *h, struct session
 
 static int finish(struct lws *wsi, struct session *s)
 {
+  const struct fb_http *h = lws_context_user(lws_get_context(wsi));
+  uint64_t ns = fb_mono_ns() - s->started_ns;
+  const char *route = s->resp.route ? s->resp.route : fb_api_route_of(s->path);
+  if (!route) route = is_asset(s->path) ? "dashboard" : "other";
+  fb_metrics_http_observe(h->app->metrics, route, s->resp.status, ns);
   fb_debug("http", "%s %s -> %d (%.2f ms, request %s)", method_name(s->method), s->path,
-           s->resp.status, (double)(fb_mono_ns() - s->started_ns) / 1e6, s->request_id);
+           s->resp.status, (double)ns / 1e6, s->request_id);
   bool close = s->too_large || s->close_after;
   end(s);
   if (close) return -1; /* the unread body is not worth draining */
@@ -226,17 +263,27 @@ static int handle(struct lws *wsi, struct fb_http *h, struct session *s)
     fb_api_error(&s->resp, 413, "request body is larger than 64 KiB");
     return respond(wsi, s);
   }
-  if ((s->method == FB_GET || s->method == FB_HEAD) && fb_dashboard_serve(s->path, &s->resp))
-    return respond(wsi, s);
-  if (s->preflight && fb_origin_listed(s->origin, h->app->cfg->allowed_origins)) {
-    s->resp.status = 204; /* the CORS headers say the rest */
+  if ((s->method == FB_GET || s->method == FB_HEAD) && fb_dashboard_serve(s->path, &s->resp)) {
+    s->resp.route = "dashboard";
     return respond(wsi, s);
   }
+  if (is_asset(s->path)) { /* the dashboard's files take GET alone */
+    s->resp.route = "dashboard";
+    s->resp.allow = "GET, HEAD, OPTIONS";
+    if (s->method == FB_OPTIONS)
+      s->resp.status = 204;
+    else
+      fb_api_error(&s->resp, 405, "Method Not Allowed");
+    return respond(wsi, s);
+  }
+  /* OPTIONS, a CORS preflight included, is answered by the API: 204 with
+   * the path's Allow (which the CORS headers repeat for a listed origin). */
   struct fb_request req = {
       .method = s->method,
       .path = s->path,
-      .capability = s->capability[0] ? s->capability : NULL,
-      .status = s->status[0] ? s->status : NULL,
+      .query = s->query,
+      .nquery = s->nquery,
+      .query_truncated = s->query_truncated,
       .body = s->body.data,
       .body_len = s->body.len,
       .authorization = s->has_auth ? s->auth : NULL,
@@ -307,6 +354,13 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
 
 /* =============================================================== service */
 
+/* While the listener is being made, lws's lines are held back: when it
+ * cannot bind, the gateway says so in one line of its own instead (set
+ * and read on the main thread before the service thread exists). */
+static bool holding;
+static char held[4][256];
+static size_t nheld;
+
 static void lws_log(int level, const char *line)
 {
   char msg[512];
@@ -314,7 +368,37 @@ static void lws_log(int level, const char *line)
   size_t n = strlen(msg);
   while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
     msg[--n] = '\0';
+  if (holding) {
+    if (nheld < sizeof held / sizeof held[0]) snprintf(held[nheld++], sizeof held[0], "%s", msg);
+    return;
+  }
   fb_log(level & LLL_ERR ? FB_LOG_ERROR : FB_LOG_WARN, "lws", "%s", msg);
+}
+
+/* Why `host`:`port` cannot be listened on, found by trying it: an errno,
+ * or 0 when it now can (the port was freed meanwhile). */
+static int bind_error(const char *host, int port)
+{
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo *ai = NULL;
+  char service[16];
+  snprintf(service, sizeof service, "%d", port);
+  bool any = !strcmp(host, "0.0.0.0") || !strcmp(host, "*");
+  int gai = getaddrinfo(any ? "0.0.0.0" : host, service, &hints, &ai);
+  if (gai) return gai == EAI_SYSTEM ? errno : EADDRNOTAVAIL;
+  int err = 0;
+  int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+  if (fd < 0) {
+    err = errno;
+  } else {
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen)) err = errno;
+    close(fd);
+  }
+  freeaddrinfo(ai);
+  return err;
 }
 
 /* The most connections lws may hold: what the process may open, less a
@@ -336,7 +420,7 @@ static void *service(void *arg)
   return NULL;
 }
 
-int fb_http_start(struct fb_http **out, struct fb_app *app)
+int fb_http_listen(struct fb_http **out, struct fb_app *app, char *why, size_t n)
 {
   struct fb_http *h = calloc(1, sizeof *h);
   if (!h) return -ENOMEM;
@@ -362,25 +446,33 @@ int fb_http_start(struct fb_http **out, struct fb_app *app)
   info.fd_limit_per_thread = fd_limit();
   info.keepalive_timeout = 30;
   info.max_http_header_data = 8192;
+  holding = true;
+  nheld = 0;
   h->ctx = lws_create_context(&info);
+  holding = false;
   if (!h->ctx) {
-    fb_error("http", "cannot listen on %s:%d (in use, or not an address of this host)", host,
-             app->cfg->listen_port);
+    int err = bind_error(host, app->cfg->listen_port);
+    snprintf(why, n, "cannot listen on %s:%d (--listen, LISTEN or PORT): %s", host,
+             app->cfg->listen_port,
+             err ? strerror(err) : nheld ? held[0] : "libwebsockets refused it");
     fb_api_close(&h->api);
     free(h);
-    return -EADDRINUSE;
+    return err == EADDRINUSE ? -EADDRINUSE : -EINVAL;
   }
+  for (size_t i = 0; i < nheld; i++) /* warnings of a listener that works */
+    fb_warn("lws", "%s", held[i]);
   if (app->events) fb_events_set_waker(app->events, fb_dashboard_wake, h->ctx);
-  int rc = pthread_create(&h->thread, NULL, service, h);
-  if (rc) {
-    lws_context_destroy(h->ctx);
-    fb_api_close(&h->api);
-    free(h);
-    return -rc;
-  }
-  fb_info("http", "listening on http://%s:%d (API, /metrics, dashboard)", host,
-          app->cfg->listen_port);
   *out = h;
+  return 0;
+}
+
+int fb_http_run(struct fb_http *h)
+{
+  int rc = pthread_create(&h->thread, NULL, service, h);
+  if (rc) return -rc;
+  h->running = true;
+  fb_info("http", "listening on http://%s:%d (API, /metrics, dashboard)", h->app->cfg->listen_host,
+          h->app->cfg->listen_port);
   return 0;
 }
 
@@ -388,8 +480,10 @@ void fb_http_stop(struct fb_http *h)
 {
   if (!h) return;
   atomic_store(&h->stop, true);
-  lws_cancel_service(h->ctx);
-  pthread_join(h->thread, NULL);
+  if (h->running) {
+    lws_cancel_service(h->ctx);
+    pthread_join(h->thread, NULL);
+  }
   if (h->app->events) fb_events_set_waker(h->app->events, NULL, NULL);
   lws_context_destroy(h->ctx);
   fb_api_close(&h->api);

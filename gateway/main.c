@@ -46,9 +46,6 @@ int main(int argc, char **argv)
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  fb_info("main", "frame-buffer %s starting (consumer %s)", FB_VERSION, cfg.consumer_name);
-  fb_config_log(&cfg);
-
   static struct fb_metrics metrics;
   fb_metrics_init(&metrics);
   struct fb_app app = {.cfg = &cfg, .metrics = &metrics};
@@ -58,10 +55,21 @@ int main(int argc, char **argv)
   struct fb_results *results = NULL;
   int status = 1;
 
+  /* In memory only, then the listener: a port in use is said in one line,
+   * like a bad setting, before anything else is logged or touches Redis. */
   if ((rc = fb_registry_create(&app.registry))) goto out;
   if ((rc = fb_events_create(&app.events, cfg.consumer_name))) goto out;
   if ((rc = fb_settings_create(&app.settings, &cfg))) goto out;
   if ((rc = fb_fleet_create(&app.fleet, &app))) goto out;
+  if ((rc = fb_http_listen(&http, &app, why, sizeof why))) {
+    fprintf(stderr, "frame-buffer: %s\n", why);
+    rc = 0; /* said */
+    status = 2;
+    goto out;
+  }
+
+  fb_info("main", "frame-buffer %s starting (consumer %s)", FB_VERSION, cfg.consumer_name);
+  fb_config_log(&cfg);
   if (cfg.redis.nsentinels && (rc = fb_sentinel_watch_start(&sentinel, &cfg.redis))) goto out;
   if (cfg.nats_enabled && (rc = fb_nats_start(&app.nats, &app))) goto out;
   fb_events_set_nats(app.events, app.nats);
@@ -73,7 +81,7 @@ int main(int argc, char **argv)
   if ((rc = fb_control_start(&control, &app))) goto out;
   struct fb_ingest_deps ingest = {&cfg, app.registry, &metrics, app.settings, app.events, app.nats};
   if ((rc = fb_ingest_start(&app.ingest, &ingest))) goto out;
-  if ((rc = fb_http_start(&http, &app))) goto out;
+  if ((rc = fb_http_run(http))) goto out;
 
   int sig = 0;
   sigwait(&sigs, &sig);
@@ -96,6 +104,6 @@ out:
   fb_fleet_destroy(app.fleet);
   fb_settings_destroy(app.settings);
   fb_events_destroy(app.events);
-  if (!rc) fb_info("main", "stopped");
+  if (!rc && status != 2) fb_info("main", "stopped");
   return status;
 }

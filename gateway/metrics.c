@@ -1,11 +1,19 @@
 /*
  * Metrics: lock-free counters and the Prometheus text rendering.
- * Updated from every thread; rendered on the HTTP thread.
+ * Updated from every thread; rendered on the HTTP thread, which also reads
+ * the process's figures from /proc while rendering.
  */
 #include "framebuffer/metrics.h"
 
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "framebuffer/redis.h"
 
 static const char *const reason_names[FB_REASON_COUNT] = {
     "malformed", "no_processor", "expired", "overloaded", "poison", "missing", "trimmed"};
@@ -23,6 +31,7 @@ void fb_metrics_init(struct fb_metrics *m)
   memset(m, 0, sizeof *m);
   atomic_store(&m->consumer_lag, -1);
   atomic_store(&m->input_pending, -1);
+  atomic_store(&m->dlq_length, -1);
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   m->started_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -77,6 +86,26 @@ double fb_buckets_quantile(const uint64_t *buckets, double q)
   return fb_hist_bounds[FB_HIST_BUCKETS - 1];
 }
 
+void fb_metrics_http_observe(struct fb_metrics *m, const char *route, int code, uint64_t ns)
+{
+  struct fb_http_route_metrics *r = NULL;
+  for (int i = 0; i < FB_HTTP_ROUTES_MAX && !r; i++) {
+    const char *have = atomic_load(&m->http[i].route);
+    if (!have) atomic_store(&m->http[i].route, have = route); /* one writer: no race */
+    if (have == route || !strcmp(have, route)) r = &m->http[i];
+  }
+  if (!r) return; /* more routes than slots: cannot happen with the API's table */
+  for (int k = 0; k < FB_HTTP_CODES_MAX; k++) {
+    int have = atomic_load(&r->codes[k]);
+    if (!have) atomic_store(&r->codes[k], have = code);
+    if (have == code) {
+      atomic_fetch_add_explicit(&r->counts[k], 1, memory_order_relaxed);
+      break;
+    }
+  }
+  fb_histogram_observe(&r->latency, ns, 1);
+}
+
 static void counter(struct fb_buf *o, const char *name, const char *help, uint64_t v)
 {
   fb_buf_printf(o, "# HELP %s %s\n# TYPE %s counter\n%s ", name, help, name, name);
@@ -88,6 +117,97 @@ static void gauge(struct fb_buf *o, const char *name, const char *help, int64_t 
 {
   fb_buf_printf(o, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", name, help, name, name,
                 (long long)v);
+}
+
+/* A histogram's buckets, sum and count, with `labels` (`name="value",` or
+ * ""). The HELP and TYPE lines are the caller's. */
+static void histogram_lines(struct fb_buf *o, const char *name, const char *labels,
+                            const struct fb_histogram *h)
+{
+  uint64_t cum = 0;
+  for (int b = 0; b <= FB_HIST_BUCKETS; b++) {
+    cum += atomic_load(&h->buckets[b]);
+    if (b < FB_HIST_BUCKETS)
+      fb_buf_printf(o, "%s_bucket{%sle=\"%g\"} ", name, labels, fb_hist_bounds[b]);
+    else
+      fb_buf_printf(o, "%s_bucket{%sle=\"+Inf\"} ", name, labels);
+    fb_buf_u64(o, cum);
+    fb_buf_puts(o, "\n");
+  }
+  size_t ln = strlen(labels);
+  /* The labels without their trailing comma, in braces, for _sum and _count. */
+  char braced[160] = "";
+  if (ln && ln < sizeof braced - 2) snprintf(braced, sizeof braced, "{%.*s}", (int)ln - 1, labels);
+  fb_buf_printf(o, "%s_sum%s %.9f\n%s_count%s ", name, braced,
+                (double)atomic_load(&h->sum_ns) / 1e9, name, braced);
+  fb_buf_u64(o, atomic_load(&h->count));
+  fb_buf_puts(o, "\n");
+}
+
+/* The process's figures, as Prometheus client libraries export them. */
+static void process_metrics(const struct fb_metrics *m, struct fb_buf *o)
+{
+  struct rusage ru;
+  if (!getrusage(RUSAGE_SELF, &ru))
+    fb_buf_printf(o,
+                  "# HELP process_cpu_seconds_total Total user and system CPU time spent in "
+                  "seconds.\n# TYPE process_cpu_seconds_total counter\n"
+                  "process_cpu_seconds_total %.3f\n",
+                  (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                      (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6);
+  long page = sysconf(_SC_PAGESIZE);
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long long vm = 0, rss = 0;
+  if (f && fscanf(f, "%llu %llu", &vm, &rss) == 2 && page > 0) {
+    fb_buf_printf(o,
+                  "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+                  "# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes %llu\n",
+                  vm * (unsigned long long)page);
+    fb_buf_printf(o,
+                  "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                  "# TYPE process_resident_memory_bytes gauge\n"
+                  "process_resident_memory_bytes %llu\n",
+                  rss * (unsigned long long)page);
+  }
+  if (f) fclose(f);
+  DIR *d = opendir("/proc/self/fd");
+  if (d) {
+    long fds = 0;
+    for (struct dirent *e; (e = readdir(d));)
+      fds += e->d_name[0] != '.';
+    closedir(d);
+    gauge(o, "process_open_fds", "Number of open file descriptors.", fds - 1); /* less d's own */
+  }
+  struct rlimit rl;
+  if (!getrlimit(RLIMIT_NOFILE, &rl))
+    gauge(o, "process_max_fds", "Maximum number of open file descriptors.",
+          rl.rlim_cur == RLIM_INFINITY ? -1 : (int64_t)rl.rlim_cur);
+  /* Start time: field 22 of /proc/self/stat (clock ticks after boot) plus
+   * the boot time; when /proc says nothing, when the metrics began. */
+  double start = (double)m->started_ms / 1000;
+  char buf[1024];
+  long tck = sysconf(_SC_CLK_TCK);
+  f = fopen("/proc/self/stat", "r");
+  size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+  if (f) fclose(f);
+  buf[n] = '\0';
+  const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+  unsigned long long ticks = 0;
+  for (int field = 2; p && *p && field < 22; p++)
+    field += *p == ' ';
+  if (p && sscanf(p, "%llu", &ticks) == 1 && tck > 0 && (f = fopen("/proc/stat", "r"))) {
+    char line[256];
+    unsigned long long btime = 0;
+    while (fgets(line, sizeof line, f))
+      if (sscanf(line, "btime %llu", &btime) == 1) break;
+    fclose(f);
+    if (btime) start = (double)btime + (double)ticks / (double)tck;
+  }
+  fb_buf_printf(o,
+                "# HELP process_start_time_seconds Start time of the process since unix epoch in "
+                "seconds.\n# TYPE process_start_time_seconds gauge\n"
+                "process_start_time_seconds %.2f\n",
+                start);
 }
 
 /* Processor ids are validated to [A-Za-z0-9._:-], safe inside a label. */
@@ -111,19 +231,7 @@ int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, b
                 "# HELP %s Time from reading a frame to its confirmed hand-off.\n"
                 "# TYPE %s histogram\n",
                 hn, hn);
-  uint64_t cum = 0;
-  for (int b = 0; b <= FB_HIST_BUCKETS; b++) {
-    cum += atomic_load(&m->routing.buckets[b]);
-    if (b < FB_HIST_BUCKETS)
-      fb_buf_printf(o, "%s_bucket{le=\"%g\"} ", hn, fb_hist_bounds[b]);
-    else
-      fb_buf_printf(o, "%s_bucket{le=\"+Inf\"} ", hn);
-    fb_buf_u64(o, cum);
-    fb_buf_puts(o, "\n");
-  }
-  fb_buf_printf(o, "%s_sum %.9f\n%s_count ", hn, (double)atomic_load(&m->routing.sum_ns) / 1e9, hn);
-  fb_buf_u64(o, atomic_load(&m->routing.count));
-  fb_buf_puts(o, "\n");
+  histogram_lines(o, hn, "", &m->routing);
 
   fb_buf_puts(o, "# HELP frame_buffer_frames_distributed_total Frames handed to each processor.\n"
                  "# TYPE frame_buffer_frames_distributed_total counter\n");
@@ -211,8 +319,18 @@ int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, b
             "Results dropped: unknown processor, bad payload or a full queue.",
             atomic_load(&m->results_dropped));
   }
-  counter(o, "frame_buffer_redis_reconnects_total", "Redis connections re-established.",
-          atomic_load(&m->redis_reconnects));
+  const char *names[FB_REDIS_NAMES_MAX];
+  uint64_t counts[FB_REDIS_NAMES_MAX];
+  size_t nn = fb_redis_reconnects_by_name(names, counts, FB_REDIS_NAMES_MAX);
+  fb_buf_puts(o, "# HELP frame_buffer_redis_reconnects_total Redis connections re-established "
+                 "after a loss or a move of the primary, by connection (ingest, control, api, "
+                 "results).\n"
+                 "# TYPE frame_buffer_redis_reconnects_total counter\n");
+  for (size_t i = 0; i < nn; i++) {
+    fb_buf_printf(o, "frame_buffer_redis_reconnects_total{connection=\"%s\"} ", names[i]);
+    fb_buf_u64(o, counts[i]);
+    fb_buf_puts(o, "\n");
+  }
   counter(o, "frame_buffer_redis_wait_short_total",
           "Hand-offs fewer Redis replicas than REDIS_WAIT_REPLICAS confirmed in time.",
           atomic_load(&m->redis_wait_short));
@@ -220,5 +338,84 @@ int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, b
         atomic_load(&m->redis_up));
   if (nats_enabled)
     gauge(o, "frame_buffer_nats_up", "1 when connected to NATS.", atomic_load(&m->nats_up));
+
+  int64_t dlq = atomic_load(&m->dlq_length);
+  if (dlq >= 0)
+    gauge(o, "frame_buffer_dlq_length",
+          "Entries in the stream frames:dlq, as read about once a second.", dlq);
+  gauge(o, "frame_buffer_dashboard_clients", "Dashboard WebSocket clients connected.",
+        atomic_load(&m->dashboard_clients));
+
+  /* Per processor: its health as a state set, and what it registered. */
+  fb_buf_puts(o, "# HELP frame_buffer_processor_state Health of each processor: 1 for its "
+                 "state (healthy, stale, dead), 0 for the others.\n"
+                 "# TYPE frame_buffer_processor_state gauge\n");
+  for (size_t i = 0; i < s->n; i++) {
+    int h = atomic_load(&s->procs[i]->live->status);
+    for (int k = 0; k < 3; k++)
+      fb_buf_printf(o, "frame_buffer_processor_state{processor_id=\"%s\",state=\"%s\"} %d\n",
+                    s->procs[i]->id, fb_health_name((enum fb_health)k), h == k);
+  }
+  fb_buf_puts(o, "# HELP frame_buffer_processor_last_heartbeat_time_seconds When this replica "
+                 "last received a heartbeat of each processor (unix seconds; absent before the "
+                 "first).\n"
+                 "# TYPE frame_buffer_processor_last_heartbeat_time_seconds gauge\n");
+  for (size_t i = 0; i < s->n; i++) {
+    int64_t hb = atomic_load(&s->procs[i]->live->last_heartbeat_ms);
+    if (hb)
+      fb_buf_printf(o,
+                    "frame_buffer_processor_last_heartbeat_time_seconds{processor_id=\"%s\"} "
+                    "%.3f\n",
+                    s->procs[i]->id, (double)hb / 1000);
+  }
+  fb_buf_puts(o, "# HELP frame_buffer_processor_max_queue Each processor's max_queue: the "
+                 "length its stream is capped at, and the depth at which it counts as full.\n"
+                 "# TYPE frame_buffer_processor_max_queue gauge\n");
+  for (size_t i = 0; i < s->n; i++)
+    fb_buf_printf(o, "frame_buffer_processor_max_queue{processor_id=\"%s\"} %lld\n",
+                  s->procs[i]->id, (long long)s->procs[i]->max_queue);
+  fb_buf_puts(o, "# HELP frame_buffer_processor_capacity Each processor's capacity: frames it "
+                 "works on at once.\n"
+                 "# TYPE frame_buffer_processor_capacity gauge\n");
+  for (size_t i = 0; i < s->n; i++)
+    fb_buf_printf(o, "frame_buffer_processor_capacity{processor_id=\"%s\"} %lld\n",
+                  s->procs[i]->id, (long long)s->procs[i]->capacity);
+
+  /* HTTP, by route template (never the raw path) and status code. */
+  fb_buf_puts(o, "# HELP frame_buffer_http_requests_total HTTP requests answered, by route "
+                 "template and status code.\n"
+                 "# TYPE frame_buffer_http_requests_total counter\n");
+  for (int i = 0; i < FB_HTTP_ROUTES_MAX; i++) {
+    const struct fb_http_route_metrics *r = &m->http[i];
+    const char *route = atomic_load(&r->route);
+    if (!route) break;
+    for (int k = 0; k < FB_HTTP_CODES_MAX; k++) {
+      int code = atomic_load(&r->codes[k]);
+      if (!code) break;
+      fb_buf_printf(o, "frame_buffer_http_requests_total{route=\"%s\",code=\"%d\"} ", route,
+                    code);
+      fb_buf_u64(o, atomic_load(&r->counts[k]));
+      fb_buf_puts(o, "\n");
+    }
+  }
+  const char *dn = "frame_buffer_http_request_duration_seconds";
+  fb_buf_printf(o,
+                "# HELP %s Time from reading an HTTP request to handing its response to the "
+                "socket, by route template.\n# TYPE %s histogram\n",
+                dn, dn);
+  for (int i = 0; i < FB_HTTP_ROUTES_MAX; i++) {
+    const char *route = atomic_load(&m->http[i].route);
+    if (!route) break;
+    char labels[128];
+    snprintf(labels, sizeof labels, "route=\"%s\",", route);
+    histogram_lines(o, dn, labels, &m->http[i].latency);
+  }
+
+  process_metrics(m, o);
+  fb_buf_printf(o,
+                "# HELP frame_buffer_build_info The gateway's version; always 1.\n"
+                "# TYPE frame_buffer_build_info gauge\n"
+                "frame_buffer_build_info{version=\"%s\"} 1\n",
+                FB_VERSION);
   return o->truncated ? -1 : 0;
 }

@@ -5,6 +5,7 @@
 #include "framebuffer/redis.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -20,6 +21,44 @@
 /* Process-wide: bumped when the sentinels announce a new primary. */
 static atomic_uint primary_epoch;
 static atomic_uint_fast64_t reconnects;
+
+/* Process-wide: reconnects by connection name, a slot per name, claimed at
+ * fb_redis_init under names_lock and never given back. */
+static struct {
+  _Atomic(const char *) who;
+  atomic_uint_fast64_t count;
+} by_name[FB_REDIS_NAMES_MAX];
+static pthread_mutex_t names_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The slot of connection name `who`, or -1 when every slot is taken. */
+static int name_slot(const char *who)
+{
+  pthread_mutex_lock(&names_lock);
+  int slot = -1;
+  for (int i = 0; i < FB_REDIS_NAMES_MAX && slot < 0; i++) {
+    const char *w = atomic_load(&by_name[i].who);
+    if (!w) {
+      atomic_store(&by_name[i].who, who);
+      slot = i;
+    } else if (!strcmp(w, who)) {
+      slot = i;
+    }
+  }
+  pthread_mutex_unlock(&names_lock);
+  return slot;
+}
+
+size_t fb_redis_reconnects_by_name(const char **names, uint64_t *counts, size_t max)
+{
+  size_t n = 0;
+  for (int i = 0; i < FB_REDIS_NAMES_MAX && n < max; i++) {
+    const char *w = atomic_load(&by_name[i].who);
+    if (!w) break;
+    names[n] = w;
+    counts[n++] = atomic_load(&by_name[i].count);
+  }
+  return n;
+}
 
 void fb_redis_primary_moved(void)
 {
@@ -47,6 +86,12 @@ void fb_redis_init(struct fb_redis *r, const struct fb_redis_endpoint *ep, const
   snprintf(r->at.host, sizeof r->at.host, "%s", ep->host);
   r->at.port = ep->port;
   r->epoch = atomic_load(&primary_epoch);
+  r->slot = name_slot(who);
+}
+
+void fb_redis_retry_now(struct fb_redis *r)
+{
+  r->next_attempt_ms = 0;
 }
 
 static struct timeval tv_ms(int ms)
@@ -148,7 +193,10 @@ int fb_redis_ensure(struct fb_redis *r)
   if (handshake(r, why, sizeof why)) goto fail;
 
   r->backoff_ms = BACKOFF_MIN_MS;
-  if (r->connects++) atomic_fetch_add(&reconnects, 1);
+  if (r->connects++) {
+    atomic_fetch_add(&reconnects, 1);
+    if (r->slot >= 0) atomic_fetch_add(&by_name[r->slot].count, 1);
+  }
   if (r->lost)
     fb_info("redis", "%s connection to %s:%d is back", r->who, r->at.host, r->at.port);
   else

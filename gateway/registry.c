@@ -7,11 +7,13 @@
 
 #include "framebuffer/sink.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "framebuffer/clock.h"
 #include "framebuffer/log.h"
@@ -60,6 +62,107 @@ static bool is_subject(const char *s)
   if (!is_token(s, SUBJECT_MAX) || s[0] == '.' || s[strlen(s) - 1] == '.' || strstr(s, ".."))
     return false;
   return !strpbrk(s, "*>"); /* a publish subject has no wildcards */
+}
+
+/* The members a registration body may have. The first block is the
+ * registration; the second is what the API shows and a client may send
+ * back as it got it (ignored: runtime state is never taken from a body). */
+static const char *const known_fields[] = {
+    "id",           "capabilities",  "capacity",  "queue",     "endpoint",
+    "health_endpoint", "metadata",   "transport", "subject",   "result_stream",
+    "weight",       "max_queue",     "heartbeat_interval_ms",
+    "status",       "last_heartbeat", "frames_routed", "queue_depth", "registered_at_ms",
+    NULL};
+
+#define EDITS_MAX 3
+
+/* Edit distance (optimal string alignment: insert, delete, substitute, swap
+ * neighbours), case-insensitive, of two short names; larger than EDITS_MAX
+ * when either is longer than 64. */
+static int edits(const char *a, const char *b)
+{
+  size_t an = strlen(a), bn = strlen(b);
+  if (an > 64 || bn > 64) return EDITS_MAX + 1;
+  int d[65][65];
+  for (size_t i = 0; i <= an; i++)
+    d[i][0] = (int)i;
+  for (size_t j = 0; j <= bn; j++)
+    d[0][j] = (int)j;
+  for (size_t i = 1; i <= an; i++)
+    for (size_t j = 1; j <= bn; j++) {
+      int cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+      int v = d[i - 1][j] + 1;
+      if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+      if (d[i - 1][j - 1] + cost < v) v = d[i - 1][j - 1] + cost;
+      if (i > 1 && j > 1 && tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 2]) &&
+          tolower((unsigned char)a[i - 2]) == tolower((unsigned char)b[j - 1]) &&
+          d[i - 2][j - 2] + 1 < v)
+        v = d[i - 2][j - 2] + 1;
+      d[i][j] = v;
+    }
+  return d[an][bn];
+}
+
+const char *fb_closest_name(const char *given, const char *const *names)
+{
+  size_t len = strlen(given);
+  /* A third of the name may be wrong, at most EDITS_MAX characters. */
+  int allowed = len >= 3 * EDITS_MAX ? EDITS_MAX : len >= 3 ? (int)(len / 3) : 0;
+  const char *best = NULL;
+  int best_d = allowed + 1;
+  for (size_t k = 0; names[k]; k++) {
+    int d = edits(given, names[k]);
+    if (!strcasecmp(given, names[k])) d = 0;
+    if (d < best_d) {
+      best = names[k];
+      best_d = d;
+    }
+  }
+  return best;
+}
+
+#define UNKNOWN_NAMED_MAX 5 /* unknown members named in one answer */
+
+int fb_proc_check_fields(const json_t *body, char *why, size_t n)
+{
+  if (!json_is_object(body)) return 0; /* fb_proc_from_json says what is wrong */
+  size_t unknown = 0, len = 0;
+  const char *key;
+  json_t *v;
+  why[0] = '\0';
+  json_object_foreach((json_t *)body, key, v)
+  {
+    bool ok = false;
+    for (size_t k = 0; known_fields[k] && !ok; k++)
+      ok = !strcmp(key, known_fields[k]);
+    if (ok) continue;
+    if (++unknown > UNKNOWN_NAMED_MAX) continue;
+    const char *near = fb_closest_name(key, known_fields);
+    len = strlen(why);
+    if (len + 1 < n)
+      snprintf(why + len, n - len, "%s\"%.64s\"%s%s%s", unknown > 1 ? ", " : "", key,
+               near ? " (did you mean \"" : "", near ? near : "", near ? "\"?)" : "");
+  }
+  if (!unknown) return 0;
+  char names[400];
+  snprintf(names, sizeof names, "%s", why);
+  if (unknown > UNKNOWN_NAMED_MAX)
+    snprintf(why, n, "unknown fields: %s and %zu more", names, unknown - UNKNOWN_NAMED_MAX);
+  else
+    snprintf(why, n, "unknown field%s: %s", unknown > 1 ? "s" : "", names);
+  return -EINVAL;
+}
+
+int fb_proc_check_new(const struct fb_proc *p, char *why, size_t n)
+{
+  if (p->transport == FB_TRANSPORT_NATS && strchr(p->id, '.')) {
+    snprintf(why, n,
+             "id must not contain '.' with transport nats: the id is one token of the subjects "
+             "processors.heartbeat.<id> and frames.results.<id> and names its JetStream "
+             "consumer (use '-' or '_' instead)");
+    return -EINVAL;
+  }
+  return 0;
 }
 
 static struct fb_proc_live *live_new(void)
@@ -132,7 +235,7 @@ int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *inpu
                       size_t n)
 {
   struct fb_proc *p = NULL;
-  json_t *doc = NULL;
+  json_t *doc = NULL, *caps = NULL;
   *out = NULL;
   if (!json_is_object(body)) FAIL("body must be a JSON object");
 
@@ -157,6 +260,17 @@ int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *inpu
     if (!is_token(json_string_value(c), 128))
       FAIL("capabilities[%zu] must be 1-128 printable characters without spaces", i);
   }
+  /* Each capability once, in the order first given. */
+  caps = json_array();
+  if (!caps) FAIL("out of memory");
+  for (size_t i = 0; i < ncaps; i++) {
+    json_t *c = json_array_get(jcaps, i);
+    bool seen = false;
+    for (size_t j = 0; j < json_array_size(caps) && !seen; j++)
+      seen = json_equal(json_array_get(caps, j), c);
+    if (!seen) json_array_append(caps, c);
+  }
+  ncaps = json_array_size(caps);
 
   /* capacity */
   json_t *jcap = json_object_get(body, "capacity");
@@ -231,6 +345,7 @@ int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *inpu
   json_object_del(doc, "last_heartbeat");
   json_object_del(doc, "frames_routed");
   json_object_del(doc, "queue_depth");
+  json_object_set_new(doc, "capabilities", json_deep_copy(caps));
   if (!json_object_get(doc, "endpoint")) json_object_set_new(doc, "endpoint", json_null());
   if (!json_object_get(doc, "health_endpoint"))
     json_object_set_new(doc, "health_endpoint", json_null());
@@ -263,7 +378,7 @@ int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *inpu
       !p->live)
     FAIL("out of memory");
   for (size_t i = 0; i < ncaps; i++) {
-    p->caps[i] = strdup(json_string_value(json_array_get(jcaps, i)));
+    p->caps[i] = strdup(json_string_value(json_array_get(caps, i)));
     if (!p->caps[i]) FAIL("out of memory");
     p->ncaps++;
   }
@@ -273,10 +388,12 @@ int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *inpu
   p->max_queue = max_queue;
   p->heartbeat_interval_ms = hb;
   p->registered_at_ms = registered_at;
+  json_decref(caps);
   *out = p;
   return 0;
 
 fail:
+  json_decref(caps);
   json_decref(doc);
   fb_proc_release(p);
   return -EINVAL;
@@ -507,6 +624,12 @@ const struct fb_cap_group *fb_snapshot_group(const struct fb_snapshot *s, struct
 
 /* ============================================================== registry */
 
+/* A removed processor's count, kept for when it comes back. */
+struct retired {
+  char *id;
+  uint64_t frames_routed;
+};
+
 struct fb_registry {
   pthread_mutex_t lock;
   struct fb_proc **procs;      /* guarded by lock; unordered */
@@ -514,6 +637,8 @@ struct fb_registry {
   uint64_t local_version;      /* guarded by lock */
   struct fb_snapshot *current; /* guarded by lock */
   atomic_uint_fast64_t generation;
+  struct retired retired[FB_RETIRED_MAX]; /* guarded by lock; a ring, oldest overwritten */
+  size_t retired_next;                    /* guarded by lock */
 };
 
 int fb_registry_create(struct fb_registry **out)
@@ -533,6 +658,8 @@ int fb_registry_create(struct fb_registry **out)
 void fb_registry_destroy(struct fb_registry *r)
 {
   if (!r) return;
+  for (size_t i = 0; i < FB_RETIRED_MAX; i++)
+    free(r->retired[i].id);
   for (size_t i = 0; i < r->n; i++)
     fb_proc_release(r->procs[i]);
   free(r->procs);
@@ -563,6 +690,34 @@ static long index_locked(struct fb_registry *r, const char *id)
   return -1;
 }
 
+/* Keeps the count of processor `p`, which is being removed. Lock held. */
+static void retire_locked(struct fb_registry *r, const struct fb_proc *p)
+{
+  uint64_t routed = atomic_load(&p->live->frames_routed);
+  if (!routed) return;
+  struct retired *slot = &r->retired[r->retired_next];
+  free(slot->id);
+  slot->id = strdup(p->id);
+  slot->frames_routed = routed;
+  r->retired_next = (r->retired_next + 1) % FB_RETIRED_MAX;
+}
+
+/* A processor new to the registry goes on counting where its earlier
+ * registration under the same id stopped. Lock held; `p` is not yet
+ * published, so its live state is still its own. */
+static void revive_locked(struct fb_registry *r, struct fb_proc *p)
+{
+  for (size_t i = 0; i < FB_RETIRED_MAX; i++) {
+    struct retired *slot = &r->retired[i];
+    if (!slot->id || strcmp(slot->id, p->id)) continue;
+    atomic_fetch_add(&p->live->frames_routed, slot->frames_routed);
+    p->live->rate_prev += slot->frames_routed; /* not a burst of frames */
+    free(slot->id);
+    slot->id = NULL;
+    return;
+  }
+}
+
 /* Inserts or replaces, carrying the live state over. Lock held. */
 static int put_locked(struct fb_registry *r, struct fb_proc *p)
 {
@@ -586,6 +741,7 @@ static int put_locked(struct fb_registry *r, struct fb_proc *p)
     r->procs = np;
     r->cap = cap;
   }
+  revive_locked(r, p);
   atomic_fetch_add(&p->refs, 1);
   r->procs[r->n++] = p;
   return 0;
@@ -606,6 +762,7 @@ int fb_registry_remove(struct fb_registry *r, const char *id)
   pthread_mutex_lock(&r->lock);
   long i = index_locked(r, id);
   if (i >= 0) {
+    retire_locked(r, r->procs[i]);
     fb_proc_release(r->procs[i]);
     r->procs[i] = r->procs[--r->n];
     r->local_version++;
@@ -641,6 +798,7 @@ int fb_registry_sync(struct fb_registry *r, struct fb_proc **procs, size_t n, ui
       continue;
     }
     fb_info("registry", "processor %s was removed by another replica", r->procs[i]->id);
+    retire_locked(r, r->procs[i]);
     fb_proc_release(r->procs[i]);
     r->procs[i] = r->procs[--r->n];
     changed = 1;

@@ -104,6 +104,19 @@ int fb_store_delete(struct fb_redis *r, const char *id)
   return ok ? 0 : -ENOENT;
 }
 
+int fb_store_purge(struct fb_redis *r, const char *stream)
+{
+  redisReply *rep = fb_redis_cmd(r, "DEL %s", stream);
+  char why[256];
+  if (!rep || rep->type != REDIS_REPLY_INTEGER) {
+    int rc = io_error(rep, why, sizeof why, "DEL");
+    fb_warn("store", "purging %s: %s", stream, why);
+    return rc;
+  }
+  freeReplyObject(rep);
+  return 0;
+}
+
 void fb_store_free(struct fb_proc **procs, size_t n)
 {
   for (size_t i = 0; i < n; i++)

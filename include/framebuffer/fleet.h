@@ -39,8 +39,8 @@ void fb_fleet_destroy(struct fb_fleet *f);
 
 /* Control thread, every tick: appends this replica's new events to the
  * stream, takes every replica's new events and HTTP heartbeats, polls the
- * routing settings, and once a second publishes this replica's figures and
- * reads everyone's. */
+ * routing settings, and once a second publishes this replica's figures,
+ * reads everyone's and reads the DLQ's length (frame_buffer_dlq_length). */
 void fb_fleet_tick(struct fb_fleet *f, struct fb_redis *r);
 
 /* Control thread: true (once) when another replica registered or removed a

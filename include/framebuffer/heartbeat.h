@@ -27,12 +27,21 @@ struct fb_heartbeat {
   int64_t in_flight;   /* frames in hand, 0..FB_HEARTBEAT_COUNT_MAX; 0 when not given */
 };
 
+/* The statuses a heartbeat may carry, NULL-terminated: healthy, degraded,
+ * unhealthy, stopping (take it out of routing now), ok. Any other is
+ * refused; a heartbeat without one (or with null) is fine. */
+extern const char *const fb_heartbeat_statuses[];
+
+/* True when `status` (may be NULL) is one of fb_heartbeat_statuses. Pure. */
+bool fb_heartbeat_status_is_valid(const char *status);
+
 /*
  * Parses one heartbeat: JSON {processor_id, status, timestamp, queue_depth?,
  * in_flight?, capacity?, latency_ms?}. `subject_id` (NULL for HTTP) is the id
  * from the NATS subject; when the payload has no processor_id it is used, and
  * when both are present they must agree. Counts must be integers in range
- * (null counts as not given). Pure. Returns 0, or -EMSGSIZE / -EINVAL with
+ * (null counts as not given); a status must be one of fb_heartbeat_statuses.
+ * Pure. Returns 0, or -EMSGSIZE / -EINVAL with
  * `why` (see config.h for the convention).
  */
 int fb_heartbeat_parse(struct fb_heartbeat *hb, const char *subject_id, const char *data,

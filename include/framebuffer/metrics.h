@@ -39,6 +39,18 @@ struct fb_histogram {
 /* Upper bounds of the histogram buckets, in seconds. */
 extern const double fb_hist_bounds[FB_HIST_BUCKETS];
 
+#define FB_HTTP_ROUTES_MAX 48 /* route labels; the API's templates, "dashboard", "other" */
+#define FB_HTTP_CODES_MAX  16 /* distinct status codes counted per route */
+
+/* One route's requests: by status code, and how long they took. Written by
+ * the HTTP thread only; atomics so that any thread may read. */
+struct fb_http_route_metrics {
+  _Atomic(const char *) route; /* static; NULL: slot free */
+  atomic_int codes[FB_HTTP_CODES_MAX];             /* 0: slot free */
+  atomic_uint_fast64_t counts[FB_HTTP_CODES_MAX];  /* requests answered with codes[i] */
+  struct fb_histogram latency;                     /* request read to response handed to lws */
+};
+
 struct fb_metrics {
   atomic_uint_fast64_t frames_consumed;
   atomic_uint_fast64_t frames_distributed;
@@ -60,10 +72,13 @@ struct fb_metrics {
   atomic_int_fast64_t consumer_lag;                 /* -1 unknown */
   atomic_int_fast64_t input_pending;                /* -1 unknown */
   atomic_int_fast64_t blocked_frames; /* held by backpressure (OVERLOAD_POLICY=block) */
+  atomic_int_fast64_t dlq_length;     /* entries in frames:dlq as last read, -1 unknown */
+  atomic_int_fast64_t dashboard_clients; /* open dashboard WebSockets */
   atomic_int redis_up;                /* ingest connection */
   atomic_int group_ready;
   atomic_int nats_up;
   struct fb_histogram routing; /* read-to-handed-off, per frame */
+  struct fb_http_route_metrics http[FB_HTTP_ROUTES_MAX];
   int64_t started_ms;
   atomic_int_fast64_t rate_in;  /* frames/s consumed over the last tick */
   atomic_int_fast64_t rate_out; /* frames/s delivered over the last tick */
@@ -86,7 +101,14 @@ double fb_histogram_quantile(const struct fb_histogram *h, double q);
  * +Inf), e.g. several replicas' histograms added up. Pure. */
 double fb_buckets_quantile(const uint64_t *buckets, double q);
 
-/* Appends the Prometheus exposition of `m` and the processors of `s`. */
+/* HTTP thread: one request on `route` (a static string: a route
+ * template, "dashboard" or "other"; never a raw path, which would make a
+ * series per URL) answered with `code` after `ns` nanoseconds. */
+void fb_metrics_http_observe(struct fb_metrics *m, const char *route, int code, uint64_t ns);
+
+/* Appends the Prometheus exposition of `m` and the processors of `s`,
+ * with the process's own figures (process_*, read from /proc) and the
+ * Redis connections' reconnects (fb_redis_reconnects_by_name). */
 int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, bool nats_enabled,
                       struct fb_buf *out);
 

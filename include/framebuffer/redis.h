@@ -25,8 +25,13 @@ struct fb_redis {
   uint64_t connects;
   struct fb_hostport at; /* the server connected to (or last tried) */
   unsigned epoch;        /* the primary epoch when it connected */
+  int slot;              /* its name's reconnect counter, -1 when none is left */
 };
 
+#define FB_REDIS_NAMES_MAX 16 /* connection names with their own reconnect count */
+
+/* `who` names the connection in logs and in the reconnect counts; it must
+ * outlive the process's use of them (a string literal). */
 void fb_redis_init(struct fb_redis *r, const struct fb_redis_endpoint *ep, const char *who,
                    int timeout_ms);
 
@@ -50,6 +55,16 @@ void fb_redis_primary_moved(void);
 /* Any thread: connections re-established after a loss or a move, over every
  * fb_redis of the process. */
 uint64_t fb_redis_reconnects(void);
+
+/* Any thread: reconnects of each connection name (`who` of fb_redis_init:
+ * "ingest", "control", "api", "results", ...), every name seen so far, in
+ * the order first seen. Fills up to `max` of each array (names borrowed,
+ * static) and returns how many it filled. */
+size_t fb_redis_reconnects_by_name(const char **names, uint64_t *counts, size_t max);
+
+/* The next fb_redis_ensure tries at once instead of waiting out the
+ * backoff (an API call that would otherwise answer 503). */
+void fb_redis_retry_now(struct fb_redis *r);
 
 /* Closes the connection after an error and schedules a reconnect. */
 void fb_redis_drop(struct fb_redis *r, const char *why);

@@ -23,6 +23,7 @@
 #define FB_PROC_MAX_CAPS        64
 #define FB_DEFAULT_MAX_QUEUE    10000
 #define FB_DEFAULT_HEARTBEAT_MS 30000
+#define FB_RETIRED_MAX          4096 /* removed processors whose counters are kept */
 
 /* A processor's sink, as an index into fb_sink_list (sink.h). The first two
  * are named here because registrations address them differently (a stream,
@@ -102,6 +103,31 @@ struct fb_registry;
 int fb_proc_from_json(struct fb_proc **out, const json_t *body, const char *input_stream, char *why,
                       size_t n);
 
+/*
+ * Checks that every top-level member of a registration body is one the
+ * gateway knows: the registration's fields (the compat ones included) and
+ * those the API shows (status, last_heartbeat, frames_routed, queue_depth,
+ * registered_at_ms), which a client may send back as it got them and which
+ * are ignored. Returns 0, or -EINVAL with `why` naming each unknown member
+ * and the known one it is closest to ("did you mean"). Pure. Only for
+ * bodies sent to the API: what is already stored is read as it is.
+ */
+int fb_proc_check_fields(const json_t *body, char *why, size_t n);
+
+/*
+ * What a new or changed registration must also satisfy, beyond
+ * fb_proc_from_json (which stays lenient for registrations already stored):
+ * a processor on NATS has no '.' in its id (its id is one token of
+ * processors.heartbeat.<id> and frames.results.<id>, and names its
+ * JetStream consumer). Returns 0, or -EINVAL with `why`. Pure.
+ */
+int fb_proc_check_new(const struct fb_proc *p, char *why, size_t n);
+
+/* The name in `names` (NULL-terminated) closest to the mistyped `given`:
+ * the same but for case, or within a few edits (insertions, deletions,
+ * substitutions, swaps of neighbours). NULL when none is close. Pure. */
+const char *fb_closest_name(const char *given, const char *const *names);
+
 /* True when `id` is 1-128 of A-Z a-z 0-9 . _ : - */
 bool fb_proc_id_is_valid(const char *id, size_t n);
 
@@ -146,7 +172,10 @@ void fb_registry_destroy(struct fb_registry *r);
  * reference), keeping the live state of an earlier version. */
 void fb_registry_put(struct fb_registry *r, struct fb_proc *p);
 
-/* Removes a processor. Returns 0 or -ENOENT. */
+/* Removes a processor. Returns 0 or -ENOENT. Its frames_routed is kept
+ * (for the last FB_RETIRED_MAX removed ids): when it registers again it
+ * goes on from there, so frame_buffer_frames_distributed_total never goes
+ * down while the process lives. */
 int fb_registry_remove(struct fb_registry *r, const char *id);
 
 /* A token that changes with every local put/remove: a sync from Redis that

@@ -30,6 +30,11 @@ int fb_store_save(struct fb_redis *r, const struct fb_proc *p, bool replace, cha
 /* Removes a registration. Returns 0, -ENOENT, or -EIO. */
 int fb_store_delete(struct fb_redis *r, const char *id);
 
+/* Deletes a processor's stream, and with it its group frame-processors and
+ * every frame still in it (DELETE ...?purge=true). A stream that does not
+ * exist is fine. Returns 0 or -EIO. */
+int fb_store_purge(struct fb_redis *r, const char *stream);
+
 /*
  * Reads every registration. Entries that do not validate are logged and
  * skipped. An entry whose text is the same as that of a processor in

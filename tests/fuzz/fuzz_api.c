@@ -1,19 +1,19 @@
 /*
  * Fuzz target: the API's routing of a request: method, path (with or
- * without the trailing slash), the query parameters capability and status,
- * the headers the API reads (Authorization, Content-Type, X-Request-ID,
- * Origin, Host) and the body, through the dashboard's files
- * (fb_dashboard_serve), a CORS preflight, and the REST routes and handlers
- * (fb_api_handle), as http_server.c calls them; and the Origin checks of
- * the API and of /ws (fb_origin_listed, fb_origin_allowed). The gateway has
+ * without the trailing slash), the query arguments, the headers the API
+ * reads (Authorization, Content-Type, X-Request-ID, Origin, Host) and the
+ * body, through the dashboard's files (fb_dashboard_serve), and the route
+ * table and handlers (fb_api_handle, OPTIONS and CORS preflights included),
+ * as http_server.c calls them; and the Origin checks of the API and of /ws
+ * (fb_origin_listed, fb_origin_allowed). The gateway has
  * an API token (fuzz-token), a processor token (proc-token), two allowed
  * origins, the processors of fuzz.h, and no Redis: writes answer 503.
  *
  * http_server.c takes the path, query and headers from libwebsockets in its
  * lws callback (begin()), which cannot run without a connection; the harness
  * does that part the same way: the path cut to 511 bytes and stripped of
- * trailing slashes, query values URL-decoded and cut as lws and begin() cut
- * them, a header too long for its field left out (an Authorization of 512
+ * trailing slashes, query arguments URL-decoded and kept as lws and
+ * take_query() keep them, a header too long for its field left out (an Authorization of 512
  * bytes or more is "oversized").
  *
  * Input: a request as on the wire, "\r" optional:
@@ -93,39 +93,56 @@ static enum fb_method method_of(const char *s, size_t n)
   return FB_OTHER;
 }
 
-/* As lws_get_urlarg_by_name: the first `name=` argument of the query,
- * URL-decoded, in `buf` (320 bytes, as begin() passes), cut to `cap`. */
-static void query_arg(const char *q, size_t qn, const char *name, char *out, size_t cap)
+/* As take_query() in http_server.c: each argument URL-decoded (as lws
+ * does), cut at its first '=', at most FB_QUERY_MAX of them in `buf`. */
+struct query {
+  char buf[1024];
+  struct fb_query_arg args[FB_QUERY_MAX];
+  size_t n;
+  bool truncated;
+};
+
+static void take_query(const char *q, size_t qn, struct query *out)
 {
-  char buf[320];
-  size_t nl = strlen(name);
-  out[0] = '\0';
+  size_t used = 0;
   while (qn) {
     const char *amp = memchr(q, '&', qn);
     size_t an = amp ? (size_t)(amp - q) : qn, o = 0;
-    for (size_t i = 0; i < an && o < sizeof buf - 1; i++) {
+    char frag[512];
+    bool fits = true;
+    for (size_t i = 0; i < an; i++) {
+      if (o >= sizeof frag - 1) {
+        fits = false;
+        break;
+      }
       if (q[i] == '%' && i + 2 < an && isxdigit((unsigned char)q[i + 1]) &&
           isxdigit((unsigned char)q[i + 2])) {
-        buf[o++] = (char)strtol((char[3]){q[i + 1], q[i + 2], 0}, NULL, 16);
+        frag[o++] = (char)strtol((char[3]){q[i + 1], q[i + 2], 0}, NULL, 16);
         i += 2;
       } else {
-        buf[o++] = q[i] == '+' ? ' ' : q[i];
+        frag[o++] = q[i] == '+' ? ' ' : q[i];
       }
-    }
-    buf[o] = '\0';
-    if (o >= nl && !memcmp(buf, name, nl)) {
-      snprintf(out, cap, "%s", buf + nl);
-      return;
     }
     q += an + (amp ? 1 : 0);
     qn -= an + (amp ? 1 : 0);
+    if (!fits || out->n == FB_QUERY_MAX || used + o + 2 > sizeof out->buf) {
+      out->truncated = true;
+      continue;
+    }
+    char *name = out->buf + used;
+    memcpy(name, frag, o);
+    name[o] = '\0';
+    used += o + 1;
+    char *eq = memchr(name, '=', o);
+    if (eq) *eq = '\0';
+    out->args[out->n++] = (struct fb_query_arg){name, eq ? eq + 1 : name + o};
   }
 }
 
 /* The headers begin() takes. */
 struct headers {
   char auth[512], request_id[129], content_type[128], origin[256], host[256];
-  bool has_auth, preflight_method; /* Access-Control-Request-Method given */
+  bool has_auth;
 };
 
 /* One header line into `h`, as lws_hdr_copy gives it: a value that does
@@ -153,8 +170,6 @@ static void take_header(struct headers *h, const char *line, size_t len)
     COPY(origin);
   } else if (IS("host")) {
     COPY(host);
-  } else if (IS("access-control-request-method")) {
-    h->preflight_method = vn > 0;
   }
 #undef IS
 #undef COPY
@@ -175,22 +190,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   size_t pn = qmark ? (size_t)(qmark - uri) : un;
 
   /* begin() */
-  char path[512], capability[256], status[64];
+  char path[512];
+  static struct query query;
+  memset(&query, 0, sizeof query);
   struct headers h = {0};
   snprintf(path, sizeof path, "%.*s", (int)pn, pn ? uri : "/");
   size_t n = strlen(path);
   while (n > 1 && path[n - 1] == '/')
     path[--n] = '\0';
-  query_arg(qmark ? qmark + 1 : "", qmark ? un - pn - 1 : 0, "capability=", capability,
-            sizeof capability);
-  query_arg(qmark ? qmark + 1 : "", qmark ? un - pn - 1 : 0, "status=", status, sizeof status);
+  take_query(qmark ? qmark + 1 : "", qmark ? un - pn - 1 : 0, &query);
   while (fuzz_line(&data, &size, &line, &len)) {
     if (len && line[len - 1] == '\r') len--;
     if (!len) break;
     take_header(&h, line, len);
   }
   if (!h.request_id[0]) snprintf(h.request_id, sizeof h.request_id, "0123456789abcdef");
-  bool preflight = method == FB_OPTIONS && h.origin[0] && h.preflight_method;
   char *body = fuzz_dup(data, size);
 
   /* The Origin checks: CORS headers for a listed origin, /ws for the
@@ -206,14 +220,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   fb_buf_init(&resp.body, 32u << 20);
   if ((method == FB_GET || method == FB_HEAD) && fb_dashboard_serve(path, &resp)) {
     FUZZ_CHECK(resp.status == 200);
-  } else if (preflight && listed) {
-    resp.status = 204;
   } else {
     struct fb_request req = {
         .method = method,
         .path = path,
-        .capability = capability[0] ? capability : NULL,
-        .status = status[0] ? status : NULL,
+        .query = query.args,
+        .nquery = query.n,
+        .query_truncated = query.truncated,
         .body = body,
         .body_len = method == FB_POST || method == FB_PUT ? size : 0,
         .authorization = h.has_auth ? h.auth : NULL,
@@ -223,6 +236,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fb_api_handle(&api, &req, &resp);
     FUZZ_CHECK(resp.status >= 200 && resp.status <= 599);
     FUZZ_CHECK(resp.status != 405 || resp.allow);
+    FUZZ_CHECK(method != FB_OPTIONS || resp.status == 204 || resp.status == 404);
+    FUZZ_CHECK(resp.status != 404 || !resp.route || method != FB_OPTIONS);
+    FUZZ_CHECK(resp.route == fb_api_route_of(path));
     FUZZ_CHECK(resp.status != 401 || resp.challenge);
     FUZZ_CHECK(resp.status != 204 || !resp.body.len);
     if (resp.content_type && !strcmp(resp.content_type, "application/json"))

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "framebuffer/heartbeat.h"
@@ -82,11 +83,36 @@ static void ids_are_checked(void **state)
   assert_refused(NULL, "{\"processor_id\":7}", "processor_id must be a string");
   assert_refused(NULL, "{\"processor_id\":\"../x\"}", "processor_id is not a valid id");
   assert_refused("b", "{\"processor_id\":\"a\"}", "processor_id does not match the subject");
-  assert_refused(NULL, "{\"processor_id\":\"a\",\"status\":1}", "status must be a string");
+  assert_refused(NULL, "{\"processor_id\":\"a\",\"status\":1}",
+                 "status must be a string, one of healthy, degraded, unhealthy, stopping, ok");
   struct fb_heartbeat hb;
   assert_int_equal(parse(&hb, "from-subject", "{\"status\":\"stopping\"}"), 0);
   assert_string_equal(hb.id, "from-subject");
   assert_true(hb.stopping);
+}
+
+/* The old service's statuses, "stopping" and "ok" pass; anything else is
+ * refused with the list; no status, or null, is fine. */
+static void statuses_are_checked(void **state)
+{
+  static const char *const good[] = {"healthy", "degraded", "unhealthy", "stopping", "ok"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    char text[128];
+    snprintf(text, sizeof text, "{\"processor_id\":\"a\",\"status\":\"%s\"}", good[i]);
+    struct fb_heartbeat hb;
+    assert_int_equal(parse(&hb, NULL, text), 0);
+    assert_int_equal(hb.stopping, !strcmp(good[i], "stopping"));
+  }
+  struct fb_heartbeat hb;
+  assert_int_equal(parse(&hb, NULL, "{\"processor_id\":\"a\",\"status\":null}"), 0);
+  assert_false(hb.stopping);
+  assert_refused(NULL, "{\"processor_id\":\"a\",\"status\":\"great\"}",
+                 "status \"great\" is not one of healthy, degraded, unhealthy, stopping, ok");
+  assert_refused(NULL, "{\"processor_id\":\"a\",\"status\":\"Healthy\"}",
+                 "status \"Healthy\" is not one of healthy, degraded, unhealthy, stopping, ok");
+  assert_refused(NULL, "{\"processor_id\":\"a\",\"status\":\"\"}",
+                 "status \"\" is not one of healthy, degraded, unhealthy, stopping, ok");
+  assert_false(fb_heartbeat_status_is_valid(NULL));
 }
 
 static void oversized_is_refused(void **state)
@@ -144,6 +170,7 @@ int main(void)
       cmocka_unit_test(counts_may_be_absent_or_null),
       cmocka_unit_test(counts_out_of_range_are_refused),
       cmocka_unit_test(ids_are_checked),
+      cmocka_unit_test(statuses_are_checked),
       cmocka_unit_test(oversized_is_refused),
       cmocka_unit_test(record_updates_live_state),
   };
