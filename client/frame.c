@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "internal.h"
+#include "fbc_internal.h"
 
 void fbci_frame_from_redis(struct fbc_frame *f, const char *entry_id, const redisReply *fields)
 {

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
+#include "fbc_internal.h"
 
 #define HTTP_TIMEOUT_MS   5000
 #define RECHECK_US        (30 * 1000000LL) /* NATS heartbeats: is the registration still there? */

@@ -11,7 +11,7 @@
 
 #include <curl/curl.h>
 
-#include "internal.h"
+#include "fbc_internal.h"
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc = CURLE_OK;

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "fbc_internal.h"
 
 #define NATS_RECONNECT_BUF   (8 * 1024 * 1024)
 #define NATS_PENDING_MSGS    (256 * 1024) /* core NATS: buffered before dropping */

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "fbc_internal.h"
 
 /* ------------------------------------------------------- connections --- */
 

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
+#include "fbc_internal.h"
 
 int64_t fbci_mono_us(void)
 {

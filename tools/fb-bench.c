@@ -32,7 +32,6 @@
 #include <jansson.h>
 
 #include "tk_frame.h"
-#include "tk_http.h"
 #include "tk_nats.h"
 #include "toolkit.h"
 
@@ -57,7 +56,7 @@ enum bench_mode { MODE_THROUGHPUT, MODE_LATENCY, MODE_BASELINE, MODE_HEARTBEATS 
 struct bench_config {
   enum bench_mode mode;
   const char *redis_url_str;
-  struct tk_redis_url redis;
+  struct fbci_redis_url redis;
   const char *gateway; /* NULL: none (latency with a running gateway, baseline) */
   const char *gateway_log;
   const char *gateway_log_level; /* LOG_LEVEL of the spawned gateway */
@@ -75,8 +74,7 @@ struct bench_config {
   int64_t pipeline;
   bool atomic;
   bool keep;
-  struct tk_http_url api;
-  const char *api_str;
+  const char *api_str; /* the gateway's REST API */
   const char *token;
   bool nats;                   /* --transport nats: the bench processors are remote */
   bool null_sink;              /* --transport null: frames are acked and go nowhere */
@@ -117,7 +115,7 @@ static const char *targets_desc(const struct bench_config *cfg)
 {
   return cfg->null_sink   ? "null sinks (counted as acked input)"
          : !cfg->nats     ? "streams"
-         : cfg->jetstream ? "subjects, in JetStream stream " TK_JS_STREAM
+         : cfg->jetstream ? "subjects, in JetStream stream " FBCI_JS_STREAM
                           : "core NATS subjects";
 }
 
@@ -125,7 +123,7 @@ static const char *targets_desc(const struct bench_config *cfg)
 static redisReply *must(redisContext *c, int argc, const char **argv)
 {
   char err[512];
-  redisReply *r = tk_redis_cmd(c, err, sizeof err, argc, argv);
+  redisReply *r = fbci_redis_cmd(c, err, sizeof err, argc, argv);
   if (!r) tk_die(1, "Redis: %s", err);
   return r;
 }
@@ -133,13 +131,13 @@ static redisReply *must(redisContext *c, int argc, const char **argv)
 static void must_drain(redisContext *c, size_t n, const char *what)
 {
   char err[512];
-  if (tk_redis_drain(c, n, err, sizeof err) < 0) tk_die(1, "Redis, %s: %s", what, err);
+  if (fbci_redis_drain(c, n, err, sizeof err) < 0) tk_die(1, "Redis, %s: %s", what, err);
 }
 
 static redisContext *connect_or_die(const struct bench_config *cfg, int timeout_ms)
 {
   char err[512];
-  redisContext *c = tk_redis_connect(&cfg->redis, timeout_ms, err, sizeof err);
+  redisContext *c = fbci_redis_connect(&cfg->redis, timeout_ms, err, sizeof err);
   if (!c) tk_die(1, "%s", err);
   return c;
 }
@@ -180,7 +178,7 @@ static void register_direct(redisContext *c, const struct bench_config *cfg)
 {
   long long hb_ms = cfg->mode == MODE_HEARTBEATS && !cfg->no_heartbeats ? cfg->interval_ms : 0;
   char now[32];
-  tk_iso8601(now, sizeof now, tk_real_us());
+  fbci_iso8601(now, sizeof now, fbci_real_us());
   long long max_queue = (long long)cfg->frames + 1000;
   if (cfg->mode == MODE_LATENCY) max_queue = (long long)(cfg->rate * (cfg->seconds + 60)) + 100000;
   size_t queued = 0;
@@ -242,10 +240,10 @@ static void preload(redisContext *c, const struct bench_config *cfg)
   struct tk_framegen gen;
   static struct tk_frame frame;
   framegen_setup(&gen, cfg);
-  int64_t t0 = tk_mono_us();
+  int64_t t0 = fbci_mono_us();
   for (int64_t sent = 0; sent < cfg->frames && !interrupted;) {
     int64_t burst = cfg->frames - sent < 1000 ? cfg->frames - sent : 1000;
-    int64_t ts = tk_real_us();
+    int64_t ts = fbci_real_us();
     for (int64_t i = 0; i < burst; i++) {
       tk_framegen_next(&gen, &frame, ts);
       redisAppendCommandArgv(c, frame.argc, frame.argv, frame.argvlen);
@@ -254,7 +252,7 @@ static void preload(redisContext *c, const struct bench_config *cfg)
     sent += burst;
   }
   tk_log("pre-loaded %lld frames into %s in %.2f s", (long long)cfg->frames, cfg->stream,
-         (double)(tk_mono_us() - t0) / 1e6);
+         (double)(fbci_mono_us() - t0) / 1e6);
 }
 
 /* Sum of XLEN over the target streams, and the DLQ length. */
@@ -297,10 +295,10 @@ static void input_group_state(redisContext *c, const struct bench_config *cfg, i
   if (!r) tk_die(1, "Redis: %s", c->errstr);
   if (r->type == REDIS_REPLY_ARRAY) {
     for (size_t i = 0; i < r->elements; i++) {
-      const redisReply *name = tk_reply_field(r->element[i], "name");
+      const redisReply *name = fbci_reply_field(r->element[i], "name");
       if (!name || name->type != REDIS_REPLY_STRING || strcmp(name->str, cfg->group) != 0) continue;
-      const redisReply *p = tk_reply_field(r->element[i], "pending");
-      const redisReply *l = tk_reply_field(r->element[i], "lag");
+      const redisReply *p = fbci_reply_field(r->element[i], "pending");
+      const redisReply *l = fbci_reply_field(r->element[i], "lag");
       if (p && p->type == REDIS_REPLY_INTEGER) *pending = p->integer;
       if (l && l->type == REDIS_REPLY_INTEGER) *lag = l->integer;
     }
@@ -318,7 +316,7 @@ static int foreign_consumers(redisContext *c, const struct bench_config *cfg, co
   if (!r) tk_die(1, "Redis: %s", c->errstr);
   int n = 0;
   for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
-    const redisReply *name = tk_reply_field(r->element[i], "name");
+    const redisReply *name = fbci_reply_field(r->element[i], "name");
     if (!name || name->type != REDIS_REPLY_STRING || strncmp(name->str, ours, strlen(ours)) == 0)
       continue;
     tk_log("another consumer, '%s', read from %s (group %s) during the run: a second gateway "
@@ -513,7 +511,7 @@ static long long cpu_ticks(pid_t pid)
       memcpy(num, p, len);
       num[len] = '\0';
       int64_t x;
-      if (tk_parse_i64(num, 0, INT64_MAX, &x) < 0) return -1;
+      if (fbci_parse_i64(num, 0, INT64_MAX, &x) < 0) return -1;
       v[field - 14] = x;
     }
     p = end;
@@ -522,14 +520,14 @@ static long long cpu_ticks(pid_t pid)
 }
 
 /* The gateway's /metrics as text (caller frees), or NULL. */
-static char *fetch_metrics(const struct tk_http_url *api)
+static char *fetch_metrics(const char *api)
 {
   char err[256];
-  struct tk_http_resp resp;
-  if (tk_http_request(api, "GET", "/metrics", NULL, NULL, 5000, &resp, err, sizeof err) < 0)
+  struct fbci_http_resp resp;
+  if (fbci_http_request(api, "GET", "/metrics", NULL, NULL, 5000, &resp, err, sizeof err) < 0)
     return NULL;
   char *text = resp.status == 200 ? strdup(resp.body) : NULL;
-  tk_http_resp_free(&resp);
+  fbci_http_resp_free(&resp);
   return text;
 }
 
@@ -559,9 +557,9 @@ static double metric_value(const char *text, const char *name)
 static void stop_gateway(struct gateway_proc *g)
 {
   if (!g->pid || gateway_exited(g)) return;
-  int64_t t0 = tk_mono_us();
+  int64_t t0 = fbci_mono_us();
   kill(g->pid, SIGTERM);
-  while (!gateway_exited(g) && tk_mono_us() - t0 < 10000000)
+  while (!gateway_exited(g) && fbci_mono_us() - t0 < 10000000)
     tk_sleep_us(5000);
   char how[96];
   if (!g->exited) {
@@ -572,7 +570,7 @@ static void stop_gateway(struct gateway_proc *g)
     return;
   }
   describe_exit(g->status, how, sizeof how);
-  tk_log("gateway stopped after SIGTERM in %.2f s (%s)", (double)(tk_mono_us() - t0) / 1e6, how);
+  tk_log("gateway stopped after SIGTERM in %.2f s (%s)", (double)(fbci_mono_us() - t0) / 1e6, how);
 }
 
 /* =========================================================== NATS arrivals */
@@ -671,7 +669,7 @@ static void on_remote_frame(natsConnection *nc, natsSubscription *sub, natsMsg *
   const char *prefix = "frames.ready." BENCH_PREFIX;
   int64_t i;
   if (strncmp(subject, prefix, strlen(prefix)) == 0 &&
-      tk_parse_i64(subject + strlen(prefix), 0, a->nprocs - 1, &i) == 0)
+      fbci_parse_i64(subject + strlen(prefix), 0, a->nprocs - 1, &i) == 0)
     atomic_fetch_add(&a->per_proc[i], 1);
   if (n % 64 == 0) {
     char why[300];
@@ -696,22 +694,22 @@ static void nats_arrivals_start(struct nats_arrivals *a, const struct bench_conf
   if (!a->nc) tk_die(1, "%s", err);
   jsErrCode jerr = 0;
   natsStatus s = natsConnection_JetStream(&a->js, a->nc, NULL);
-  if (s == NATS_OK) s = js_DeleteStream(a->js, TK_JS_STREAM, NULL, &jerr);
+  if (s == NATS_OK) s = js_DeleteStream(a->js, FBCI_JS_STREAM, NULL, &jerr);
   if (s == NATS_OK)
-    tk_log("deleted JetStream stream " TK_JS_STREAM "%s",
+    tk_log("deleted JetStream stream " FBCI_JS_STREAM "%s",
            cfg->jetstream ? (cfg->mode == MODE_BASELINE ? " (created again for the run)"
                                                         : " (the gateway creates it again)")
                           : ": it would have stored every core frame as well");
   else if (s != NATS_NOT_FOUND && jerr != JSStreamNotFoundErr)
-    tk_die(1, "deleting JetStream stream " TK_JS_STREAM ": %s (error %d)",
-           tk_nats_err(s, err, sizeof err), (int)jerr);
+    tk_die(1, "deleting JetStream stream " FBCI_JS_STREAM ": %s (error %d)",
+           fbci_nats_err(s, err, sizeof err), (int)jerr);
   if (cfg->jetstream) return;
   jsCtx_Destroy(a->js);
   a->js = NULL; /* core: nats_arrived() counts the subscription's frames */
   s = natsConnection_Subscribe(&a->sub, a->nc, "frames.ready.>", on_remote_frame, a);
   if (s == NATS_OK) s = natsSubscription_SetPendingLimits(a->sub, -1, -1);
   if (s == NATS_OK) s = natsConnection_Flush(a->nc);
-  if (s != NATS_OK) tk_die(1, "subscribing to frames.ready.>: %s", tk_nats_err(s, err, sizeof err));
+  if (s != NATS_OK) tk_die(1, "subscribing to frames.ready.>: %s", fbci_nats_err(s, err, sizeof err));
 }
 
 /* Frames that have arrived so far. Main thread. */
@@ -720,7 +718,7 @@ static int64_t nats_arrived(struct nats_arrivals *a)
   if (!a->js) return atomic_load(&a->count);
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = js_GetStreamInfo(&si, a->js, TK_JS_STREAM, NULL, &jerr);
+  natsStatus s = js_GetStreamInfo(&si, a->js, FBCI_JS_STREAM, NULL, &jerr);
   if (s != NATS_OK) return 0; /* not created yet */
   int64_t n = (int64_t)si->State.Msgs;
   jsStreamInfo_Destroy(si);
@@ -748,7 +746,7 @@ static int64_t nats_arrivals_final(struct nats_arrivals *a, int64_t *lo, int64_t
   o.Stream.Info.SubjectsFilter = "frames.ready.>";
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
-  if (js_GetStreamInfo(&si, a->js, TK_JS_STREAM, &o, &jerr) != NATS_OK) {
+  if (js_GetStreamInfo(&si, a->js, FBCI_JS_STREAM, &o, &jerr) != NATS_OK) {
     *lo = 0;
     return n;
   }
@@ -765,7 +763,7 @@ static int64_t nats_arrivals_final(struct nats_arrivals *a, int64_t *lo, int64_t
   for (uint64_t seq = first; seq && seq <= last; seq += step) {
     natsMsg *m = NULL;
     char why[300];
-    if (js_GetMsg(&m, a->js, TK_JS_STREAM, seq, NULL, &jerr) != NATS_OK) continue;
+    if (js_GetMsg(&m, a->js, FBCI_JS_STREAM, seq, NULL, &jerr) != NATS_OK) continue;
     atomic_fetch_add(&a->checked, 1);
     if (check_remote_frame(m, why, sizeof why)) note_bad(a, why);
     natsMsg_Destroy(m);
@@ -792,12 +790,12 @@ static void nats_arrivals_stop(struct nats_arrivals *a, bool keep)
   natsSubscription_Destroy(a->sub);
   if (a->js && !keep) {
     jsErrCode jerr = 0;
-    natsStatus s = js_PurgeStream(a->js, TK_JS_STREAM, NULL, &jerr);
+    natsStatus s = js_PurgeStream(a->js, FBCI_JS_STREAM, NULL, &jerr);
     if (s != NATS_OK && s != NATS_NOT_FOUND)
-      tk_log("purging JetStream stream " TK_JS_STREAM ": %s", tk_nats_err(s, err, sizeof err));
+      tk_log("purging JetStream stream " FBCI_JS_STREAM ": %s", fbci_nats_err(s, err, sizeof err));
   }
   jsCtx_Destroy(a->js);
-  tk_nats_close(a->nc, 1000);
+  fbci_nats_close(a->nc, 1000);
   free(a->per_proc);
   memset(a, 0, sizeof *a);
 }
@@ -861,7 +859,7 @@ static int run_throughput(const struct bench_config *cfg)
   struct gateway_proc gws[BENCH_MAX_REPLICAS];
   const int nrep = (int)cfg->replicas;
   double redis_cpu0 = redis_cpu_s(c), redis_cpu1 = -1;
-  const int64_t t0 = tk_mono_us();
+  const int64_t t0 = fbci_mono_us();
   for (int k = 0; k < nrep; k++) {
     char name[32];
     if (nrep == 1)
@@ -881,7 +879,7 @@ static int run_throughput(const struct bench_config *cfg)
   int64_t next_report = t0 + 1000000;
   const char *error = NULL;
   for (;;) {
-    int64_t now = tk_mono_us();
+    int64_t now = fbci_mono_us();
     input_group_state(c, cfg, &pending, &lag);
     if (cfg->nats) {
       sum = nats_arrived(&na);
@@ -930,10 +928,9 @@ static int run_throughput(const struct bench_config *cfg)
   double nats_errors = -1;
   for (int k = 0; cfg->nats && k < nrep; k++) {
     if (gws[k].exited) continue;
-    char url[64], err[256];
-    struct tk_http_url api;
+    char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d", gws[k].port);
-    char *m = tk_http_url_parse(&api, url, err, sizeof err) == 0 ? fetch_metrics(&api) : NULL;
+    char *m = fetch_metrics(url);
     double v = m ? metric_value(m, "frame_buffer_nats_publish_errors_total") : -1;
     if (v >= 0) nats_errors = (nats_errors < 0 ? 0 : nats_errors) + v;
     free(m);
@@ -966,13 +963,13 @@ static int run_throughput(const struct bench_config *cfg)
   if (error) {
     if (strcmp(error, "gateway_exited") == 0)
       tk_log("the gateway exited (%s) after %.2f s with %lld of %lld frames routed", how,
-             (double)(tk_mono_us() - t0) / 1e6, (long long)sum, (long long)cfg->frames);
+             (double)(fbci_mono_us() - t0) / 1e6, (long long)sum, (long long)cfg->frames);
     else if (strcmp(error, "foreign_consumer") == 0)
       tk_log("run void: stop the other reader of %s and run again", cfg->stream);
     else
       tk_log("%s after %.1f s: only %lld of %lld frames reached the %lld target streams (dlq %lld, "
              "input pending %lld, lag %lld)",
-             error, (double)(tk_mono_us() - t0) / 1e6, (long long)sum, (long long)cfg->frames,
+             error, (double)(fbci_mono_us() - t0) / 1e6, (long long)sum, (long long)cfg->frames,
              (long long)cfg->processors, (long long)dlq, (long long)pending, (long long)lag);
     printf("RESULT {\"mode\":\"throughput\",\"transport\":\"%s\",\"jetstream\":%s,\"error\":\"%s\","
            "\"frames\":%lld,\"routed\":%lld,\"dlq\":%lld}\n",
@@ -1209,12 +1206,12 @@ static const char *json_member_str(const char *obj, size_t n, const char *key, s
  * one made of trace_context's trace_id and span_id. False when neither. */
 static bool frame_traceparent(const redisReply *fields, char *out, size_t n)
 {
-  const redisReply *tp = tk_reply_field(fields, "traceparent");
+  const redisReply *tp = fbci_reply_field(fields, "traceparent");
   if (tp && tp->type == REDIS_REPLY_STRING && (size_t)tp->len < n) {
     memcpy(out, tp->str, (size_t)tp->len + 1);
     return true;
   }
-  const redisReply *tc = tk_reply_field(fields, "trace_context");
+  const redisReply *tc = fbci_reply_field(fields, "trace_context");
   if (!tc || tc->type != REDIS_REPLY_STRING) return false;
   size_t tl = 0, sl = 0;
   const char *tid = json_member_str(tc->str, (size_t)tc->len, "trace_id", &tl);
@@ -1229,7 +1226,7 @@ static bool frame_traceparent(const redisReply *fields, char *out, size_t n)
 static void baseline_publish(struct baseline *b, const redisReply *fields)
 {
   size_t len = frame_json(b, fields);
-  const redisReply *id = tk_reply_field(fields, "frame_id");
+  const redisReply *id = fbci_reply_field(fields, "frame_id");
   const char *subject = b->subjects[b->next];
   b->next = (b->next + 1) % b->cfg->processors;
   char tp[128], err[256];
@@ -1243,7 +1240,7 @@ static void baseline_publish(struct baseline *b, const redisReply *fields)
     s = b->js ? js_PublishMsgAsync(b->js, &msg, NULL) /* takes msg on success */
               : natsConnection_PublishMsg(b->nc, msg);
   natsMsg_Destroy(msg);
-  if (s != NATS_OK) tk_die(1, "publishing on %s: %s", subject, tk_nats_err(s, err, sizeof err));
+  if (s != NATS_OK) tk_die(1, "publishing on %s: %s", subject, fbci_nats_err(s, err, sizeof err));
 }
 
 /* JetStream: waits for the acks of the batch's publishes, as the gateway does
@@ -1256,7 +1253,7 @@ static void baseline_js_complete(struct baseline *b)
   po.MaxWait = BENCH_JS_ACK_WAIT_MS;
   natsStatus s = js_PublishAsyncComplete(b->js, &po);
   if (s != NATS_OK)
-    tk_die(1, "JetStream acks did not all arrive: %s", tk_nats_err(s, err, sizeof err));
+    tk_die(1, "JetStream acks did not all arrive: %s", fbci_nats_err(s, err, sizeof err));
 }
 
 /* Creates stream FRAMES as the gateway does when it is missing (README:
@@ -1268,7 +1265,7 @@ static void create_frames_stream(jsCtx *js)
   const char *subjects[] = {"frames.ready.>"};
   jsStreamConfig sc;
   jsStreamConfig_Init(&sc);
-  sc.Name = TK_JS_STREAM;
+  sc.Name = FBCI_JS_STREAM;
   sc.Subjects = subjects;
   sc.SubjectsLen = 1;
   sc.Retention = js_WorkQueuePolicy;
@@ -1279,8 +1276,8 @@ static void create_frames_stream(jsCtx *js)
   jsErrCode jerr = 0;
   natsStatus s = js_AddStream(&si, js, &sc, NULL, &jerr);
   if (s != NATS_OK)
-    tk_die(1, "creating JetStream stream " TK_JS_STREAM ": %s (error %d)",
-           tk_nats_err(s, err, sizeof err), (int)jerr);
+    tk_die(1, "creating JetStream stream " FBCI_JS_STREAM ": %s (error %d)",
+           fbci_nats_err(s, err, sizeof err), (int)jerr);
   jsStreamInfo_Destroy(si);
 }
 
@@ -1309,7 +1306,7 @@ static void baseline_open(struct baseline *b, const struct bench_config *cfg, re
     jsOptions_Init(&jo);
     jo.PublishAsync.MaxPending = BENCH_JS_MAX_PENDING;
     natsStatus s = natsConnection_JetStream(&b->js, b->nc, &jo);
-    if (s != NATS_OK) tk_die(1, "JetStream: %s", tk_nats_err(s, err, sizeof err));
+    if (s != NATS_OK) tk_die(1, "JetStream: %s", fbci_nats_err(s, err, sizeof err));
     create_frames_stream(b->js);
   }
   b->subjects = calloc((size_t)cfg->processors, sizeof *b->subjects);
@@ -1325,7 +1322,7 @@ static void baseline_close(struct baseline *b)
   free(b->argv);
   free(b->argvlen);
   jsCtx_Destroy(b->js);
-  tk_nats_close(b->nc, 1000);
+  fbci_nats_close(b->nc, 1000);
   free(b->subjects);
   free(b->payload);
   memset(b, 0, sizeof *b);
@@ -1370,13 +1367,13 @@ static int run_baseline(const struct bench_config *cfg)
   int64_t routed = 0, reads = 0;
   bool exhausted = false;
   char err[512];
-  const int64_t t0 = tk_mono_us();
+  const int64_t t0 = fbci_mono_us();
   for (int64_t k = 0; k < cfg->inflight; k++) {
     redisAppendCommandArgv(c, 9, read_argv, NULL);
     pre[(head + outstanding++) % BENCH_MAX_INFLIGHT] = 0;
   }
   while (outstanding > 0) {
-    if (tk_redis_drain(c, pre[head], err, sizeof err) < 0) tk_die(1, "Redis: %s", err);
+    if (fbci_redis_drain(c, pre[head], err, sizeof err) < 0) tk_die(1, "Redis: %s", err);
     head = (head + 1) % BENCH_MAX_INFLIGHT;
     outstanding--;
     void *v = NULL;
@@ -1429,13 +1426,13 @@ static int run_baseline(const struct bench_config *cfg)
       pre[(head + outstanding++) % BENCH_MAX_INFLIGHT] = writes;
     }
   }
-  if (tk_redis_drain(c, trailing, err, sizeof err) < 0) tk_die(1, "Redis: %s", err);
+  if (fbci_redis_drain(c, trailing, err, sizeof err) < 0) tk_die(1, "Redis: %s", err);
   int status = 0;
   if (b.nc) {
     natsStatus s = natsConnection_Flush(b.nc);
-    if (s != NATS_OK) tk_die(1, "NATS flush: %s", tk_nats_err(s, err, sizeof err));
+    if (s != NATS_OK) tk_die(1, "NATS flush: %s", fbci_nats_err(s, err, sizeof err));
     while (nats_arrived(&na) < routed && !interrupted) {
-      if ((double)(tk_mono_us() - t0) > cfg->timeout_s * 1e6) {
+      if ((double)(fbci_mono_us() - t0) > cfg->timeout_s * 1e6) {
         tk_log("timeout: only %lld of %lld published frames arrived", (long long)nats_arrived(&na),
                (long long)routed);
         status = 1;
@@ -1444,7 +1441,7 @@ static int run_baseline(const struct bench_config *cfg)
       tk_sleep_us(BENCH_POLL_US);
     }
   }
-  const double secs = (double)(tk_mono_us() - t0) / 1e6;
+  const double secs = (double)(fbci_mono_us() - t0) / 1e6;
   int64_t dlq = 0, lo = 0, hi = 0;
   int64_t sum =
       cfg->nats ? nats_arrivals_final(&na, &lo, &hi) : targets_len(c, cfg, &dlq, &lo, &hi);
@@ -1505,7 +1502,7 @@ static void *reader_main(void *arg)
   struct lat_reader *lr = arg;
   const struct bench_config *cfg = lr->cfg;
   char err[400];
-  redisContext *c = tk_redis_connect(&cfg->redis, 10000, err, sizeof err);
+  redisContext *c = fbci_redis_connect(&cfg->redis, 10000, err, sizeof err);
   if (!c) {
     snprintf(lr->error, sizeof lr->error, "reader: %s", err);
     atomic_store(&lr->failed, true);
@@ -1538,7 +1535,7 @@ static void *reader_main(void *arg)
 
   while (!atomic_load(&lr->stop)) {
     redisReply *r = redisCommandArgv(c, (int)argc, argv, NULL);
-    int64_t now = tk_real_us();
+    int64_t now = fbci_real_us();
     if (!r) {
       snprintf(lr->error, sizeof lr->error, "reader: %s", c->errstr);
       atomic_store(&lr->failed, true);
@@ -1557,10 +1554,10 @@ static void *reader_main(void *arg)
       for (size_t i = 0; entries->type == REDIS_REPLY_ARRAY && i < entries->elements; i++) {
         const redisReply *e = entries->element[i];
         if (e->type != REDIS_REPLY_ARRAY || e->elements < 2) continue;
-        const redisReply *ts = tk_reply_field(e->element[1], "inject_ts_us");
+        const redisReply *ts = fbci_reply_field(e->element[1], "inject_ts_us");
         atomic_fetch_add(&lr->arrived, 1);
         int64_t t;
-        if (!ts || ts->type != REDIS_REPLY_STRING || tk_parse_i64(ts->str, 0, INT64_MAX, &t) < 0)
+        if (!ts || ts->type != REDIS_REPLY_STRING || fbci_parse_i64(ts->str, 0, INT64_MAX, &t) < 0)
           continue;
         if (t < atomic_load(&lr->measure_from_us)) continue;
         int64_t d = now - t;
@@ -1607,14 +1604,14 @@ static void register_via_api(const struct bench_config *cfg)
              "{\"id\":\"" BENCH_PREFIX "%lld\",\"capabilities\":[\"person\",\"vehicle\",\"face\"],"
              "\"capacity\":8,\"queue\":\"\",\"max_queue\":%lld,\"heartbeat_interval_ms\":0}",
              (long long)i, max_queue);
-    struct tk_http_resp resp;
-    int rc = tk_http_request(&cfg->api, "POST", "/api/v1/processors/register", cfg->token, body,
-                             5000, &resp, err, sizeof err);
+    struct fbci_http_resp resp;
+    int rc = fbci_http_request(cfg->api_str, "POST", "/api/v1/processors/register", cfg->token,
+                               body, 5000, &resp, err, sizeof err);
     if (rc < 0) tk_die(1, "registering " BENCH_PREFIX "%lld: %s", (long long)i, err);
     if (resp.status != 201 && resp.status != 409)
-      tk_die(1, "registering " BENCH_PREFIX "%lld: HTTP %d: %s", (long long)i, resp.status,
+      tk_die(1, "registering " BENCH_PREFIX "%lld: HTTP %ld: %s", (long long)i, resp.status,
              resp.body);
-    tk_http_resp_free(&resp);
+    fbci_http_resp_free(&resp);
   }
 }
 
@@ -1623,9 +1620,9 @@ static void register_via_api(const struct bench_config *cfg)
 static void warn_other_processors(const struct bench_config *cfg)
 {
   char err[512];
-  struct tk_http_resp resp;
-  if (tk_http_request(&cfg->api, "GET", "/api/v1/processors/", cfg->token, NULL, 5000, &resp, err,
-                      sizeof err) < 0)
+  struct fbci_http_resp resp;
+  if (fbci_http_request(cfg->api_str, "GET", "/api/v1/processors/", cfg->token, NULL, 5000, &resp,
+                        err, sizeof err) < 0)
     return;
   json_t *arr = resp.status == 200 ? json_loadb(resp.body, resp.body_len, 0, NULL) : NULL;
   size_t others = 0, i;
@@ -1640,7 +1637,7 @@ static void warn_other_processors(const struct bench_config *cfg)
            "are not measured and count as missing",
            others);
   json_decref(arr);
-  tk_http_resp_free(&resp);
+  fbci_http_resp_free(&resp);
 }
 
 static void unregister_via_api(const struct bench_config *cfg)
@@ -1648,10 +1645,10 @@ static void unregister_via_api(const struct bench_config *cfg)
   for (int64_t i = 0; i < cfg->processors; i++) {
     char path[128], err[512];
     snprintf(path, sizeof path, "/api/v1/processors/" BENCH_PREFIX "%lld", (long long)i);
-    struct tk_http_resp resp;
-    if (tk_http_request(&cfg->api, "DELETE", path, cfg->token, NULL, 5000, &resp, err,
-                        sizeof err) == 0)
-      tk_http_resp_free(&resp);
+    struct fbci_http_resp resp;
+    if (fbci_http_request(cfg->api_str, "DELETE", path, cfg->token, NULL, 5000, &resp, err,
+                          sizeof err) == 0)
+      fbci_http_resp_free(&resp);
   }
 }
 
@@ -1701,7 +1698,7 @@ static int run_latency(const struct bench_config *cfg)
 
   /* Warm-up: one frame every 50 ms until one comes through, so start-up of
    * the gateway (connects, registry load) is not counted as latency. */
-  int64_t w0 = tk_mono_us();
+  int64_t w0 = fbci_mono_us();
   while (atomic_load(&lr.arrived) == 0) {
     if (interrupted)
       error = "interrupted";
@@ -1709,30 +1706,30 @@ static int run_latency(const struct bench_config *cfg)
       error = "reader";
     else if (gw.pid && gateway_exited(&gw))
       error = "gateway_exited";
-    else if (tk_mono_us() - w0 > 15000000)
+    else if (fbci_mono_us() - w0 > 15000000)
       error = "no_frame_through";
     if (error) break;
-    tk_framegen_next(&gen, &frame, tk_real_us());
+    tk_framegen_next(&gen, &frame, fbci_real_us());
     redisAppendCommandArgv(c, frame.argc, frame.argv, frame.argvlen);
     must_drain(c, 1, "warm-up");
     tk_sleep_us(50000);
   }
   if (!error)
     tk_log("first frame through after %.2f s; injecting %.0f frames/s for %.1f s",
-           (double)(tk_mono_us() - w0) / 1e6, cfg->rate, cfg->seconds);
+           (double)(fbci_mono_us() - w0) / 1e6, cfg->rate, cfg->seconds);
   tk_sleep_us(200000); /* let warm-up stragglers arrive */
 
   int64_t sent = 0;
-  const int64_t t0 = tk_mono_us();
+  const int64_t t0 = fbci_mono_us();
   const int64_t total = (int64_t)(cfg->rate * cfg->seconds);
-  atomic_store(&lr.measure_from_us, tk_real_us());
+  atomic_store(&lr.measure_from_us, fbci_real_us());
   int64_t next_report = t0 + 1000000;
   while (!error && sent < total) {
     if (interrupted) {
       error = "interrupted";
       break;
     }
-    int64_t now = tk_mono_us();
+    int64_t now = fbci_mono_us();
     int64_t due = (int64_t)((double)(now - t0) * cfg->rate / 1e6) + 1 - sent;
     if (due <= 0) {
       int64_t wait = t0 + (int64_t)((double)sent * 1e6 / cfg->rate) - now;
@@ -1742,21 +1739,21 @@ static int run_latency(const struct bench_config *cfg)
     if (due > cfg->pipeline) due = cfg->pipeline;
     if (due > total - sent) due = total - sent;
     for (int64_t i = 0; i < due; i++) {
-      tk_framegen_next(&gen, &frame, tk_real_us());
+      tk_framegen_next(&gen, &frame, fbci_real_us());
       redisAppendCommandArgv(c, frame.argc, frame.argv, frame.argvlen);
     }
-    if (tk_redis_drain(c, (size_t)due, err, sizeof err) < 0) tk_die(1, "XADD: %s", err);
+    if (fbci_redis_drain(c, (size_t)due, err, sizeof err) < 0) tk_die(1, "XADD: %s", err);
     sent += due;
     if (now >= next_report) {
       tk_log("injected %lld, arrived %lld", (long long)sent, (long long)atomic_load(&lr.measured));
       next_report += 1000000;
     }
   }
-  const double inject_secs = (double)(tk_mono_us() - t0) / 1e6;
+  const double inject_secs = (double)(fbci_mono_us() - t0) / 1e6;
   /* Drain: wait for the last frames. */
-  int64_t d0 = tk_mono_us();
+  int64_t d0 = fbci_mono_us();
   while (!error && atomic_load(&lr.measured) < sent && !atomic_load(&lr.failed) && !interrupted &&
-         (double)(tk_mono_us() - d0) < cfg->drain_s * 1e6)
+         (double)(fbci_mono_us() - d0) < cfg->drain_s * 1e6)
     tk_sleep_us(5000);
   atomic_store(&lr.stop, true);
   pthread_join(reader, NULL);
@@ -1814,20 +1811,20 @@ static int run_latency(const struct bench_config *cfg)
 /* ============================================================== heartbeats */
 
 /* Polls /readyz until 200. Returns NULL or the reason it gave up. */
-static const char *wait_ready(struct gateway_proc *gw, const struct tk_http_url *api)
+static const char *wait_ready(struct gateway_proc *gw, const char *api)
 {
-  int64_t t0 = tk_mono_us();
+  int64_t t0 = fbci_mono_us();
   for (;;) {
     char err[256];
-    struct tk_http_resp resp;
-    if (tk_http_request(api, "GET", "/readyz", NULL, NULL, 2000, &resp, err, sizeof err) == 0) {
-      int st = resp.status;
-      tk_http_resp_free(&resp);
+    struct fbci_http_resp resp;
+    if (fbci_http_request(api, "GET", "/readyz", NULL, NULL, 2000, &resp, err, sizeof err) == 0) {
+      long st = resp.status;
+      fbci_http_resp_free(&resp);
       if (st == 200) return NULL;
     }
     if (gateway_exited(gw)) return "gateway_exited";
     if (interrupted) return "interrupted";
-    if (tk_mono_us() - t0 > 30000000) return "not_ready";
+    if (fbci_mono_us() - t0 > 30000000) return "not_ready";
     tk_sleep_us(50000);
   }
 }
@@ -1859,11 +1856,9 @@ static int run_heartbeats(const struct bench_config *cfg)
 
   struct gateway_proc gw;
   spawn_gateway(&gw, cfg, BENCH_CONSUMER);
-  char url[64];
-  struct tk_http_url api;
-  snprintf(url, sizeof url, "http://127.0.0.1:%d", gw.port);
-  if (tk_http_url_parse(&api, url, err, sizeof err) < 0) tk_die(1, "%s", err);
-  const char *error = wait_ready(&gw, &api);
+  char api[64];
+  snprintf(api, sizeof api, "http://127.0.0.1:%d", gw.port);
+  const char *error = wait_ready(&gw, api);
   if (!error)
     tk_log("spawned %s (pid %d, port %d): ready; %lld processors %s every %lld ms", cfg->gateway,
            (int)gw.pid, gw.port, (long long)cfg->processors,
@@ -1872,15 +1867,15 @@ static int run_heartbeats(const struct bench_config *cfg)
 
   const long tick = sysconf(_SC_CLK_TCK);
   const int64_t interval_us = cfg->interval_ms * 1000;
-  const int64_t t0 = tk_mono_us();
+  const int64_t t0 = fbci_mono_us();
   const int64_t measure_from = t0 + interval_us;
   const int64_t measure_to = measure_from + (int64_t)(cfg->seconds * 1e6);
   int64_t sent = 0, sent_at_start = 0, m_t0 = 0, next_sample = 0, sample_t = 0;
   long long ticks0 = -1, sample_ticks = 0;
   double hb0 = -1, max_pct = 0;
-  uint64_t rng = (uint64_t)tk_real_us() | 1;
+  uint64_t rng = (uint64_t)fbci_real_us() | 1;
   while (!error) {
-    int64_t now = tk_mono_us();
+    int64_t now = fbci_mono_us();
     if (now >= measure_to) break;
     if (interrupted) error = "interrupted";
     if (gateway_exited(&gw)) error = "gateway_exited";
@@ -1888,7 +1883,7 @@ static int run_heartbeats(const struct bench_config *cfg)
     /* Heartbeat k of processor i is due at t0 + (k * P + i) * interval / P. */
     int64_t due = cfg->no_heartbeats ? 0 : (now - t0) * cfg->processors / interval_us + 1;
     char ts[32];
-    if (sent < due) tk_iso8601(ts, sizeof ts, tk_real_us());
+    if (sent < due) fbci_iso8601(ts, sizeof ts, fbci_real_us());
     for (; sent < due; sent++) {
       int64_t i = sent % cfg->processors;
       rng ^= rng << 13;
@@ -1902,21 +1897,21 @@ static int run_heartbeats(const struct bench_config *cfg)
                          (long long)i, ts, (unsigned)(rng % 64), (unsigned)((rng >> 8) % 9),
                          (unsigned)((rng >> 16) % 40), (unsigned)((rng >> 24) % 10));
       natsStatus s = natsConnection_Publish(nc, subjects[i], hb, len);
-      if (s != NATS_OK) tk_die(1, "publishing a heartbeat: %s", tk_nats_err(s, err, sizeof err));
+      if (s != NATS_OK) tk_die(1, "publishing a heartbeat: %s", fbci_nats_err(s, err, sizeof err));
     }
     if (now >= measure_from && ticks0 < 0) {
       ticks0 = cpu_ticks(gw.pid);
-      char *m = fetch_metrics(&api);
+      char *m = fetch_metrics(api);
       hb0 = m ? metric_value(m, "frame_buffer_heartbeats_total") : -1;
       free(m);
-      m_t0 = sample_t = tk_mono_us();
+      m_t0 = sample_t = fbci_mono_us();
       sample_ticks = ticks0;
       sent_at_start = sent;
       next_sample = m_t0 + 1000000;
     }
     if (ticks0 >= 0 && now >= next_sample) {
       long long t = cpu_ticks(gw.pid);
-      int64_t at = tk_mono_us();
+      int64_t at = fbci_mono_us();
       double pct =
           (double)(t - sample_ticks) / (double)tick / ((double)(at - sample_t) / 1e6) * 100;
       if (pct > max_pct) max_pct = pct;
@@ -1926,15 +1921,15 @@ static int run_heartbeats(const struct bench_config *cfg)
     }
     int64_t next_due =
         cfg->no_heartbeats ? now + 1000 : t0 + (sent * interval_us) / cfg->processors;
-    int64_t wait = next_due - tk_mono_us();
+    int64_t wait = next_due - fbci_mono_us();
     tk_sleep_us(wait > 1000 ? 1000 : (wait < 20 ? 20 : wait));
   }
   long long ticks1 = cpu_ticks(gw.pid);
-  const int64_t m_t1 = tk_mono_us();
+  const int64_t m_t1 = fbci_mono_us();
   const int64_t sent_measured = sent - sent_at_start;
   natsConnection_FlushTimeout(nc, 2000);
   tk_sleep_us(300000); /* let the gateway count the last ones */
-  char *m = error ? NULL : fetch_metrics(&api);
+  char *m = error ? NULL : fetch_metrics(api);
   double hb1 = m ? metric_value(m, "frame_buffer_heartbeats_total") : -1;
   double healthy = m ? metric_value(m, "frame_buffer_processors{status=\"healthy\"}") : -1;
   double stale = m ? metric_value(m, "frame_buffer_processors{status=\"stale\"}") : -1;
@@ -1977,7 +1972,7 @@ static int run_heartbeats(const struct bench_config *cfg)
            stale, dead, cpu_pct, max_pct, rss);
   }
   free(subjects);
-  tk_nats_close(nc, 1000);
+  fbci_nats_close(nc, 1000);
   if (!cfg->keep) reset_keys(c, cfg);
   redisFree(c);
   return status;
@@ -2153,7 +2148,7 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
       {NULL, 0, NULL, 0},
   };
   int c;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+  while ((c = tk_getopt(argc, argv, opts)) != -1) {
     switch (c) {
     case O_MODE:
       if (strcmp(optarg, "throughput") == 0)
@@ -2210,12 +2205,11 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
       break;
     case O_HELP: usage(stdout); exit(0);
     case O_VERSION: printf("fb-bench " TK_VERSION "\n"); exit(0);
-    default: tk_die(TK_EXIT_USAGE, "try 'fb-bench --help'");
     }
   }
   if (optind < argc) tk_die(TK_EXIT_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
   char err[512];
-  if (tk_redis_url_parse(&cfg->redis, cfg->redis_url_str, err, sizeof err) < 0)
+  if (fbci_redis_url_parse(&cfg->redis, cfg->redis_url_str, err, sizeof err) < 0)
     tk_die(TK_EXIT_USAGE, "--redis-url: %s", err);
   static const char *const strategies[] = {"round_robin", "weighted_round_robin", "least_loaded",
                                            "consistent_hash"};
@@ -2236,9 +2230,8 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
            strerror(errno));
   if (cfg->mode == MODE_BASELINE && cfg->gateway)
     tk_die(TK_EXIT_USAGE, "baseline mode runs without a gateway; drop --gateway");
-  if (cfg->mode == MODE_LATENCY && !cfg->gateway &&
-      tk_http_url_parse(&cfg->api, cfg->api_str, err, sizeof err) < 0)
-    tk_die(TK_EXIT_USAGE, "--api: %s", err);
+  if (cfg->mode == MODE_LATENCY && !cfg->gateway && strncmp(cfg->api_str, "http://", 7) != 0)
+    tk_die(TK_EXIT_USAGE, "--api: '%s' is not http://host[:port]", cfg->api_str);
 
   if (transport && strcmp(transport, "nats") != 0 && strcmp(transport, "redis") != 0 &&
       strcmp(transport, "null") != 0)
@@ -2264,7 +2257,7 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
   if (cfg->nats || cfg->mode == MODE_HEARTBEATS) {
     if (strcmp(cfg->nats_url, "none") == 0)
       tk_die(TK_EXIT_USAGE, "--nats-url none: this run needs NATS");
-    if (tk_nats_url_check(cfg->nats_url, err, sizeof err) < 0)
+    if (fbci_nats_url_check(cfg->nats_url, err, sizeof err) < 0)
       tk_die(TK_EXIT_USAGE, "--nats-url: %s", err);
   }
 }

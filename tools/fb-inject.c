@@ -1,7 +1,9 @@
 /*
  * fb-inject: writes synthetic camera frames into the input stream, flat out
  * or paced at a rate, pipelining XADDs; for load tests and for feeding
- * malformed entries to tests. One thread; SIGINT/SIGTERM stop it cleanly.
+ * malformed entries to tests. With --frames 0 it runs until stopped and
+ * rides out Redis errors (reconnecting with backoff). One thread;
+ * SIGINT/SIGTERM stop it cleanly.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -22,6 +24,29 @@ static void on_signal(int sig)
   stop_requested = 1;
 }
 
+#define RECONNECT_FIRST_US 100000
+#define RECONNECT_MAX_US   5000000
+
+/* Connects, and with `forever` keeps trying with backoff until Redis is
+ * there or a signal stops us. Returns the context, or NULL with `err`. */
+static redisContext *connect_redis(const struct fbci_redis_url *url, bool forever, char *err,
+                                   size_t errlen)
+{
+  int64_t backoff = RECONNECT_FIRST_US;
+  bool said = false;
+  for (;;) {
+    redisContext *rc = fbci_redis_connect(url, 5000, err, errlen);
+    if (rc || !forever || stop_requested) {
+      if (rc && said) tk_log("connected to Redis again; going on");
+      return rc;
+    }
+    if (!said) tk_log("%s; retrying with backoff until it is back (Ctrl-C stops)", err);
+    said = true;
+    tk_sleep_us(backoff);
+    backoff = backoff * 2 > RECONNECT_MAX_US ? RECONNECT_MAX_US : backoff * 2;
+  }
+}
+
 static void usage(FILE *to)
 {
   fprintf(to, "Usage: fb-inject [options]\n"
@@ -29,7 +54,8 @@ static void usage(FILE *to)
               "\n"
               "  --redis-url URL        Redis (env REDIS_URL, default " TK_DEFAULT_REDIS_URL ")\n"
               "  --stream NAME          input stream (default frames:metadata)\n"
-              "  --frames N             frames to write; 0 = until Ctrl-C (default 1000)\n"
+              "  --frames N             frames to write; 0 = until Ctrl-C, reconnecting\n"
+              "                         after Redis errors (default 1000)\n"
               "  --rate R               frames per second; 0 = flat out (default 0)\n"
               "  --cameras C            cameras cam-000.. (default 16)\n"
               "  --types LIST           detection types, comma-separated, picked at random\n"
@@ -88,7 +114,7 @@ int main(int argc, char **argv)
       {NULL, 0, NULL, 0},
   };
   int c;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+  while ((c = tk_getopt(argc, argv, opts)) != -1) {
     switch (c) {
     case O_REDIS: redis_url = optarg; break;
     case O_STREAM: stream = optarg; break;
@@ -105,7 +131,6 @@ int main(int argc, char **argv)
     case O_QUIET: quiet = 1; break;
     case O_HELP: usage(stdout); return 0;
     case O_VERSION: printf("fb-inject " TK_VERSION "\n"); return 0;
-    default: tk_die(TK_EXIT_USAGE, "try 'fb-inject --help'");
     }
   }
   if (optind < argc) tk_die(TK_EXIT_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
@@ -115,8 +140,8 @@ int main(int argc, char **argv)
   struct tk_strlist types;
   if (tk_strlist_parse(&types, types_arg, 64, err, sizeof err) < 0)
     tk_die(TK_EXIT_USAGE, "--types: %s", err);
-  struct tk_redis_url url;
-  if (tk_redis_url_parse(&url, redis_url, err, sizeof err) < 0)
+  struct fbci_redis_url url;
+  if (fbci_redis_url_parse(&url, redis_url, err, sizeof err) < 0)
     tk_die(TK_EXIT_USAGE, "--redis-url: %s", err);
 
   struct sigaction sa = {.sa_handler = on_signal};
@@ -124,7 +149,8 @@ int main(int argc, char **argv)
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
 
-  redisContext *rc = tk_redis_connect(&url, 5000, err, sizeof err);
+  redisContext *rc = connect_redis(&url, frames == 0, err, sizeof err);
+  if (!rc && stop_requested) tk_die(130, "interrupted");
   if (!rc) tk_die(1, "%s", err);
 
   struct tk_framegen gen;
@@ -134,10 +160,10 @@ int main(int argc, char **argv)
 
   int status = 0;
   int64_t sent = 0;
-  const int64_t start = tk_mono_us();
+  const int64_t start = fbci_mono_us();
   int64_t next_report = start + 1000000, last_report_sent = 0;
   while (!stop_requested && (frames == 0 || sent < frames)) {
-    int64_t now = tk_mono_us();
+    int64_t now = fbci_mono_us();
     int64_t burst = pipeline;
     if (rate > 0) {
       /* Send what is due by now, in bursts no larger than the pipeline; when
@@ -153,12 +179,22 @@ int main(int argc, char **argv)
     }
     if (frames > 0 && frames - sent < burst) burst = frames - sent;
 
-    int64_t ts = tk_real_us();
+    int64_t ts = fbci_real_us();
     for (int64_t i = 0; i < burst; i++) {
       tk_framegen_next(&gen, &frame, ts);
       redisAppendCommandArgv(rc, frame.argc, frame.argv, frame.argvlen);
     }
-    int drc = tk_redis_drain(rc, (size_t)burst, err, sizeof err);
+    int drc = fbci_redis_drain(rc, (size_t)burst, err, sizeof err);
+    if (drc < 0 && frames == 0) {
+      /* Run until stopped: what this burst wrote is unknown, so it is not
+       * counted; new frames get new ids, so none is written twice. */
+      tk_log("XADD to %s failed after %lld frames: %s; reconnecting", stream, (long long)sent,
+             err);
+      redisFree(rc);
+      rc = connect_redis(&url, true, err, sizeof err);
+      if (!rc) break; /* stopped meanwhile */
+      continue;
+    }
     if (drc < 0) {
       tk_log("XADD to %s failed after %lld frames: %s", stream, (long long)sent, err);
       status = 1;
@@ -166,14 +202,14 @@ int main(int argc, char **argv)
     }
     sent += burst;
 
-    if (!quiet && (now = tk_mono_us()) >= next_report) {
+    if (!quiet && (now = fbci_mono_us()) >= next_report) {
       tk_log("injected %lld (+%lld/s)", (long long)sent, (long long)(sent - last_report_sent));
       last_report_sent = sent;
       next_report += 1000000;
       if (next_report < now) next_report = now + 1000000;
     }
   }
-  double secs = (double)(tk_mono_us() - start) / 1e6;
+  double secs = (double)(fbci_mono_us() - start) / 1e6;
   double achieved = secs > 0 ? (double)sent / secs : 0;
 
   printf("fb-inject: injected %lld frames (%llu malformed) into %s in %.3f s: %.0f frames/s%s\n",
@@ -183,7 +219,7 @@ int main(int argc, char **argv)
          "\"run_id\":\"%s\"}\n",
          (long long)sent, (unsigned long long)gen.malformed, secs, achieved, gen.run_id);
   fflush(stdout);
-  redisFree(rc);
+  if (rc) redisFree(rc);
   tk_strlist_free(&types);
   return status;
 }

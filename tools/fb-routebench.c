@@ -126,7 +126,7 @@ static struct rb_frame *build_frames(const struct rb_config *cfg, char **types)
                    (uint64_t)cfg->seed);
   for (int64_t i = 0; i < cfg->frames; i++) {
     struct rb_frame *rf = &frames[i];
-    tk_framegen_next(&gen, &xadd, tk_real_us());
+    tk_framegen_next(&gen, &xadd, fbci_real_us());
     /* XADD <stream> * then name/value pairs */
     size_t used = 0, n = 0;
     for (int a = 3; a + 1 < xadd.argc; a += 2) {
@@ -170,7 +170,7 @@ static struct rb_result run_strategy(const struct rb_config *cfg, enum fb_strate
 
   uint64_t checksum = 0;
   int64_t failed = 0, overloaded = 0, fi = 0;
-  const int64_t t0 = tk_mono_us();
+  const int64_t t0 = fbci_mono_us();
   for (int64_t i = 0; i < cfg->picks; i++) {
     if (i % cfg->batch == 0) fb_router_begin(r, s, now_ms);
     int k = fb_router_pick(r, s, &frames[fi].f, &over);
@@ -181,7 +181,7 @@ static struct rb_result run_strategy(const struct rb_config *cfg, enum fb_strate
       checksum += (uint64_t)k;
     overloaded += over;
   }
-  const int64_t t1 = tk_mono_us();
+  const int64_t t1 = fbci_mono_us();
 
   /* Untimed: where the frames went. */
   fi = 0;
@@ -274,7 +274,7 @@ static void parse_flags(struct rb_config *cfg, int argc, char **argv)
       {NULL, 0, NULL, 0},
   };
   int c;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+  while ((c = tk_getopt(argc, argv, opts)) != -1) {
     switch (c) {
     case O_PROCS: cfg->processors = tk_flag_i64("--processors", optarg, 1, RB_MAX_PROCS); break;
     case O_TYPES: cfg->types = tk_flag_i64("--types", optarg, 1, RB_MAX_TYPES); break;
@@ -287,7 +287,6 @@ static void parse_flags(struct rb_config *cfg, int argc, char **argv)
     case O_SEED: cfg->seed = tk_flag_i64("--seed", optarg, 1, INT64_MAX); break;
     case O_HELP: usage(stdout); exit(0);
     case O_VERSION: printf("fb-routebench " TK_VERSION "\n"); exit(0);
-    default: tk_die(TK_EXIT_USAGE, "try 'fb-routebench --help'");
     }
   }
   if (optind < argc) tk_die(TK_EXIT_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
@@ -322,7 +321,7 @@ int main(int argc, char **argv)
     }
   }
   uint64_t rng = (uint64_t)cfg.seed * 0x9E3779B97F4A7C15ULL | 1;
-  int64_t t0 = tk_mono_us();
+  int64_t t0 = fbci_mono_us();
   struct fb_snapshot *s = build_snapshot(&cfg, types, &rng);
   struct rb_frame *frames = build_frames(&cfg, types);
   size_t biggest = 0;
@@ -331,9 +330,9 @@ int main(int argc, char **argv)
   printf("routebench: %zu processors in %zu capability groups (largest %zu), %lld frames from "
          "%lld cameras, fb_router_begin every %lld picks; set up in %.2f s\n",
          s->n, s->ngroups, biggest, (long long)cfg.frames, (long long)cfg.cameras,
-         (long long)cfg.batch, (double)(tk_mono_us() - t0) / 1e6);
+         (long long)cfg.batch, (double)(fbci_mono_us() - t0) / 1e6);
 
-  const int64_t now_ms = tk_real_us() / 1000;
+  const int64_t now_ms = fbci_real_us() / 1000;
   struct rb_result res[FB_STRATEGY_COUNT] = {0};
   bool ran[FB_STRATEGY_COUNT] = {false};
   int status = 0;

@@ -34,7 +34,7 @@ void tk_framegen_init(struct tk_framegen *g, const char *stream, unsigned camera
                       size_t ntypes, uint64_t malformed_every, int64_t maxlen, uint64_t seed)
 {
   memset(g, 0, sizeof *g);
-  if (seed == 0) seed = (uint64_t)tk_real_us() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
+  if (seed == 0) seed = (uint64_t)fbci_real_us() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
   g->rng = seed ? seed : 1;
   g->stream = stream;
   g->cameras = cameras ? cameras : 1;
@@ -43,7 +43,7 @@ void tk_framegen_init(struct tk_framegen *g, const char *stream, unsigned camera
   g->malformed_every = malformed_every;
   /* The run id comes from the clock and pid even with a fixed seed, so two
    * runs never write the same frame_id. */
-  uint64_t salt = (uint64_t)tk_real_us() * 0x9E3779B97F4A7C15ULL ^ (uint64_t)getpid();
+  uint64_t salt = (uint64_t)fbci_real_us() * 0x9E3779B97F4A7C15ULL ^ (uint64_t)getpid();
   salt ^= salt >> 29;
   snprintf(g->run_id, sizeof g->run_id, "%08x", (unsigned)(salt ^ (salt >> 32)));
   if (maxlen > 0) snprintf(g->maxlen, sizeof g->maxlen, "%lld", (long long)maxlen);
@@ -129,7 +129,7 @@ bool tk_framegen_next(struct tk_framegen *g, struct tk_frame *f, int64_t inject_
   s = store(&b, &n, "cam-%03u", cam);
   field(&b, "camera_id", s, n);
   char ts[32];
-  tk_iso8601(ts, sizeof ts, inject_ts_us);
+  fbci_iso8601(ts, sizeof ts, inject_ts_us);
   s = store(&b, &n, "%s", ts);
   field(&b, "timestamp", s, n);
   s = store(&b, &n, "%llu", 40000ULL + (unsigned long long)((r >> 8) % 360000));
