@@ -2,13 +2,17 @@
 compat Redis layout of registrations, and bad settings at start (README: Settings)."""
 import itertools
 import json
+import os
+import re
+import shutil
 import socket
 import subprocess
 import time
 import unittest
 
 import harness
-from harness import IntegrationTest, ResponseError, info_map, wait_for
+from harness import (IntegrationTest, ResponseError, add_frames, info_map, metric, scrape,
+                     wait_for)
 from httpc import http_raw
 
 P = "/api/v1/processors"
@@ -407,6 +411,145 @@ class ApiTest(IntegrationTest):
                 self.assertTrue(resp[2].get("detail"))
 
 
+    # ------------------------------------------------------ mistakes refused
+    def test_register_422_names_unknown_fields(self):
+        pid = new_id("typo")
+        status, _, doc = self.gw.post(P + "/register", valid_body(pid, transprt="nats",
+                                                                  colour="red"))
+        self.assertEqual(status, 422, doc)
+        self.assertEqual(doc["detail"], 'unknown fields: "transprt" (did you mean "transport"?), '
+                                        '"colour"')
+        status, _, doc = self.gw.post(P + "/register", valid_body(pid, Capacity=3))
+        self.assertEqual((status, doc["detail"]),
+                         (422, 'unknown field: "Capacity" (did you mean "capacity"?)'))
+        self.assertIsNone(self.r.command("HGET", "processors:registry", pid), "stored anyway")
+        # PUT is checked the same way
+        self.register(pid)
+        status, _, doc = self.gw.put(P + "/" + pid, valid_body(pid, max_queu=5))
+        self.assertEqual((status, doc["detail"]),
+                         (422, 'unknown field: "max_queu" (did you mean "max_queue"?)'))
+
+    def test_compat_fields_and_what_get_shows_are_accepted(self):
+        pid, _ = self.register(endpoint="http://h:1/", health_endpoint=None,
+                               metadata={"queue_maxlen": 50})
+        shown = self.gw.get(P + "/" + pid)[2]
+        self.assertEqual(shown["max_queue"], 50)
+        # read-modify-write: what GET shows goes back as it is
+        shown["capacity"] = 9
+        status, _, doc = self.gw.put(P + "/" + pid, shown)
+        self.assertEqual(status, 200, doc)
+        self.assertEqual(doc["capacity"], 9)
+
+    def test_capabilities_are_deduplicated(self):
+        pid, doc = self.register(capabilities=["person", "face", "person", "face", "car"])
+        self.assertEqual(doc["capabilities"], ["person", "face", "car"])
+        stored = json.loads(self.r.command("HGET", "processors:registry", pid))
+        self.assertEqual(stored["capabilities"], ["person", "face", "car"])
+        self.assertEqual(self.gw.get(P + "/" + pid)[2]["capabilities"], ["person", "face", "car"])
+
+    def test_nats_id_with_a_dot_is_refused_with_the_reason(self):
+        status, _, doc = self.gw.post(P + "/register", valid_body("cam.1", transport="nats"))
+        self.assertEqual(status, 422, doc)
+        self.assertIn("must not contain '.' with transport nats", doc["detail"])
+        self.register("cam.2." + new_id())  # on Redis a dot is fine
+
+    def test_list_filters(self):
+        cap = "cap-" + new_id()
+        a, _ = self.register(capabilities=[cap])
+        b, _ = self.register(capabilities=[cap, "person"], transport="null")
+        self.register(capabilities=["person"])
+        def ids(query):
+            status, _, doc = self.gw.get(P + "/" + query)
+            self.assertEqual(status, 200, "%s: %s" % (query, doc))
+            return sorted(p["id"] for p in doc)
+        self.assertEqual(ids("?capability=" + cap), sorted([a, b]))
+        self.assertEqual(ids("?capability=%s&transport=redis" % cap), [a])
+        self.assertEqual(ids("?capability=%s&transport=null&status=healthy" % cap), [b])
+        self.assertEqual(ids("?capability=%s&status=dead" % cap), [])
+        self.assertIn(a, ids("?status=healthy"))
+        self.assertEqual(ids("?status=dead"), [])
+        self.assertEqual(ids("?capability=nobody-has-it"), [])
+        for query, detail in (
+                ("?status=great", 'status "great" is not one of healthy, stale, dead'),
+                ("?transport=pigeon", 'transport "pigeon" is not one of redis, nats, null'),
+                ("?capability=", "capability must not be empty"),
+                ("?stauts=dead", 'unknown query argument "stauts" (did you mean "status"?); '
+                                 "this path takes capability, status, transport")):
+            with self.subTest(query=query):
+                status, _, doc = self.gw.get(P + "/" + query)
+                self.assertEqual((status, doc["detail"]), (422, detail))
+        # the compat search takes the same filters
+        status, _, doc = self.gw.get(P + "/search/?capability=%s&transport=null" % cap)
+        self.assertEqual((status, [p["id"] for p in doc]), (200, [b]))
+        self.assertDetail(self.gw.get(P + "/search/?capability=%s&status=great" % cap), 422,
+                          "search with a status that is none")
+
+    def test_heartbeat_status_is_checked(self):
+        pid, _ = self.register(heartbeat_interval_ms=0)
+        for st in ("healthy", "degraded", "unhealthy", "ok"):
+            with self.subTest(status=st):
+                self.assertStatus(self.gw.post(P + "/heartbeat",
+                                               {"processor_id": pid, "status": st}), 200)
+        status, _, doc = self.gw.post(P + "/heartbeat", {"processor_id": pid, "status": "great"})
+        self.assertEqual((status, doc["detail"]),
+                         (422, 'status "great" is not one of healthy, degraded, unhealthy, '
+                               'stopping, ok'))
+        self.assertEqual(self.gw.get(P + "/" + pid)[2]["status"], "healthy")
+
+    def test_allow_names_what_each_path_takes(self):
+        pid, _ = self.register()
+        cases = {
+            P: "GET, HEAD, OPTIONS",
+            P + "/register": "POST, OPTIONS",
+            P + "/heartbeat": "POST, OPTIONS",
+            P + "/search": "GET, HEAD, OPTIONS",
+            P + "/" + pid: "GET, HEAD, PUT, DELETE, OPTIONS",
+            "/api/v1/routing": "GET, HEAD, PUT, DELETE, OPTIONS",
+            "/api/v1/stats": "GET, HEAD, OPTIONS",
+            "/metrics": "GET, HEAD, OPTIONS",
+            "/health": "GET, HEAD, OPTIONS",
+            "/": "GET, HEAD, OPTIONS",
+        }
+        for path, allow in cases.items():
+            with self.subTest(path=path):
+                status, headers, body = self.gw.request("OPTIONS", path)
+                self.assertEqual((status, headers.get("Allow"), body), (204, allow, ""))
+                status, headers, doc = self.gw.request("PATCH", path, body={})
+                self.assertEqual((status, headers.get("Allow")), (405, allow), doc)
+        status, headers, _ = self.gw.request("OPTIONS", "/api/v1/nothing-here")
+        self.assertEqual((status, headers.get("Allow")), (404, None))
+        status, headers, _ = self.gw.post("/api/v1/stats", {})
+        self.assertEqual((status, headers.get("Allow")), (405, "GET, HEAD, OPTIONS"))
+
+    def test_delete_keeps_the_stream_unless_purge(self):
+        pid, _ = self.register()
+        stream = "frames:ready:" + pid
+        self.r.command("XADD", stream, "*", "frame_id", "left-behind")
+        self.assertStatus(self.gw.delete(P + "/" + pid), 204)
+        self.assertEqual(self.r.command("XLEN", stream), 1, "the default DELETE kept the stream")
+        groups = self.r.command("XINFO", "GROUPS", stream)
+        self.assertEqual(len(groups), 1, "the default DELETE kept the group")
+        self.register(pid)
+        self.assertDetail(self.gw.delete(P + "/" + pid + "?purge=maybe"), 422, "purge=maybe")
+        self.assertDetail(self.gw.delete(P + "/" + pid + "?purg=true"), 422, "purg=true")
+        self.assertStatus(self.gw.get(P + "/" + pid), 200, "a refused DELETE deleted")
+        self.assertStatus(self.gw.delete(P + "/" + pid + "?purge=true"), 204)
+        self.assertEqual(self.r.command("EXISTS", stream), 0, "purge left the stream")
+        self.assertIsNone(self.r.command("HGET", "processors:registry", pid))
+
+    def test_purge_spares_a_stream_another_processor_reads(self):
+        shared = "shared:" + new_id()
+        a, _ = self.register(queue=shared)
+        b, _ = self.register(queue=shared)
+        status, _, doc = self.gw.delete(P + "/" + a + "?purge=true")
+        self.assertEqual(status, 409, doc)
+        self.assertIn("also the queue of processor " + b, doc["detail"])
+        self.assertStatus(self.gw.get(P + "/" + a), 200, "refused, so not deleted")
+        self.assertStatus(self.gw.delete(P + "/" + a), 204)
+        self.assertStatus(self.gw.delete(P + "/" + b + "?purge=true"), 204)
+        self.assertEqual(self.r.command("EXISTS", shared), 0)
+
+
 class RobustnessTest(IntegrationTest):
     """Things that must not kill the gateway; each test has its own gateway
     so that a crash fails only that test."""
@@ -625,7 +768,7 @@ class CrossSiteTest(IntegrationTest):
                      "Access-Control-Request-Headers": "content-type"})
         self.assertEqual(status, 204)
         self.assertEqual(headers.get("Access-Control-Allow-Origin"), self.OPS)
-        self.assertIn("POST", headers.get("Access-Control-Allow-Methods", ""))
+        self.assertEqual(headers.get("Access-Control-Allow-Methods"), "POST, OPTIONS")
         self.assertIn("Content-Type", headers.get("Access-Control-Allow-Headers", ""))
 
     def test_ws_checks_origin(self):
@@ -706,6 +849,237 @@ class HostileClientsTest(IntegrationTest):
             for s in socks:
                 s.close()
         self.assertStatus(self.gw.get("/readyz"), 200, "Redis stayed connected")
+
+
+class RedisRestartTest(IntegrationTest):
+    """README: The API: after Redis comes back, the first write does not
+    answer 503: the API retries once on a fresh connection. Every
+    connection counts its reconnects (frame_buffer_redis_reconnects_total)."""
+
+    def test_first_write_after_a_redis_restart_succeeds(self):
+        r = self.start_redis()
+        gw = self.start_gateway(r, consumer_name="restart")
+        self.assertStatus(gw.post(P + "/register", valid_body("before")), 201)
+        before = scrape(gw)
+        r.stop()
+        wait_for(lambda: gw.ready_status() == 503, 10, what="/readyz 503 with Redis away")
+        self.assertDetail(gw.post(P + "/register", valid_body("while-away")), 503,
+                          "a write while Redis is away")
+        r.start()  # same port, empty
+        gw.wait_ready(15)
+        # Nothing but this API call has noticed on the API's connection.
+        self.assertStatus(gw.post(P + "/register", valid_body("after")), 201,
+                          "the first write after Redis came back")
+        self.assertStatus(gw.delete(P + "/after"), 204)
+        for conn in ("ingest", "control", "api"):
+            with self.subTest(connection=conn):
+                was = metric(before, "frame_buffer_redis_reconnects_total", connection=conn)
+                wait_for(lambda: metric(scrape(gw), "frame_buffer_redis_reconnects_total",
+                                        connection=conn) >= was + 1, 10,
+                         what="frame_buffer_redis_reconnects_total{connection=%s} to count"
+                              % conn)
+
+    def test_write_right_after_a_restart_needs_no_wait(self):
+        r = self.start_redis()
+        gw = self.start_gateway(r, consumer_name="restart-now")
+        self.assertStatus(gw.post(P + "/register", valid_body("one")), 201)
+        r.stop()
+        self.assertDetail(gw.post(P + "/register", valid_body("two")), 503, "Redis away")
+        r.start()
+        # No waiting for readiness: the API connects at once, whatever its backoff.
+        self.assertStatus(gw.post(P + "/register", valid_body("two")), 201)
+
+
+class PortInUseTest(IntegrationTest):
+    """README: Settings: a port already in use is one line on stderr, exit
+    status 2, and nothing is done in Redis (the listener is bound first)."""
+
+    def test_port_in_use_is_one_line_and_exit_2(self):
+        r = self.start_redis()
+        gw = self.start_gateway(r, consumer_name="holder")
+        env = dict(gw.environment())
+        env.update({"CONSUMER_NAME": "second", "INPUT_STREAM": "other:input",
+                    "CONSUMER_GROUP": "other-group", "LOG_LEVEL": "debug"})
+        p = subprocess.run([harness.fb_binary("frame-buffer")], env=env, capture_output=True,
+                           text=True, timeout=20)
+        self.assertEqual(p.returncode, 2, "stderr %r" % p.stderr)
+        self.assertEqual(p.stdout, "")
+        lines = p.stderr.strip("\n").split("\n")
+        self.assertEqual(len(lines), 1, "expected one line, got %r" % p.stderr)
+        self.assertRegex(lines[0], r"^frame-buffer: cannot listen on 0\.0\.0\.0:%d .*: Address "
+                                   r"already in use$" % gw.port)
+        c = self.client(r)
+        self.assertEqual(c.command("EXISTS", "other:input"), 0,
+                         "the second gateway created its consumer group")
+        self.assertStatus(gw.get("/readyz"), 200, "the first gateway")
+
+
+class MetricsTest(IntegrationTest):
+    """README: Metrics: every series /metrics exports is in the README's list
+    with its type, and what it says is true."""
+
+    @classmethod
+    def setUpClass(cls):
+        tmp = cls.class_tmp()
+        cls.redis = cls.class_redis(tmp)
+        cls.gw = cls.class_gateway(tmp, cls.redis, consumer_name="metrics",
+                                   env={"HEARTBEAT_TIMEOUT_MS": "60000"})
+        cls.r = cls.redis.client()
+        cls.addClassCleanup(cls.r.close)
+
+    def register(self, pid, **over):
+        self.assertStatus(self.gw.post(P + "/register", valid_body(pid, **over)), 201, pid)
+
+    def test_promtool_check_metrics(self):
+        promtool = shutil.which("promtool")
+        self.assertIsNotNone(promtool, "promtool is needed (Debian package prometheus)")
+        self.register(new_id("prom"))
+        text = self.gw.get("/metrics")[2]
+        p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual((p.stdout + p.stderr).strip(), "", "promtool's remarks")
+
+    def test_readme_lists_every_series_with_its_type(self):
+        pid = new_id("doc")
+        self.register(pid)
+        self.gw.post(P + "/heartbeat", {"processor_id": pid, "status": "healthy"})
+        wait_for(lambda: "frame_buffer_dlq_length " in self.gw.get("/metrics")[2], 5,
+                 what="frame_buffer_dlq_length")
+        text = self.gw.get("/metrics")[2]
+        exported = dict(re.findall(r"(?m)^# TYPE (\S+) (\S+)$", text))
+        readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+        section = readme.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+        documented = dict(re.findall(r"(?m)^\| `([a-z_]+)(?:\{[^`]*\})?` \| (\w+) \|", section))
+        self.assertGreater(len(exported), 30)
+        for name, kind in sorted(exported.items()):
+            with self.subTest(series=name):
+                self.assertEqual(documented.get(name), kind,
+                                 "%s (%s) in the README's metric list" % (name, kind))
+
+    def test_processor_series(self):
+        pid = new_id("per")
+        self.register(pid, capacity=6, max_queue=321, heartbeat_interval_ms=0)
+        m = scrape(self.gw)
+        self.assertEqual(metric(m, "frame_buffer_processor_capacity", processor_id=pid), 6)
+        self.assertEqual(metric(m, "frame_buffer_processor_max_queue", processor_id=pid), 321)
+        for state, want in (("healthy", 1), ("stale", 0), ("dead", 0)):
+            self.assertEqual(metric(m, "frame_buffer_processor_state", processor_id=pid,
+                                    state=state), want, state)
+        self.assertRaises(AssertionError, metric, m,
+                          "frame_buffer_processor_last_heartbeat_time_seconds", processor_id=pid)
+        t = time.time()
+        self.assertStatus(self.gw.post(P + "/heartbeat", {"processor_id": pid,
+                                                          "status": "stopping"}), 200)
+        wait_for(lambda: metric(scrape(self.gw), "frame_buffer_processor_state",
+                                processor_id=pid, state="dead") == 1, 3,
+                 what="the state gauge to say dead after stopping")
+        m = scrape(self.gw)
+        self.assertEqual(metric(m, "frame_buffer_processor_state", processor_id=pid,
+                                state="healthy"), 0)
+        self.assertAlmostEqual(metric(m, "frame_buffer_processor_last_heartbeat_time_seconds",
+                                      processor_id=pid), t, delta=2)
+
+    def test_distributed_counter_survives_registering_again(self):
+        pid = new_id("again")
+        cap = "cap-" + pid
+        self.register(pid, capabilities=[cap], heartbeat_interval_ms=0)
+        add_frames(self.r, [{"frame_id": "%s-%d" % (pid, i), "detection_type": cap}
+                            for i in range(5)])
+        def routed():
+            try:
+                return metric(scrape(self.gw), "frame_buffer_frames_distributed_total",
+                              processor_id=pid, transport="redis")
+            except AssertionError:
+                return None
+        wait_for(lambda: routed() == 5, 10, what="5 frames routed to " + pid)
+        self.assertStatus(self.gw.delete(P + "/" + pid), 204)
+        self.assertIsNone(routed(), "a removed processor still in /metrics")
+        self.register(pid, capabilities=[cap], heartbeat_interval_ms=0)
+        self.assertEqual(routed(), 5, "the counter went back to 0 on registering again")
+        add_frames(self.r, [{"frame_id": "%s-b%d" % (pid, i), "detection_type": cap}
+                            for i in range(2)])
+        wait_for(lambda: routed() == 7, 10, what="7 frames routed to " + pid)
+        self.assertEqual(self.gw.get(P + "/" + pid)[2]["frames_routed"], 7)
+
+    def test_http_requests_by_route_template(self):
+        m0 = scrape(self.gw)
+        def count(m, route, code):
+            try:
+                return metric(m, "frame_buffer_http_requests_total", route=route, code=code)
+            except AssertionError:
+                return 0
+        for i in range(3):
+            self.assertStatus(self.gw.get(P + "/" + new_id("nobody")), 404)
+        self.assertStatus(self.gw.get("/api/v1/no-such-thing"), 404)
+        self.assertStatus(self.gw.get("/"), 200)
+        m1 = scrape(self.gw)
+        tpl = P + "/{id}"
+        self.assertEqual(count(m1, tpl, 404) - count(m0, tpl, 404), 3)
+        self.assertEqual(count(m1, "other", 404) - count(m0, "other", 404), 1)
+        self.assertEqual(count(m1, "dashboard", 200) - count(m0, "dashboard", 200), 1)
+        self.assertGreaterEqual(metric(m1, "frame_buffer_http_request_duration_seconds_count",
+                                       route=tpl), 3)
+        self.assertEqual(metric(m1, "frame_buffer_http_request_duration_seconds_bucket",
+                                route=tpl, le="+Inf"),
+                         metric(m1, "frame_buffer_http_request_duration_seconds_count",
+                                route=tpl))
+        routes = {dict(re.findall(r'(\w+)="([^"]*)"', k)).get("route") for k in m1
+                  if k.startswith("frame_buffer_http_requests_total")}
+        self.assertFalse([r for r in routes if "nobody" in r], "a raw path became a label")
+
+    def test_dashboard_clients(self):
+        def clients():
+            return metric(scrape(self.gw), "frame_buffer_dashboard_clients")
+        self.assertEqual(clients(), 0)
+        socks = [ws_open(self.gw.port) for _ in range(2)]
+        try:
+            wait_for(lambda: clients() == 2, 3, what="2 dashboard clients")
+        finally:
+            for s in socks:
+                s.close()
+        wait_for(lambda: clients() == 0, 3, what="0 dashboard clients after they left")
+
+    def test_dlq_length(self):
+        def length():
+            return metric(scrape(self.gw), "frame_buffer_dlq_length")
+        wait_for(lambda: "frame_buffer_dlq_length" in str(scrape(self.gw)), 5,
+                 what="frame_buffer_dlq_length")
+        n0 = self.r.command("XLEN", "frames:dlq")
+        self.r.pipeline([["XADD", "frames:dlq", "*", "dlq_reason", "malformed"]] * 3)
+        wait_for(lambda: length() == n0 + 3, 3, what="frame_buffer_dlq_length %d" % (n0 + 3))
+
+    def test_build_info_and_process(self):
+        m = scrape(self.gw)
+        version = subprocess.run([harness.fb_binary("frame-buffer"), "--version"],
+                                 capture_output=True, text=True).stdout.split()[-1]
+        self.assertEqual(metric(m, "frame_buffer_build_info", version=version), 1)
+        self.assertGreater(metric(m, "process_resident_memory_bytes"), 1 << 20)
+        self.assertGreater(metric(m, "process_open_fds"), 3)
+        self.assertLess(metric(m, "process_open_fds"), metric(m, "process_max_fds"))
+        self.assertGreater(metric(m, "process_cpu_seconds_total"), 0)
+        pid = self.gw.proc.pid
+        started = os.stat("/proc/%d" % pid).st_mtime
+        self.assertAlmostEqual(metric(m, "process_start_time_seconds"), started, delta=30)
+        self.assertLess(metric(m, "process_start_time_seconds"), time.time())
+
+
+def ws_open(port):
+    """An open dashboard WebSocket (the upgrade read), for the caller to close."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: fb-dashboard\r\n\r\n"
+               % port).encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise AssertionError("the gateway closed the WebSocket upgrade")
+        data += chunk
+    if b" 101 " not in data.split(b"\r\n")[0]:
+        raise AssertionError("WebSocket upgrade refused: %r" % data[:100])
+    return s
 
 
 class SettingsTest(IntegrationTest):

@@ -285,6 +285,8 @@ class HealthTest(IntegrationTest):
             ("processors.heartbeat.other", heartbeat("target")),  # id != subject
             ("processors.heartbeat.target", heartbeat("other")),  # id != subject
             ("processors.heartbeat.target", dumps({"processor_id": 7}).encode()),
+            ("processors.heartbeat.target", heartbeat("target", status="great")),
+            ("processors.heartbeat.target", heartbeat("target", status=1)),
         ]
         for subject, data in bad:
             self.nc.publish(subject, data)
