@@ -1,7 +1,8 @@
 /*
  * Unit tests for gateway/metrics.c: histogram buckets and quantile
- * estimates from known observations, rates, and the Prometheus text that
- * the old dashboards read (README: Metrics). Single-threaded.
+ * estimates from known observations, rates, and the Prometheus text (README:
+ * Metrics): the series the old dashboards read and every other one.
+ * Single-threaded.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include "framebuffer/metrics.h"
+#include "framebuffer/redis.h"
 #include "helpers.h"
 
 /* ============================================================== helpers */
@@ -323,12 +325,101 @@ static void render_histogram_is_cumulative(void **state)
   free(m);
 }
 
+/* Per processor: its health as a state set, its last heartbeat once there
+ * is one, its max_queue and capacity. */
+static void render_processor_state_and_registration(void **state)
+{
+  struct fb_metrics *m = calloc(1, sizeof *m);
+  fb_metrics_init(m);
+  struct fb_snapshot *s = two_processors();
+  atomic_store(&s->procs[0]->live->last_heartbeat_ms, 1700000000123);
+  char *text = render(m, s, true);
+  assert_has(text, "\nframe_buffer_processor_state{processor_id=\"p1\",state=\"healthy\"} 1\n");
+  assert_has(text, "\nframe_buffer_processor_state{processor_id=\"p1\",state=\"stale\"} 0\n");
+  assert_has(text, "\nframe_buffer_processor_state{processor_id=\"p2\",state=\"stale\"} 1\n");
+  assert_has(text, "\nframe_buffer_processor_state{processor_id=\"p2\",state=\"dead\"} 0\n");
+  assert_has(text, "\nframe_buffer_processor_last_heartbeat_time_seconds{processor_id=\"p1\"} "
+                   "1700000000.123\n");
+  assert_lacks(text, "frame_buffer_processor_last_heartbeat_time_seconds{processor_id=\"p2\"}");
+  assert_has(text, "\nframe_buffer_processor_max_queue{processor_id=\"p1\"} 10000\n");
+  assert_has(text, "\nframe_buffer_processor_capacity{processor_id=\"p2\"} 1\n");
+  free(text);
+  fb_snapshot_release(s);
+  free(m);
+}
+
+/* HTTP requests by route template and code, with a latency histogram;
+ * codes beyond what a route keeps are dropped, not misfiled. */
+static void http_requests_by_route_and_code(void **state)
+{
+  struct fb_metrics *m = calloc(1, sizeof *m);
+  fb_metrics_init(m);
+  const char *tpl = "/api/v1/processors/{id}";
+  fb_metrics_http_observe(m, tpl, 404, MS(0.2));
+  fb_metrics_http_observe(m, tpl, 404, MS(0.2));
+  fb_metrics_http_observe(m, tpl, 200, MS(3));
+  fb_metrics_http_observe(m, "other", 404, MS(0.05));
+  for (int code = 500; code < 500 + FB_HTTP_CODES_MAX + 4; code++)
+    fb_metrics_http_observe(m, "/metrics", code, MS(1));
+  struct fb_snapshot *s = fb_snapshot_build(NULL, 0, 1);
+  char *text = render(m, s, false);
+  assert_has(text, "\nframe_buffer_http_requests_total{route=\"/api/v1/processors/{id}\","
+                   "code=\"404\"} 2\n");
+  assert_has(text, "\nframe_buffer_http_requests_total{route=\"/api/v1/processors/{id}\","
+                   "code=\"200\"} 1\n");
+  assert_has(text, "\nframe_buffer_http_requests_total{route=\"other\",code=\"404\"} 1\n");
+  assert_has(text, "# TYPE frame_buffer_http_request_duration_seconds histogram\n");
+  assert_has(text, "\nframe_buffer_http_request_duration_seconds_bucket{route=\"/api/v1/"
+                   "processors/{id}\",le=\"0.00025\"} 2\n");
+  assert_has(text, "\nframe_buffer_http_request_duration_seconds_bucket{route=\"/api/v1/"
+                   "processors/{id}\",le=\"+Inf\"} 3\n");
+  assert_has(text, "\nframe_buffer_http_request_duration_seconds_count{route=\"/api/v1/"
+                   "processors/{id}\"} 3\n");
+  assert_has(text, "\nframe_buffer_http_request_duration_seconds_count{route=\"/metrics\"} 20\n");
+  assert_lacks(text, "code=\"516\"");
+  free(text);
+  fb_snapshot_release(s);
+  free(m);
+}
+
+/* The gateway's own series: build, process, reconnects per connection name,
+ * the DLQ's length once read, the dashboard's clients. */
+static void render_process_build_and_connections(void **state)
+{
+  struct fb_metrics *m = calloc(1, sizeof *m);
+  fb_metrics_init(m);
+  struct fb_redis_endpoint ep = {.host = "127.0.0.1", .port = 1};
+  struct fb_redis conn;
+  fb_redis_init(&conn, &ep, "unit-test", 0);
+  struct fb_snapshot *s = fb_snapshot_build(NULL, 0, 1);
+  char *text = render(m, s, false);
+  assert_has(text, "\nframe_buffer_build_info{version=\"" FB_VERSION "\"} 1\n");
+  assert_has(text, "# TYPE process_cpu_seconds_total counter\n");
+  assert_has(text, "# TYPE process_resident_memory_bytes gauge\n");
+  assert_has(text, "# TYPE process_open_fds gauge\n");
+  assert_has(text, "# TYPE process_max_fds gauge\n");
+  assert_has(text, "# TYPE process_start_time_seconds gauge\n");
+  assert_has(text, "\nframe_buffer_redis_reconnects_total{connection=\"unit-test\"} 0\n");
+  assert_has(text, "\nframe_buffer_dashboard_clients 0\n");
+  assert_lacks(text, "frame_buffer_dlq_length"); /* not read yet */
+  free(text);
+  atomic_store(&m->dlq_length, 12);
+  atomic_store(&m->dashboard_clients, 2);
+  text = render(m, s, false);
+  assert_has(text, "\nframe_buffer_dlq_length 12\n");
+  assert_has(text, "\nframe_buffer_dashboard_clients 2\n");
+  free(text);
+  fb_snapshot_release(s);
+  free(m);
+}
+
 /* Every sample line is `name[{labels}] value`, and every name has a TYPE. */
 static void render_is_valid_exposition_text(void **state)
 {
   struct fb_metrics *m = calloc(1, sizeof *m);
   fb_metrics_init(m);
   fb_histogram_observe(&m->routing, MS(1), 1);
+  fb_metrics_http_observe(m, "/api/v1/processors/{id}", 200, MS(1));
   struct fb_snapshot *s = two_processors();
   char *text = render(m, s, true);
   assert_true(strlen(text) > 0);
@@ -343,9 +434,11 @@ static void render_is_valid_exposition_text(void **state)
     while (isalnum((unsigned char)*p) || *p == '_' || *p == ':')
       p++;
     assert_true(p > l);
-    if (*p == '{') {
-      p = strchr(p, '}');
-      if (!p) fail_msg("unterminated labels: %s", l);
+    if (*p == '{') { /* name="value" pairs; a value may hold '}' */
+      bool quoted = false;
+      for (p++; *p && (quoted || *p != '}'); p++)
+        if (*p == '"' && p[-1] != '\\') quoted = !quoted;
+      if (*p != '}') fail_msg("unterminated labels: %s", l);
       p++;
     }
     if (*p != ' ') fail_msg("no space before the value: %s", l);
@@ -393,6 +486,9 @@ int main(void)
       cmocka_unit_test(render_nats_up_only_with_nats),
       cmocka_unit_test(render_processor_series),
       cmocka_unit_test(render_histogram_is_cumulative),
+      cmocka_unit_test(render_processor_state_and_registration),
+      cmocka_unit_test(http_requests_by_route_and_code),
+      cmocka_unit_test(render_process_build_and_connections),
       cmocka_unit_test(render_is_valid_exposition_text),
       cmocka_unit_test(render_into_small_buffer_fails),
   };

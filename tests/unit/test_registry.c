@@ -496,6 +496,82 @@ static void metadata_must_be_object(void **state)
   fb_proc_release(p);
 }
 
+/* fb_proc_check_fields on `text`: 0, or -EINVAL with `detail`. */
+static int check_fields(const char *text)
+{
+  json_t *body = json_loads(text, 0, NULL);
+  if (!body) fail_msg("test body is not JSON: %s", text);
+  detail[0] = '\0';
+  int rc = fb_proc_check_fields(body, detail, sizeof detail);
+  json_decref(body);
+  return rc;
+}
+
+static void unknown_fields_are_named_with_the_closest_known_one(void **state)
+{
+  assert_int_equal(check_fields("{\"id\":\"a\"," VALID ",\"transprt\":\"nats\"}"), -EINVAL);
+  assert_string_equal(detail, "unknown field: \"transprt\" (did you mean \"transport\"?)");
+  assert_int_equal(check_fields("{\"id\":\"a\"," VALID ",\"CAPACITY\":1,\"zz\":1}"), -EINVAL);
+  assert_string_equal(detail,
+                      "unknown fields: \"CAPACITY\" (did you mean \"capacity\"?), \"zz\"");
+  assert_int_equal(check_fields("{\"a1\":1,\"a2\":2,\"a3\":3,\"a4\":4,\"a5\":5,\"a6\":6,\"a7\":7}"),
+                   -EINVAL);
+  assert_string_equal(detail, "unknown fields: \"a1\", \"a2\", \"a3\", \"a4\", \"a5\" and 2 more");
+}
+
+/* The compat fields, the rest of the registration, and what the API shows
+ * (sent back by a client that read it first) are all known. */
+static void known_fields_pass_the_check(void **state)
+{
+  assert_int_equal(
+      check_fields("{\"id\":\"a\"," VALID ",\"endpoint\":null,\"health_endpoint\":\"http://h/\","
+                   "\"metadata\":{\"anything\":1},\"transport\":\"redis\",\"subject\":\"s\","
+                   "\"result_stream\":\"r\",\"weight\":1,\"max_queue\":5,"
+                   "\"heartbeat_interval_ms\":0,\"status\":\"dead\",\"last_heartbeat\":null,"
+                   "\"frames_routed\":3,\"queue_depth\":2,\"registered_at_ms\":1}"),
+      0);
+  assert_int_equal(check_fields("[1]"), 0); /* not an object: fb_proc_from_json says so */
+}
+
+static void closest_name_allows_a_few_edits(void **state)
+{
+  static const char *const names[] = {"capability", "status", "transport", NULL};
+  assert_string_equal(fb_closest_name("stauts", names), "status");      /* a swap */
+  assert_string_equal(fb_closest_name("Status", names), "status");      /* case */
+  assert_string_equal(fb_closest_name("capabilty", names), "capability"); /* a deletion */
+  assert_string_equal(fb_closest_name("transports", names), "transport"); /* an insertion */
+  assert_null(fb_closest_name("colour", names));
+  assert_null(fb_closest_name("st", names)); /* too short to guess */
+  assert_null(fb_closest_name("", names));
+}
+
+static void capabilities_are_deduplicated(void **state)
+{
+  struct fb_proc *p = accepted("{\"id\":\"d\",\"capabilities\":[\"person\",\"face\",\"person\","
+                               "\"face\",\"car\"],\"capacity\":1,\"queue\":\"\"}");
+  assert_int_equal(p->ncaps, 3);
+  assert_string_equal(p->caps[0], "person");
+  assert_string_equal(p->caps[1], "face");
+  assert_string_equal(p->caps[2], "car");
+  assert_non_null(strstr(p->stored, "\"capabilities\":[\"person\",\"face\",\"car\"]"));
+  fb_proc_release(p);
+}
+
+static void nats_ids_with_a_dot_are_refused_for_new_registrations(void **state)
+{
+  struct fb_proc *p = accepted("{\"id\":\"cam.1\"," VALID ",\"transport\":\"nats\"}");
+  char why[300] = "";
+  assert_int_equal(fb_proc_check_new(p, why, sizeof why), -EINVAL);
+  assert_non_null(strstr(why, "id must not contain '.' with transport nats"));
+  fb_proc_release(p);
+  p = accepted("{\"id\":\"cam.1\"," VALID "}"); /* on Redis a dot is fine */
+  assert_int_equal(fb_proc_check_new(p, why, sizeof why), 0);
+  fb_proc_release(p);
+  p = accepted("{\"id\":\"cam-1\"," VALID ",\"transport\":\"nats\"}");
+  assert_int_equal(fb_proc_check_new(p, why, sizeof why), 0);
+  fb_proc_release(p);
+}
+
 static void runtime_state_in_body_is_ignored(void **state)
 {
   struct fb_proc *p = accepted("{\"id\":\"p\"," VALID ",\"status\":\"dead\",\"frames_routed\":99,"
@@ -848,6 +924,38 @@ static void registry_remove(void **state)
   fb_snapshot_release(after);
 }
 
+/* A processor that leaves and registers again (here, or on another replica
+ * as the sync sees it) goes on counting where it was. */
+static void registry_counters_survive_registering_again(void **state)
+{
+  struct fb_registry *r = *state;
+  struct fb_proc *v1 = test_proc("p1", "person", NULL, 1);
+  fb_registry_put(r, v1);
+  atomic_store(&v1->live->frames_routed, 41);
+  fb_proc_release(v1);
+  assert_int_equal(fb_registry_remove(r, "p1"), 0);
+
+  struct fb_proc *v2 = test_proc("p1", "person", NULL, 1);
+  fb_registry_put(r, v2);
+  assert_int_equal(atomic_load(&v2->live->frames_routed), 41);
+  assert_int_equal(v2->live->rate_prev, 41); /* not a burst of 41 frames/s */
+  atomic_fetch_add(&v2->live->frames_routed, 1);
+
+  /* Gone from Redis (removed by another replica), then back. */
+  struct fb_proc *other = test_proc("other", "person", NULL, 1);
+  assert_int_equal(fb_registry_sync(r, &other, 1, fb_registry_local_version(r)), 1);
+  struct fb_proc *v3 = test_proc("p1", "person", NULL, 1);
+  struct fb_proc *both[] = {other, v3};
+  assert_int_equal(fb_registry_sync(r, both, 2, fb_registry_local_version(r)), 1);
+  struct fb_snapshot *s = fb_registry_snapshot(r);
+  assert_int_equal(atomic_load(&s->procs[fb_snapshot_find(s, "p1")]->live->frames_routed), 42);
+  assert_int_equal(atomic_load(&s->procs[fb_snapshot_find(s, "other")]->live->frames_routed), 0);
+  fb_snapshot_release(s);
+  fb_proc_release(v2);
+  fb_proc_release(v3);
+  fb_proc_release(other);
+}
+
 static void registry_sync_skips_after_local_change(void **state)
 {
   struct fb_registry *r = *state;
@@ -1014,6 +1122,11 @@ int main(void)
       cmocka_unit_test(heartbeat_interval_default_zero_and_range),
       cmocka_unit_test(endpoints_must_be_string_or_null),
       cmocka_unit_test(metadata_must_be_object),
+      cmocka_unit_test(unknown_fields_are_named_with_the_closest_known_one),
+      cmocka_unit_test(known_fields_pass_the_check),
+      cmocka_unit_test(closest_name_allows_a_few_edits),
+      cmocka_unit_test(capabilities_are_deduplicated),
+      cmocka_unit_test(nats_ids_with_a_dot_are_refused_for_new_registrations),
       cmocka_unit_test(runtime_state_in_body_is_ignored),
       cmocka_unit_test(small_detail_buffer_is_truncated_safely),
       cmocka_unit_test(to_json_adds_runtime_state),
@@ -1032,6 +1145,7 @@ int main(void)
       REG_TEST(registry_put_publishes_snapshot),
       REG_TEST(registry_put_update_keeps_live_counters),
       REG_TEST(registry_remove),
+      REG_TEST(registry_counters_survive_registering_again),
       REG_TEST(registry_sync_skips_after_local_change),
       REG_TEST(registry_sync_skips_after_local_remove),
       REG_TEST(registry_sync_adds_and_removes),
