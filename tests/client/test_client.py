@@ -115,7 +115,7 @@ class ClientTest(IntegrationTest):
 
     def js_consumer(self, pid):
         with Nats(self.nats.port) as nc:
-            return JetStream(nc).api("$JS.API.CONSUMER.INFO.FRAMES." + pid)
+            return JetStream(nc).api("CONSUMER.INFO.FRAMES." + pid)
 
     def assert_acked(self, pid):
         """Nothing of the processor's is left unacknowledged."""
