@@ -51,7 +51,7 @@ extern char **environ;
 static const char *const bench_caps[] = {"person", "vehicle", "face"};
 #define BENCH_NCAPS (sizeof bench_caps / sizeof bench_caps[0])
 
-enum bench_mode { MODE_THROUGHPUT, MODE_LATENCY, MODE_BASELINE, MODE_HEARTBEATS };
+enum bench_mode { MODE_THROUGHPUT, MODE_LATENCY, MODE_BASELINE, MODE_HEARTBEATS, MODE_CONSUME };
 
 struct bench_config {
   enum bench_mode mode;
@@ -85,6 +85,8 @@ struct bench_config {
   int64_t replicas;            /* throughput: gateways spawned on the one Redis */
   const char *gateway_env[16]; /* --gateway-env KEY=VALUE, passed to each gateway */
   int ngateway_env;
+  int64_t work_ms; /* consume: the library processor's work per batch */
+  int64_t rounds;  /* consume: library and bare loop, alternating, this many times each */
 };
 
 #define BENCH_MAX_REPLICAS 8
@@ -1980,10 +1982,132 @@ static int run_heartbeats(const struct bench_config *cfg)
 
 /* ==================================================================== main */
 
+/* ================================================================ consume
+ * A processor built on libframebuffer-client draining its Redis stream,
+ * against a bare XREADGROUP + XACK loop on the same stream in the same run:
+ * each round pre-loads the stream and times one of them until every frame
+ * is acked, the two taking turns. Both read --batch frames a round trip.
+ */
+
+#define CONSUME_ID     BENCH_PREFIX "consume"
+#define CONSUME_STREAM "frames:ready:" CONSUME_ID
+
+/* A fresh stream of cfg->frames frames, and its group at id 0. */
+static void consume_prepare(redisContext *c, const struct bench_config *cfg)
+{
+  freeReplyObject(must(c, 2, (const char *[]){"DEL", CONSUME_STREAM}));
+  struct bench_config pre = *cfg;
+  pre.stream = CONSUME_STREAM;
+  preload(c, &pre);
+  freeReplyObject(must(c, 6, (const char *[]){"XGROUP", "CREATE", CONSUME_STREAM, BENCH_TARGET_GRP,
+                                               "0", "MKSTREAM"}));
+}
+
+/* The bare loop: XREADGROUP COUNT batch, then one XACK of what it read. */
+static int64_t consume_bare(redisContext *c, const struct bench_config *cfg)
+{
+  char count[24];
+  snprintf(count, sizeof count, "%lld", (long long)cfg->batch);
+  const char **ack = malloc((size_t)(cfg->batch + 3) * sizeof *ack);
+  if (!ack) tk_die(1, "out of memory");
+  int64_t done = 0;
+  while (done < cfg->frames && !interrupted) {
+    redisReply *r = must(c, 11, (const char *[]){"XREADGROUP", "GROUP", BENCH_TARGET_GRP, "bare",
+                                                 "COUNT", count, "BLOCK", "1000", "STREAMS",
+                                                 CONSUME_STREAM, ">"});
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
+      const redisReply *entries = r->element[0]->element[1];
+      ack[0] = "XACK";
+      ack[1] = CONSUME_STREAM;
+      ack[2] = BENCH_TARGET_GRP;
+      for (size_t i = 0; i < entries->elements; i++)
+        ack[3 + i] = entries->element[i]->element[0]->str;
+      freeReplyObject(must(c, (int)entries->elements + 3, ack));
+      done += (int64_t)entries->elements;
+    }
+    freeReplyObject(r);
+  }
+  free(ack);
+  return done;
+}
+
+/* The library: fbc_next + fbc_ack, as a processor with --work-ms would. */
+static int64_t consume_library(const struct bench_config *cfg)
+{
+  struct fbc_options o;
+  fbc_options_init(&o);
+  o.id = CONSUME_ID;
+  o.capabilities = "person";
+  o.api_url = "none"; /* no gateway: the stream alone is measured */
+  o.redis_url = cfg->redis_url_str;
+  o.heartbeat_interval_ms = 0;
+  o.log = tk_log_fbc;
+  struct fbc_client *c;
+  int rc = fbc_connect(&c, &o);
+  if (rc < 0) tk_die(1, "fbc_connect: %s", fbc_strerror(rc));
+  const struct fbc_frame **batch = malloc((size_t)cfg->batch * sizeof *batch);
+  if (!batch) tk_die(1, "out of memory");
+  int64_t done = 0;
+  while (done < cfg->frames && !interrupted) {
+    int n = fbc_next(c, batch, (size_t)cfg->batch, 1000);
+    if (n < 0) tk_die(1, "fbc_next: %s", fbc_strerror(n));
+    if (n > 0 && cfg->work_ms > 0) tk_sleep_us(cfg->work_ms * 1000);
+    if (n > 0 && (rc = fbc_ack(c, batch, (size_t)n)) < 0) tk_die(1, "fbc_ack: %s", fbc_strerror(rc));
+    done += n;
+  }
+  free(batch);
+  fbc_close(c);
+  return done;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int run_consume(const struct bench_config *cfg)
+{
+  redisContext *c = connect_or_die(cfg, 10000);
+  double lib[64], bare[64], ratio[64];
+  int64_t rounds = cfg->rounds;
+  for (int64_t k = 0; k < rounds && !interrupted; k++) {
+    for (int turn = 0; turn < 2; turn++) {
+      bool library = (turn == 0) == (k % 2 == 0); /* who goes first alternates */
+      consume_prepare(c, cfg);
+      int64_t t0 = fbci_mono_us();
+      int64_t n = library ? consume_library(cfg) : consume_bare(c, cfg);
+      double secs = (double)(fbci_mono_us() - t0) / 1e6;
+      if (n < cfg->frames) tk_die(130, "interrupted");
+      (library ? lib : bare)[k] = (double)n / secs;
+      tk_log("round %lld: %s drained %lld frames in %.3f s: %.0f frames/s", (long long)k + 1,
+             library ? "library" : "bare loop", (long long)n, secs, (double)n / secs);
+    }
+    ratio[k] = lib[k] / bare[k];
+  }
+  if (!cfg->keep) freeReplyObject(must(c, 2, (const char *[]){"DEL", CONSUME_STREAM}));
+  redisFree(c);
+  qsort(lib, (size_t)rounds, sizeof *lib, cmp_double);
+  qsort(bare, (size_t)rounds, sizeof *bare, cmp_double);
+  qsort(ratio, (size_t)rounds, sizeof *ratio, cmp_double);
+  double med_lib = lib[rounds / 2], med_bare = bare[rounds / 2], med_ratio = ratio[rounds / 2];
+  printf("fb-bench consume: library %.0f frames/s, bare XREADGROUP+XACK loop %.0f frames/s "
+         "(medians of %lld rounds, %lld frames, batch %lld): %.2f of the bare loop "
+         "(rounds %.2f-%.2f)\n",
+         med_lib, med_bare, (long long)rounds, (long long)cfg->frames, (long long)cfg->batch,
+         med_ratio, ratio[0], ratio[rounds - 1]);
+  printf("RESULT {\"mode\":\"consume\",\"frames\":%lld,\"batch\":%lld,\"rounds\":%lld,"
+         "\"library_fps\":%.0f,\"bare_fps\":%.0f,\"ratio\":%.3f,\"ratio_min\":%.3f,"
+         "\"ratio_max\":%.3f}\n",
+         (long long)cfg->frames, (long long)cfg->batch, (long long)rounds, med_lib, med_bare,
+         med_ratio, ratio[0], ratio[rounds - 1]);
+  return 0;
+}
+
 static void usage(FILE *to)
 {
   fprintf(to,
-          "Usage: fb-bench [--mode throughput|latency|baseline|heartbeats] [options]\n"
+          "Usage: fb-bench [--mode throughput|latency|baseline|heartbeats|consume] [options]\n"
           "Benchmarks the frame-buffer gateway against Redis (and NATS).\n"
           "\n"
           "WARNING: it deletes keys: the input stream, frames:dlq, processors:registry,\n"
@@ -2010,6 +2134,11 @@ static void usage(FILE *to)
           "              and headers (--jetstream: asynchronous into stream FRAMES, the\n"
           "              batch's acks awaited before its XACK), counted as throughput counts\n"
           "              them and timed until the last one arrived\n"
+          "  consume     no gateway: a processor built on libframebuffer-client drains its\n"
+          "              Redis stream frames:ready:bench-consume (fbc_next + fbc_ack,\n"
+          "              --work-ms per batch), against a bare XREADGROUP + XACK loop on the\n"
+          "              same stream, --frames each, --batch a read, for --rounds rounds\n"
+          "              (default 3) taking turns; prints both rates and their ratio\n"
           "\n"
           "  --redis-url URL     Redis (env REDIS_URL, default " TK_DEFAULT_REDIS_URL ")\n"
           "  --gateway PATH      the frame-buffer binary to spawn (throughput: required)\n"
@@ -2073,6 +2202,7 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
   cfg->batch = 256;
   cfg->inflight = 2;
   cfg->pipeline = 64;
+  cfg->rounds = 3;
   cfg->api_str = tk_env_or("FB_API", "http://127.0.0.1:8002");
   cfg->token = tk_env_or("API_TOKEN", NULL);
   cfg->nats_url = tk_env_or("NATS_URL", TK_DEFAULT_NATS_URL);
@@ -2111,6 +2241,8 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
     O_GWLOGLEVEL,
     O_REPLICAS,
     O_GWENV,
+    O_WORK,
+    O_ROUNDS,
     O_HELP,
     O_VERSION
   };
@@ -2143,6 +2275,8 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
       {"gateway-log-level", required_argument, NULL, O_GWLOGLEVEL},
       {"replicas", required_argument, NULL, O_REPLICAS},
       {"gateway-env", required_argument, NULL, O_GWENV},
+      {"work-ms", required_argument, NULL, O_WORK},
+      {"rounds", required_argument, NULL, O_ROUNDS},
       {"help", no_argument, NULL, O_HELP},
       {"version", no_argument, NULL, O_VERSION},
       {NULL, 0, NULL, 0},
@@ -2159,11 +2293,15 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
         cfg->mode = MODE_BASELINE;
       else if (strcmp(optarg, "heartbeats") == 0)
         cfg->mode = MODE_HEARTBEATS;
+      else if (strcmp(optarg, "consume") == 0)
+        cfg->mode = MODE_CONSUME;
       else
-        tk_die(TK_EXIT_USAGE, "--mode: '%s' is not throughput, latency, baseline or heartbeats",
-               optarg);
+        tk_die(TK_EXIT_USAGE,
+               "--mode: '%s' is not throughput, latency, baseline, heartbeats or consume", optarg);
       break;
     case O_REDIS: cfg->redis_url_str = optarg; break;
+    case O_WORK: cfg->work_ms = tk_flag_i64("--work-ms", optarg, 0, 60000); break;
+    case O_ROUNDS: cfg->rounds = tk_flag_i64("--rounds", optarg, 1, 64); break;
     case O_GATEWAY: cfg->gateway = optarg; break;
     case O_GWLOG: cfg->gateway_log = optarg; break;
     case O_FRAMES: cfg->frames = tk_flag_i64("--frames", optarg, 1, 1000000000); break;
@@ -2228,8 +2366,17 @@ static void parse_flags(struct bench_config *cfg, int argc, char **argv)
   if (cfg->gateway && access(cfg->gateway, X_OK) != 0)
     tk_die(TK_EXIT_USAGE, "--gateway: %s is not an executable file: %s", cfg->gateway,
            strerror(errno));
-  if (cfg->mode == MODE_BASELINE && cfg->gateway)
-    tk_die(TK_EXIT_USAGE, "baseline mode runs without a gateway; drop --gateway");
+  /* baseline and consume run without a gateway: one given (the README's $B
+   * carries it) is not used. */
+  if ((cfg->mode == MODE_BASELINE || cfg->mode == MODE_CONSUME) && cfg->gateway) {
+    tk_log("%s mode runs without a gateway: --gateway is not used",
+           cfg->mode == MODE_BASELINE ? "baseline" : "consume");
+    cfg->gateway = NULL;
+  }
+  if ((cfg->work_ms || cfg->rounds != 3) && cfg->mode != MODE_CONSUME)
+    tk_die(TK_EXIT_USAGE, "--work-ms and --rounds belong to --mode consume");
+  if (cfg->mode == MODE_CONSUME && (transport || cfg->batch > FBC_MAX_BATCH))
+    tk_die(TK_EXIT_USAGE, "--mode consume: Redis only, --batch at most %d", FBC_MAX_BATCH);
   if (cfg->mode == MODE_LATENCY && !cfg->gateway && strncmp(cfg->api_str, "http://", 7) != 0)
     tk_die(TK_EXIT_USAGE, "--api: '%s' is not http://host[:port]", cfg->api_str);
 
@@ -2279,6 +2426,7 @@ int main(int argc, char **argv)
   case MODE_LATENCY: return run_latency(&cfg);
   case MODE_BASELINE: return run_baseline(&cfg);
   case MODE_HEARTBEATS: return run_heartbeats(&cfg);
+  case MODE_CONSUME: return run_consume(&cfg);
   }
   return 1;
 }
