@@ -1929,13 +1929,19 @@ static int run_heartbeats(const struct bench_config *cfg)
   long long ticks1 = cpu_ticks(gw.pid);
   const int64_t m_t1 = fbci_mono_us();
   const int64_t sent_measured = sent - sent_at_start;
-  natsConnection_FlushTimeout(nc, 2000);
-  tk_sleep_us(300000); /* let the gateway count the last ones */
+  /* Health is read now, while every processor's heartbeats are still on
+   * schedule: read after the pause below, a processor whose last heartbeat
+   * went out an interval before the end is 1.5 intervals late by then, and
+   * rightly stale (with --interval-ms 500, a few of every hundred were). */
   char *m = error ? NULL : fetch_metrics(api);
-  double hb1 = m ? metric_value(m, "frame_buffer_heartbeats_total") : -1;
   double healthy = m ? metric_value(m, "frame_buffer_processors{status=\"healthy\"}") : -1;
   double stale = m ? metric_value(m, "frame_buffer_processors{status=\"stale\"}") : -1;
   double dead = m ? metric_value(m, "frame_buffer_processors{status=\"dead\"}") : -1;
+  free(m);
+  natsConnection_FlushTimeout(nc, 2000);
+  tk_sleep_us(300000); /* let the gateway count the last ones */
+  m = error ? NULL : fetch_metrics(api);
+  double hb1 = m ? metric_value(m, "frame_buffer_heartbeats_total") : -1;
   double rejected = m ? metric_value(m, "frame_buffer_heartbeats_rejected_total") : -1;
   free(m);
   long rss = gw.exited ? -1 : peak_rss_kb(gw.pid);
@@ -1979,8 +1985,6 @@ static int run_heartbeats(const struct bench_config *cfg)
   redisFree(c);
   return status;
 }
-
-/* ==================================================================== main */
 
 /* ================================================================ consume
  * A processor built on libframebuffer-client draining its Redis stream,
@@ -2103,6 +2107,8 @@ static int run_consume(const struct bench_config *cfg)
          med_ratio, ratio[0], ratio[rounds - 1]);
   return 0;
 }
+
+/* ==================================================================== main */
 
 static void usage(FILE *to)
 {
