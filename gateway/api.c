@@ -190,8 +190,8 @@ bool fb_api_check_query(const struct fb_request *req, const char *const *known,
       ok = !strcmp(req->query[i].name, known[k]);
     if (ok) continue;
     const char *near = fb_closest_name(req->query[i].name, known);
-    size_t len = (size_t)snprintf(msg, sizeof msg, "unknown query argument \"%.100s\"",
-                                  req->query[i].name);
+    size_t len =
+        (size_t)snprintf(msg, sizeof msg, "unknown query argument \"%.100s\"", req->query[i].name);
     if (near && len < sizeof msg)
       snprintf(msg + len, sizeof msg - len, " (did you mean \"%s\"?)", near);
     len = strlen(msg);
@@ -785,9 +785,9 @@ static void get_health(struct fb_api *api, const struct fb_request *req, const c
   bool ok = ready(app);
   const char *status = !ok ? "unhealthy" : nats_ok(app) ? "healthy" : "degraded";
   fb_api_respond_json(resp, ok ? 200 : 503,
-                      json_pack("{s:s,s:s,s:s,s:o}", "status", status, "service",
-                                "frame-buffer-v2", "consumer", app->cfg->consumer_name,
-                                "connections", fb_api_connections(app)));
+                      json_pack("{s:s,s:s,s:s,s:o}", "status", status, "service", "frame-buffer-v2",
+                                "consumer", app->cfg->consumer_name, "connections",
+                                fb_api_connections(app)));
 }
 
 static void get_healthz(struct fb_api *api, const struct fb_request *req, const char *param,
@@ -804,9 +804,8 @@ static void get_readyz(struct fb_api *api, const struct fb_request *req, const c
   bool ok = ready(app);
   fb_api_respond_json(resp, ok ? 200 : 503,
                       json_pack("{s:s,s:{s:b,s:b,s:o}}", "status", ok ? "ready" : "not ready",
-                                "checks", "redis", (int)atomic_load(&m->redis_up),
-                                "consumer_group", (int)atomic_load(&m->group_ready), "nats",
-                                nats_json(app)));
+                                "checks", "redis", (int)atomic_load(&m->redis_up), "consumer_group",
+                                (int)atomic_load(&m->group_ready), "nats", nats_json(app)));
 }
 
 static void get_metrics(struct fb_api *api, const struct fb_request *req, const char *param,

@@ -11,8 +11,8 @@
 
 /* The old service's statuses, "stopping", and "ok" (what the HTTP
  * heartbeat answers, and what processors written against it send). */
-const char *const fb_heartbeat_statuses[] = {"healthy", "degraded", "unhealthy", "stopping", "ok",
-                                             NULL};
+const char *const fb_heartbeat_statuses[] = {"healthy",  "degraded", "unhealthy",
+                                             "stopping", "ok",       NULL};
 
 bool fb_heartbeat_status_is_valid(const char *status)
 {

@@ -379,8 +379,8 @@ static void lws_log(int level, const char *line)
  * or 0 when it now can (the port was freed meanwhile). */
 static int bind_error(const char *host, int port)
 {
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo hints = {
+      .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
   struct addrinfo *ai = NULL;
   char service[16];
   snprintf(service, sizeof service, "%d", port);
@@ -454,7 +454,9 @@ int fb_http_listen(struct fb_http **out, struct fb_app *app, char *why, size_t n
     int err = bind_error(host, app->cfg->listen_port);
     snprintf(why, n, "cannot listen on %s:%d (--listen, LISTEN or PORT): %s", host,
              app->cfg->listen_port,
-             err ? strerror(err) : nheld ? held[0] : "libwebsockets refused it");
+             err     ? strerror(err)
+             : nheld ? held[0]
+                     : "libwebsockets refused it");
     fb_api_close(&h->api);
     free(h);
     return err == EADDRINUSE ? -EADDRINUSE : -EINVAL;

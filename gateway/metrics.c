@@ -210,6 +210,32 @@ static void process_metrics(const struct fb_metrics *m, struct fb_buf *o)
                 start);
 }
 
+static int64_t proc_depth_read(const struct fb_proc *p)
+{
+  return atomic_load(&p->live->queue_depth);
+}
+
+static int64_t proc_max_queue(const struct fb_proc *p)
+{
+  return p->max_queue;
+}
+
+static int64_t proc_capacity(const struct fb_proc *p)
+{
+  return p->capacity;
+}
+
+/* A gauge with one sample per processor of `s`. Processor ids are
+ * validated to [A-Za-z0-9._:-], safe inside a label. */
+static void processor_gauge(struct fb_buf *o, const struct fb_snapshot *s, const char *name,
+                            const char *help, int64_t (*value)(const struct fb_proc *))
+{
+  fb_buf_printf(o, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+  for (size_t i = 0; i < s->n; i++)
+    fb_buf_printf(o, "%s{processor_id=\"%s\"} %lld\n", name, s->procs[i]->id,
+                  (long long)value(s->procs[i]));
+}
+
 /* Processor ids are validated to [A-Za-z0-9._:-], safe inside a label. */
 int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, bool nats_enabled,
                       struct fb_buf *o)
@@ -269,14 +295,12 @@ int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, b
   }
 
   /* The depth as last read, not fb_proc_depth: the same on every replica. */
-  fb_buf_puts(o, "# HELP frame_buffer_queue_depth Queue depth per processor as last read: unread + "
-                 "pending entries of its stream (read about every 250 ms), or a remote "
-                 "processor's last heartbeat queue_depth + in_flight. Without what this replica "
-                 "routed since (the estimate routing uses is in /api/v1/stats).\n"
-                 "# TYPE frame_buffer_queue_depth gauge\n");
-  for (size_t i = 0; i < s->n; i++)
-    fb_buf_printf(o, "frame_buffer_queue_depth{processor_id=\"%s\"} %lld\n", s->procs[i]->id,
-                  (long long)atomic_load(&s->procs[i]->live->queue_depth));
+  processor_gauge(o, s, "frame_buffer_queue_depth",
+                  "Queue depth per processor as last read: unread + pending entries of its "
+                  "stream (read about every 250 ms), or a remote processor's last heartbeat "
+                  "queue_depth + in_flight. Without what this replica routed since (the estimate "
+                  "routing uses is in /api/v1/stats).",
+                  proc_depth_read);
 
   int64_t by_status[3] = {0, 0, 0};
   for (size_t i = 0; i < s->n; i++) {
@@ -368,18 +392,12 @@ int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, b
                     "%.3f\n",
                     s->procs[i]->id, (double)hb / 1000);
   }
-  fb_buf_puts(o, "# HELP frame_buffer_processor_max_queue Each processor's max_queue: the "
-                 "length its stream is capped at, and the depth at which it counts as full.\n"
-                 "# TYPE frame_buffer_processor_max_queue gauge\n");
-  for (size_t i = 0; i < s->n; i++)
-    fb_buf_printf(o, "frame_buffer_processor_max_queue{processor_id=\"%s\"} %lld\n",
-                  s->procs[i]->id, (long long)s->procs[i]->max_queue);
-  fb_buf_puts(o, "# HELP frame_buffer_processor_capacity Each processor's capacity: frames it "
-                 "works on at once.\n"
-                 "# TYPE frame_buffer_processor_capacity gauge\n");
-  for (size_t i = 0; i < s->n; i++)
-    fb_buf_printf(o, "frame_buffer_processor_capacity{processor_id=\"%s\"} %lld\n",
-                  s->procs[i]->id, (long long)s->procs[i]->capacity);
+  processor_gauge(o, s, "frame_buffer_processor_max_queue",
+                  "Each processor's max_queue: the length its stream is capped at, and the depth "
+                  "at which it counts as full.",
+                  proc_max_queue);
+  processor_gauge(o, s, "frame_buffer_processor_capacity",
+                  "Each processor's capacity: frames it works on at once.", proc_capacity);
 
   /* HTTP, by route template (never the raw path) and status code. */
   fb_buf_puts(o, "# HELP frame_buffer_http_requests_total HTTP requests answered, by route "
@@ -392,8 +410,7 @@ int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, b
     for (int k = 0; k < FB_HTTP_CODES_MAX; k++) {
       int code = atomic_load(&r->codes[k]);
       if (!code) break;
-      fb_buf_printf(o, "frame_buffer_http_requests_total{route=\"%s\",code=\"%d\"} ", route,
-                    code);
+      fb_buf_printf(o, "frame_buffer_http_requests_total{route=\"%s\",code=\"%d\"} ", route, code);
       fb_buf_u64(o, atomic_load(&r->counts[k]));
       fb_buf_puts(o, "\n");
     }

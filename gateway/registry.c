@@ -67,12 +67,25 @@ static bool is_subject(const char *s)
 /* The members a registration body may have. The first block is the
  * registration; the second is what the API shows and a client may send
  * back as it got it (ignored: runtime state is never taken from a body). */
-static const char *const known_fields[] = {
-    "id",           "capabilities",  "capacity",  "queue",     "endpoint",
-    "health_endpoint", "metadata",   "transport", "subject",   "result_stream",
-    "weight",       "max_queue",     "heartbeat_interval_ms",
-    "status",       "last_heartbeat", "frames_routed", "queue_depth", "registered_at_ms",
-    NULL};
+static const char *const known_fields[] = {"id",
+                                           "capabilities",
+                                           "capacity",
+                                           "queue",
+                                           "endpoint",
+                                           "health_endpoint",
+                                           "metadata",
+                                           "transport",
+                                           "subject",
+                                           "result_stream",
+                                           "weight",
+                                           "max_queue",
+                                           "heartbeat_interval_ms",
+                                           "status",
+                                           "last_heartbeat",
+                                           "frames_routed",
+                                           "queue_depth",
+                                           "registered_at_ms",
+                                           NULL};
 
 #define EDITS_MAX 3
 

@@ -45,10 +45,10 @@ extern const double fb_hist_bounds[FB_HIST_BUCKETS];
 /* One route's requests: by status code, and how long they took. Written by
  * the HTTP thread only; atomics so that any thread may read. */
 struct fb_http_route_metrics {
-  _Atomic(const char *) route; /* static; NULL: slot free */
-  atomic_int codes[FB_HTTP_CODES_MAX];             /* 0: slot free */
-  atomic_uint_fast64_t counts[FB_HTTP_CODES_MAX];  /* requests answered with codes[i] */
-  struct fb_histogram latency;                     /* request read to response handed to lws */
+  _Atomic(const char *) route;                    /* static; NULL: slot free */
+  atomic_int codes[FB_HTTP_CODES_MAX];            /* 0: slot free */
+  atomic_uint_fast64_t counts[FB_HTTP_CODES_MAX]; /* requests answered with codes[i] */
+  struct fb_histogram latency;                    /* request read to response handed to lws */
 };
 
 struct fb_metrics {
@@ -71,10 +71,10 @@ struct fb_metrics {
   atomic_uint_fast64_t camera_moves[FB_MOVE_COUNT]; /* consistent_hash, by enum fb_move_reason */
   atomic_int_fast64_t consumer_lag;                 /* -1 unknown */
   atomic_int_fast64_t input_pending;                /* -1 unknown */
-  atomic_int_fast64_t blocked_frames; /* held by backpressure (OVERLOAD_POLICY=block) */
-  atomic_int_fast64_t dlq_length;     /* entries in frames:dlq as last read, -1 unknown */
+  atomic_int_fast64_t blocked_frames;    /* held by backpressure (OVERLOAD_POLICY=block) */
+  atomic_int_fast64_t dlq_length;        /* entries in frames:dlq as last read, -1 unknown */
   atomic_int_fast64_t dashboard_clients; /* open dashboard WebSockets */
-  atomic_int redis_up;                /* ingest connection */
+  atomic_int redis_up;                   /* ingest connection */
   atomic_int group_ready;
   atomic_int nats_up;
   struct fb_histogram routing; /* read-to-handed-off, per frame */

@@ -512,8 +512,7 @@ static void unknown_fields_are_named_with_the_closest_known_one(void **state)
   assert_int_equal(check_fields("{\"id\":\"a\"," VALID ",\"transprt\":\"nats\"}"), -EINVAL);
   assert_string_equal(detail, "unknown field: \"transprt\" (did you mean \"transport\"?)");
   assert_int_equal(check_fields("{\"id\":\"a\"," VALID ",\"CAPACITY\":1,\"zz\":1}"), -EINVAL);
-  assert_string_equal(detail,
-                      "unknown fields: \"CAPACITY\" (did you mean \"capacity\"?), \"zz\"");
+  assert_string_equal(detail, "unknown fields: \"CAPACITY\" (did you mean \"capacity\"?), \"zz\"");
   assert_int_equal(check_fields("{\"a1\":1,\"a2\":2,\"a3\":3,\"a4\":4,\"a5\":5,\"a6\":6,\"a7\":7}"),
                    -EINVAL);
   assert_string_equal(detail, "unknown fields: \"a1\", \"a2\", \"a3\", \"a4\", \"a5\" and 2 more");
@@ -536,8 +535,8 @@ static void known_fields_pass_the_check(void **state)
 static void closest_name_allows_a_few_edits(void **state)
 {
   static const char *const names[] = {"capability", "status", "transport", NULL};
-  assert_string_equal(fb_closest_name("stauts", names), "status");      /* a swap */
-  assert_string_equal(fb_closest_name("Status", names), "status");      /* case */
+  assert_string_equal(fb_closest_name("stauts", names), "status");        /* a swap */
+  assert_string_equal(fb_closest_name("Status", names), "status");        /* case */
   assert_string_equal(fb_closest_name("capabilty", names), "capability"); /* a deletion */
   assert_string_equal(fb_closest_name("transports", names), "transport"); /* an insertion */
   assert_null(fb_closest_name("colour", names));
