@@ -572,7 +572,11 @@ static void do_heartbeat(struct fb_api *api, const struct fb_request *req, const
     fb_api_error(resp, 422, why);
   } else {
     /* Other replicas learn of it through Redis, NATS or not. */
-    if (fb_fleet_heartbeat(api->app->fleet, &api->redis, req->body, req->body_len))
+    int attempt = 0;
+    while ((rc = fb_fleet_heartbeat(api->app->fleet, &api->redis, req->body, req->body_len)) &&
+           fb_api_retry(api, attempt++))
+      ;
+    if (rc)
       fb_debug("api", "heartbeat of %s counts on this replica only: Redis is not reachable", id);
     fb_api_respond_json(resp, 200, json_pack("{s:s,s:s}", "status", "ok", "processor_id", id));
   }
