@@ -851,10 +851,14 @@ static void get_replicas(struct fb_api *api, const struct fb_request *req, const
 #define PROCESSORS "/api/v1/processors"
 
 /*
- * Every route the API answers: one line each. The path's template is also
- * the `route` label of frame_buffer_http_requests_total, so it must stay a
- * template ({id}), never a raw path. A literal path wins over a template
- * (register, heartbeat and search over {id}).
+ * Every route the API answers: one line each, a method on a path template.
+ * From it come the 404s, the 405s and OPTIONS with their Allow, the token
+ * check and the Content-Type check; the handler does the rest. Handlers of
+ * another file are declared in its header with the handler type
+ * (`fb_api_handler fb_api_dlq_list;`) and get their lines here. The
+ * template is also the `route` label of frame_buffer_http_requests_total,
+ * so it stays a template ({id}), never a raw path. A literal path wins
+ * over a template (register, heartbeat and search over {id}).
  */
 static const struct fb_route routes[] = {
     {FB_GET, PROCESSORS, FB_ACCESS_OPEN, list_processors},
