@@ -580,7 +580,7 @@ static void stop_gateway(struct gateway_proc *g)
 /* Frames that reached NATS, for a throughput run with --transport nats.
  * Core: a subscription to frames.ready.> whose callback (one nats.c thread)
  * counts into the atomics and checks every 64th frame against the
- * remote-frame contract (README: Remote processors and NATS). JetStream: the message count of
+ * remote-frame contract (docs/protocol.md: Frames out). JetStream: the message count of
  * stream FRAMES, which the main thread asks for; no consumer takes them, so they stay until purged.
  */
 struct nats_arrivals {
@@ -596,7 +596,7 @@ struct nats_arrivals {
   char why[300]; /* the first bad frame's problem: written once, then have_why */
 };
 
-/* Returns NULL when `m` is a remote frame as README: Remote processors and NATS has it: a JSON
+/* Returns NULL when `m` is a remote frame as docs/protocol.md (Frames out) has it: a JSON
  * object of strings with the processor defaults, Nats-Msg-Id = frame_id,
  * and a traceparent carrying trace_context's trace_id. Else the problem,
  * written into `why`. */
@@ -778,7 +778,7 @@ static int64_t nats_arrivals_final(struct nats_arrivals *a, int64_t *lo, int64_t
 static bool nats_arrivals_bad(struct nats_arrivals *a)
 {
   if (!atomic_load(&a->bad)) return false;
-  tk_log("%lld of %lld checked remote frames break README: Remote processors and NATS; the "
+  tk_log("%lld of %lld checked remote frames break docs/protocol.md (Frames out); the "
          "first: %s",
          (long long)atomic_load(&a->bad), (long long)atomic_load(&a->checked), a->why);
   return true;
@@ -1000,8 +1000,8 @@ static int run_throughput(const struct bench_config *cfg)
            (long long)lo, (long long)hi, (long long)dlq, rss, cpu_s,
            secs > 0 ? cpu_s / secs * 100 : 0, redis_cpu, secs > 0 ? redis_cpu / secs * 100 : 0);
     if (cfg->nats)
-      printf("  %lld frames arrived on NATS; %lld checked against README: Remote processors and "
-             "NATS, %lld bad; "
+      printf("  %lld frames arrived on NATS; %lld checked against docs/protocol.md "
+             "(Frames out), %lld bad; "
              "gateway publish errors %.0f\n",
              (long long)sum, (long long)atomic_load(&na.checked), (long long)atomic_load(&na.bad),
              nats_errors);
@@ -1048,8 +1048,8 @@ static void push(struct argvec *a, const char *s, size_t len)
   a->n++;
 }
 
-/* The fields the gateway adds for processors when a frame lacks them (README:
- * Delivery guarantees), in its order. */
+/* The fields the gateway adds for processors when a frame lacks them (docs/protocol.md:
+ * Frames out), in its order. */
 static const struct {
   const char *name, *value;
 } frame_defaults[] = {{"priority", "0"}, {"storage_path", ""}, {"storage_backend", "redis"}};
@@ -1147,8 +1147,8 @@ static char *put_json_string(char *o, const char *s, size_t n)
   return o;
 }
 
-/* One entry's frame as the gateway publishes it (README: Remote processors
- * and NATS): a JSON object of its fields, then the defaults it lacks, in
+/* One entry's frame as the gateway publishes it (docs/protocol.md:
+ * Frames out): a JSON object of its fields, then the defaults it lacks, in
  * b->payload. Returns the length. */
 static size_t frame_json(struct baseline *b, const redisReply *fields)
 {
@@ -1258,8 +1258,8 @@ static void baseline_js_complete(struct baseline *b)
     tk_die(1, "JetStream acks did not all arrive: %s", fbci_nats_err(s, err, sizeof err));
 }
 
-/* Creates stream FRAMES as the gateway does when it is missing (README:
- * Remote processors and NATS): frames.ready.>, work-queue retention, file
+/* Creates stream FRAMES as the gateway does when it is missing (docs/protocol.md:
+ * Frames out): frames.ready.>, work-queue retention, file
  * storage, a 2-minute duplicate window, one replica. */
 static void create_frames_stream(jsCtx *js)
 {
@@ -1455,8 +1455,8 @@ static int run_baseline(const struct bench_config *cfg)
          (long long)reads);
   printf("  per processor: min %lld, max %lld frames\n", (long long)lo, (long long)hi);
   if (cfg->nats) {
-    printf("  %lld frames arrived on NATS; %lld checked against README: Remote processors and "
-           "NATS, %lld bad\n",
+    printf("  %lld frames arrived on NATS; %lld checked against docs/protocol.md "
+           "(Frames out), %lld bad\n",
            (long long)sum, (long long)atomic_load(&na.checked), (long long)atomic_load(&na.bad));
     if (nats_arrivals_bad(&na)) status = 1;
   }
@@ -2126,7 +2126,7 @@ static void usage(FILE *to)
           "              until all N arrived on frames.ready.bench-<i> (core: counted by a\n"
           "              subscription to frames.ready.>; --jetstream: stream FRAMES's message\n"
           "              count, the stream deleted first); every 64th frame is checked\n"
-          "              against README: Remote processors and NATS (JSON of strings, Nats-Msg-Id, "
+          "              against docs/protocol.md, Frames out (JSON of strings, Nats-Msg-Id, "
           "traceparent)\n"
           "  heartbeats  register P processors (default 1000, heartbeat_interval_ms\n"
           "              --interval-ms), spawn --gateway, publish their heartbeats on NATS\n"

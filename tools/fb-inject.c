@@ -50,7 +50,7 @@ static redisContext *connect_redis(const struct fbci_redis_url *url, bool foreve
 static void usage(FILE *to)
 {
   fprintf(to, "Usage: fb-inject [options]\n"
-              "Writes synthetic camera frames (README: Delivery guarantees) into a Redis stream.\n"
+              "Writes synthetic camera frames (docs/protocol.md: Frames in) into a Redis stream.\n"
               "\n"
               "  --redis-url URL        Redis (env REDIS_URL, default " TK_DEFAULT_REDIS_URL ")\n"
               "  --stream NAME          input stream (default frames:metadata)\n"

@@ -114,7 +114,7 @@ static struct fb_str arena_put(struct rb_frame *rf, size_t *used, const char *p,
   return v;
 }
 
-/* Frames from fb-inject's generator (every README: Delivery guarantees field, half with
+/* Frames from fb-inject's generator (every field of docs/protocol.md's Frames in, half with
  * the top-level detection_type), parsed once as the gateway parses them. */
 static struct rb_frame *build_frames(const struct rb_config *cfg, char **types)
 {

@@ -1,6 +1,7 @@
 /*
- * Builds synthetic frames (README: Delivery guarantees fields) as XADD argv vectors. Pure apart
- * from the wall clock read for `timestamp`; a generator belongs to one thread.
+ * Builds synthetic frames (the fields of docs/protocol.md: Frames in) as XADD
+ * argv vectors. Pure apart from the wall clock read for `timestamp`; a
+ * generator belongs to one thread.
  */
 #include "tk_frame.h"
 
@@ -11,7 +12,7 @@
 
 #include "toolkit.h"
 
-/* Malformed kinds, rotated so a test sees each one (README: Delivery guarantees "Malformed"). */
+/* Malformed kinds, rotated so a test sees each one (docs/protocol.md: Frames in, "Malformed"). */
 enum { BAD_NO_FRAME_ID, BAD_METADATA, BAD_TRACE_CONTEXT, BAD_KINDS };
 static const char *const bad_kind_names[BAD_KINDS] = {"missing_frame_id", "metadata_not_object",
                                                       "trace_context_not_object"};

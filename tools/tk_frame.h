@@ -1,6 +1,6 @@
 /*
  * Synthetic camera frames as XADD commands, shared by fb-inject and fb-bench:
- * realistic README: Delivery guarantees fields, unique frame ids, an inject_ts_us stamp for
+ * realistic fields (docs/protocol.md: Frames in), unique frame ids, an inject_ts_us stamp for
  * latency, and optionally every K-th entry malformed in a rotating way.
  * A generator belongs to one thread.
  */

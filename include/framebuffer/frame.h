@@ -1,7 +1,7 @@
 /*
  * A frame: one entry of the input stream, seen through views into the
  * memory of the Redis reply (nothing is copied). Parsing checks what makes a
- * frame malformed (README: Delivery guarantees) and finds the fields routing needs, without
+ * frame malformed (docs/protocol.md: Frames in) and finds the fields routing needs, without
  * allocating and without building a JSON tree. Pure: no I/O, any thread.
  */
 #ifndef FRAMEBUFFER_FRAME_H
@@ -78,7 +78,7 @@ bool fb_str_eq(struct fb_str s, const char *lit);
 
 /* Appends, as RESP, the XADD that hands `f` to a processor's stream: every
  * input field plus priority ("0"), storage_path ("") and storage_backend
- * ("redis") when absent (README: Delivery guarantees), capped with MAXLEN ~ `maxlen`. */
+ * ("redis") when absent (docs/protocol.md: Frames out), capped with MAXLEN ~ `maxlen`. */
 void fb_frame_append_xadd(struct fb_buf *o, const struct fb_frame *f, const char *stream,
                           int64_t maxlen);
 

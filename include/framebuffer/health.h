@@ -1,7 +1,7 @@
 /*
- * Processor health as a pure function of time (README: Health): the clock is an
- * argument, so every transition can be tested without servers or sleeps.
- * Any thread.
+ * Processor health as a pure function of time (docs/protocol.md: Heartbeats
+ * and health): the clock is an argument, so every transition can be tested
+ * without servers or sleeps. Any thread.
  */
 #ifndef FRAMEBUFFER_HEALTH_H
 #define FRAMEBUFFER_HEALTH_H

@@ -14,7 +14,7 @@
 #include "framebuffer/router.h"
 
 /* Why a frame was not delivered to a processor. The first five are also
- * the DLQ reasons (README: Delivery guarantees). */
+ * the DLQ reasons (docs/protocol.md: The dead-letter queue). */
 enum fb_reason {
   FB_REASON_MALFORMED,
   FB_REASON_NO_PROCESSOR,

@@ -157,7 +157,7 @@ function podTemplates(docs) {
 
 const id = (d) => `${d.kind}/${d.metadata && d.metadata.name}`;
 
-// The README: Settings settings every gateway pod must get from values, and where.
+// The settings (docs/protocol.md: Settings) every gateway pod must get from values, and where.
 const SETTINGS = {
   PORT: (v) => String(v.config.port),
   INPUT_STREAM: (v) => v.config.inputStream,
@@ -336,7 +336,7 @@ function checkValueSet(setName, valueFiles) {
         gw.startupProbe[k] === v.startupProbe[k], `probe ${k} does not follow values`);
   });
 
-  check(`${tag} gateway: every README: Settings setting comes from values`, (expect) => {
+  check(`${tag} gateway: every setting of docs/protocol.md: Settings comes from values`, (expect) => {
     const names = envList.map((e) => e.name);
     const dups = names.filter((n, i) => names.indexOf(n) !== i);
     expect(dups.length === 0, `env defined twice: ${dups.join(', ')}`);

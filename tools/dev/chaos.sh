@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The fault campaign: frame-buffer under load while its parts are killed,
-# restarted and cut off, and then every frame counted (README: Delivery
-# guarantees, High availability). Each scenario runs on servers of its own
+# restarted and cut off, and then every frame counted (docs/protocol.md: Delivery
+# guarantees; README: High availability). Each scenario runs on servers of its own
 # (free ports, a temporary directory) and ends with the accounting of
 # tools/dev/chaos_helper.py: delivered + DLQ by reason + trimmed = injected,
 # no duplicate, nothing pending. The last lines are the table.

@@ -19,7 +19,7 @@ Redis and WebSocket protocols.
                                                  N routing changes (N events) in a row
     chaos_helper.py soak-report FILE --warmup S  growth of RSS, fds and lag from samples
 
-The accounting (README: Delivery guarantees) works on what is in Redis and
+The accounting (docs/protocol.md: Delivery guarantees) works on what is in Redis and
 JetStream at the end, never on the gateway's own counters, which a kill -9
 resets. The input stream `frames:metadata` is never trimmed during a
 campaign, so its entries are what was injected (fb-inject's own count is
@@ -220,7 +220,7 @@ def cmd_js_create(a):
     storage, the 2-minute duplicate window, R replicas), but with limits
     retention instead of work-queue: processors acknowledging a frame do not
     remove it, so the campaign can count every stored frame at the end. The
-    gateway uses an existing FRAMES as it is (README: Remote processors)."""
+    gateway uses an existing FRAMES as it is (docs/protocol.md: Frames out)."""
     cfg = {"name": JS_STREAM, "subjects": ["frames.ready.>"], "retention": "limits",
            "storage": "file", "num_replicas": a.replicas, "duplicate_window": 120 * 10**9,
            "discard": "old", "max_msgs": -1, "max_bytes": -1, "max_age": 0}
