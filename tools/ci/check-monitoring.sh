@@ -4,7 +4,7 @@
 # checked). Needs a build (FB_BIN_DIR, else build-test/bin or build/bin),
 # redis-server, nats-server, python3 with its yaml module, and Debian's
 # prometheus package (promtool and prometheus), which it installs when
-# missing and run as root. helm comes from tools/ci/get-helm.sh's cache.
+# missing and run as root. helm comes from tools/ci/get-helm.sh (and its cache).
 #
 # Usage: tools/ci/check-monitoring.sh [CACHE_DIR]     (default: <repo>/.cache)
 # MONITORING_OUT=DIR keeps the rendered rules, /metrics and the logs.
@@ -12,16 +12,10 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-cache=${1:-$repo/.cache}
-mkdir -p "$cache"
-[[ -e "$cache/.gitignore" ]] || echo '*' >"$cache/.gitignore"
-cache=$(cd "$cache" && pwd)
 
+# promtool and prometheus (with the build packages, which a build has anyway).
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
-  echo "check-monitoring: installing prometheus (promtool)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends prometheus
+  bash "$here/install-packages.sh" prometheus
 fi
 
 bin=${FB_BIN_DIR:-}
@@ -38,7 +32,7 @@ fi
   exit 1
 }
 
-helm=$(bash "$here/get-helm.sh" "$cache")
+helm=$(bash "$here/get-helm.sh" "$@")
 keep=()
 [[ -n ${MONITORING_OUT:-} ]] && keep=(--keep "$MONITORING_OUT")
 exec python3 "$here/check-monitoring.py" --helm "$helm" --bin-dir "$bin" "${keep[@]}"
