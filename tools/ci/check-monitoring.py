@@ -16,7 +16,8 @@ run by tools/ci/check-monitoring.sh (which provides helm and promtool).
    Every dashboard query is run against it: it must name only series
    /metrics exports, return data, and carry the labels it groups by. Every
    alert expression must name only exported series (and Prometheus's `up`),
-   and every rule must evaluate without error.
+   and every rule must evaluate without error. docs/protocol.md must list
+   every series family /metrics exports.
 
 Prints one line per check and a closing "monitoring: N passed, N failed".
 Usage: check-monitoring.py --helm HELM --bin-dir DIR [--keep DIR]
@@ -375,6 +376,14 @@ def run(args, promtool, prometheus, tmp, procs):
                "promtool check metrics:\n" + r.stdout + r.stderr)
 
     check("promtool check metrics: the gateway's /metrics, with no lint finding", metrics_lint)
+
+    def documented(expect):
+        with open(os.path.join(REPO, "docs", "protocol.md")) as f:
+            doc = f.read()
+        for name in sorted(state["families"]):
+            expect("`%s`" % name in doc, "%s is exported but not in docs/protocol.md's Metrics" % name)
+
+    check("docs/protocol.md lists every series family /metrics exports", documented)
     exported = set(state.get("samples", {})) | set(state.get("families", set()))
 
     def dlq_reasons(expect):
