@@ -102,18 +102,20 @@ static void take_request_id(struct lws *wsi, struct session *s)
     snprintf(s->request_id + 2 * i, 3, "%02x", rnd[i]);
 }
 
-/* The query's arguments (URL-decoded by lws), name and value apart. */
+/* The query's arguments (URL-decoded by lws), name and value apart; an
+ * empty one (`?&a=1`) is skipped. lws says -1 both for "no more" and for
+ * "does not fit"; the fragment's length tells them apart. */
 static void take_query(struct lws *wsi, struct session *s)
 {
   size_t used = 0;
   for (int i = 0;; i++) {
     char frag[512];
     int n = lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
-    if (n == -1) break; /* no more */
+    if (n < 0 && lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i) <= 0) break; /* none */
+    if (n == 0) continue;
     if (n < 0 || s->nquery == FB_QUERY_MAX || used + (size_t)n + 2 > sizeof s->query_buf) {
-      s->query_truncated = true;
-      if (n < -1 || s->nquery == FB_QUERY_MAX) continue;
-      break;
+      s->query_truncated = true; /* too long, or too many */
+      continue;
     }
     char *name = s->query_buf + used;
     memcpy(name, frag, (size_t)n);

@@ -94,7 +94,8 @@ static enum fb_method method_of(const char *s, size_t n)
 }
 
 /* As take_query() in http_server.c: each argument URL-decoded (as lws
- * does), cut at its first '=', at most FB_QUERY_MAX of them in `buf`. */
+ * does), cut at its first '=', an empty one skipped, at most FB_QUERY_MAX
+ * of them in `buf`, one of 512 bytes or more not kept (truncated). */
 struct query {
   char buf[1024];
   struct fb_query_arg args[FB_QUERY_MAX];
@@ -125,6 +126,7 @@ static void take_query(const char *q, size_t qn, struct query *out)
     }
     q += an + (amp ? 1 : 0);
     qn -= an + (amp ? 1 : 0);
+    if (fits && !o) continue; /* an empty argument is skipped */
     if (!fits || out->n == FB_QUERY_MAX || used + o + 2 > sizeof out->buf) {
       out->truncated = true;
       continue;

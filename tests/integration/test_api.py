@@ -478,6 +478,12 @@ class ApiTest(IntegrationTest):
             with self.subTest(query=query):
                 status, _, doc = self.gw.get(P + "/" + query)
                 self.assertEqual((status, doc["detail"]), (422, detail))
+        too_many = "&".join("status=healthy" for _ in range(9))
+        for query in ("?capability=" + "c" * 600, "?" + too_many):
+            with self.subTest(query=query[:30]):
+                status, _, doc = self.gw.get(P + "/" + query)
+                self.assertEqual((status, doc["detail"]),
+                                 (422, "too many or too long query arguments (at most 8)"))
         # the compat search takes the same filters
         status, _, doc = self.gw.get(P + "/search/?capability=%s&transport=null" % cap)
         self.assertEqual((status, [p["id"] for p in doc]), (200, [b]))
