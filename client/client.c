@@ -315,6 +315,20 @@ static int ensure_open(struct fbc_client *c)
 
 /* -------------------------------------------------------------- client --- */
 
+/* Frees a client whose threads are stopped and transport closed; NATS gets
+ * `flush_ms` to send what it holds. */
+static void client_free(struct fbc_client *c, int flush_ms)
+{
+  fbci_hb_free(c);
+  fbci_nats_close(c->nc, flush_ms);
+  free(c->frames);
+  free(c->argv);
+  fbci_config_free(&c->cfg);
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->cv);
+  free(c);
+}
+
 int fbc_connect(struct fbc_client **out, const struct fbc_options *o)
 {
   *out = NULL;
@@ -386,13 +400,7 @@ int fbc_connect(struct fbc_client **out, const struct fbc_options *o)
   return 0;
 fail:
   transport_close(c);
-  fbci_nats_close(c->nc, 0);
-  free(c->frames);
-  free(c->argv);
-  fbci_config_free(&c->cfg);
-  pthread_mutex_destroy(&c->mu);
-  pthread_cond_destroy(&c->cv);
-  free(c);
+  client_free(c, 0);
   return rc;
 }
 
@@ -517,14 +525,7 @@ int fbc_close(struct fbc_client *c)
   drop_batch(c);
   transport_close(c);
   int rc = fbci_say_goodbye(c);
-  fbci_hb_free(c);
-  fbci_nats_close(c->nc, 2000);
-  free(c->frames);
-  free(c->argv);
-  fbci_config_free(&c->cfg);
-  pthread_mutex_destroy(&c->mu);
-  pthread_cond_destroy(&c->cv);
-  free(c);
+  client_free(c, 2000);
   return rc;
 }
 
