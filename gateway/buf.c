@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,44 +134,93 @@ static size_t utf8_len(const unsigned char *p, size_t left)
   return len;
 }
 
-int fb_buf_json_string(struct fb_buf *b, const char *s, size_t n)
+#define ONES  UINT64_C(0x0101010101010101)
+#define HIGHS UINT64_C(0x8080808080808080)
+
+/* Does any byte of w need more than a copy in a JSON string? */
+static inline bool needs_escape(uint64_t w)
+{
+  uint64_t quote = w ^ (ONES * '"'), backslash = w ^ (ONES * '\\');
+  uint64_t zero_q = (quote - ONES) & ~quote, zero_b = (backslash - ONES) & ~backslash;
+  uint64_t below_space = (w - ONES * 0x20) & ~w;
+  return ((zero_q | zero_b | below_space) & HIGHS) || (w & HIGHS);
+}
+
+/* Writes the JSON escape of s[0..n) to `out`, stopping after at least
+ * `budget` input bytes (never inside a UTF-8 sequence); returns the bytes
+ * written, at most 6 a byte consumed, and sets *used. */
+static size_t json_escape(char *out, const char *s, size_t n, size_t budget, size_t *used)
 {
   static const char hex[] = "0123456789abcdef";
-  int rc = fb_buf_append(b, "\"", 1);
-  size_t run = 0; /* bytes copied verbatim in one go */
-  for (size_t i = 0; i < n && !rc; i++) {
+  char *o = out;
+  size_t i = 0;
+  while (i < n && i < budget) {
+    /* Eight plain bytes at a time: none below 0x20, above 0x7f, '"' or '\\'. */
+    while (i + 8 <= n && i < budget) {
+      uint64_t w;
+      memcpy(&w, s + i, 8);
+      if (needs_escape(w)) break;
+      memcpy(o, &w, 8);
+      o += 8;
+      i += 8;
+    }
+    if (i >= n || i >= budget) break;
     unsigned char c = (unsigned char)s[i];
     if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-      run++;
+      *o++ = (char)c;
+      i++;
       continue;
     }
     if (c >= 0x80) {
       size_t len = utf8_len((const unsigned char *)s + i, n - i);
       if (len) {
-        run += len;
-        i += len - 1;
-        continue;
+        memcpy(o, s + i, len);
+        o += len;
+        i += len;
+      } else { /* not UTF-8: the replacement character, so the output always is */
+        memcpy(o, "\\ufffd", 6);
+        o += 6;
+        i++;
       }
-    }
-    rc = fb_buf_append(b, s + i - run, run);
-    run = 0;
-    if (c >= 0x80) { /* not UTF-8: the replacement character, so the output always is */
-      rc = rc ? rc : fb_buf_append(b, "\\ufffd", 6);
       continue;
     }
-    char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+    i++;
+    *o++ = '\\';
     switch (c) {
-    case '"': rc = rc ? rc : fb_buf_append(b, "\\\"", 2); break;
-    case '\\': rc = rc ? rc : fb_buf_append(b, "\\\\", 2); break;
-    case '\n': rc = rc ? rc : fb_buf_append(b, "\\n", 2); break;
-    case '\r': rc = rc ? rc : fb_buf_append(b, "\\r", 2); break;
-    case '\t': rc = rc ? rc : fb_buf_append(b, "\\t", 2); break;
-    default: rc = rc ? rc : fb_buf_append(b, esc, sizeof esc); break;
+    case '"': *o++ = '"'; break;
+    case '\\': *o++ = '\\'; break;
+    case '\n': *o++ = 'n'; break;
+    case '\r': *o++ = 'r'; break;
+    case '\t': *o++ = 't'; break;
+    default:
+      memcpy(o, "u00", 3);
+      o[3] = hex[c >> 4];
+      o[4] = hex[c & 15];
+      o += 5;
+      break;
     }
   }
-  if (!rc) rc = fb_buf_append(b, s + n - run, run);
-  if (!rc) rc = fb_buf_append(b, "\"", 1);
-  return rc;
+  *used = i;
+  return (size_t)(o - out);
+}
+
+int fb_buf_json_string(struct fb_buf *b, const char *s, size_t n)
+{
+  size_t used;
+  bool was_truncated = b->truncated;
+  /* The usual case: room for the worst, one pass straight into the buffer. */
+  if (n <= (SIZE_MAX - 2) / 6 && reserve(b, 6 * n + 2) == 0) {
+    b->data[b->len++] = '"';
+    b->len += json_escape(b->data + b->len, s, n, n, &used);
+    b->data[b->len++] = '"';
+    return 0;
+  }
+  b->truncated = was_truncated; /* what did not fit was the worst case, not the text */
+  int rc = fb_buf_append(b, "\"", 1);
+  char chunk[6 * 256 + 32];
+  for (size_t i = 0; i < n && !rc; i += used)
+    rc = fb_buf_append(b, chunk, json_escape(chunk, s + i, n - i, 256, &used));
+  return rc ? rc : fb_buf_append(b, "\"", 1);
 }
 
 /* Writes the decimal digits of `v` ending just before `end`; returns the

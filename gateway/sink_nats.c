@@ -21,6 +21,7 @@
 #define JS_MAX_PENDING         65536
 #define PAYLOAD_MAX            (FB_FRAME_MAX_BYTES * 2 + 1024)
 #define FAILED_MAX             4096
+#define RETIRED_MAX            1024
 
 extern const struct fb_sink_ops fb_sink_nats; /* below */
 
@@ -33,6 +34,11 @@ struct nats_sink {
   int64_t next_stream_try_ms;
   struct fb_buf payload; /* one frame as JSON */
   uint64_t published_since_complete;
+  /* Published core NATS messages, destroyed together at commit: nats.c
+   * hands every destroyed message to its collector thread, and waking that
+   * thread once a frame cost more than building the message. */
+  natsMsg *retired[RETIRED_MAX];
+  size_t nretired;
 
   pthread_mutex_t failed_lock;
   char *failed[FAILED_MAX]; /* frame ids JetStream refused; guarded by failed_lock */
@@ -128,6 +134,84 @@ static bool traceparent(const struct fb_frame *f, char *out, size_t n)
   return false;
 }
 
+static void release_retired(struct nats_sink *n)
+{
+  for (size_t i = 0; i < n->nretired; i++)
+    natsMsg_Destroy(n->retired[i]);
+  n->nretired = 0;
+}
+
+static void retire(struct nats_sink *n, natsMsg *msg)
+{
+  if (!msg) return;
+  if (n->nretired == RETIRED_MAX) release_retired(n);
+  n->retired[n->nretired++] = msg;
+}
+
+#ifdef FB_NATS_ENCODED_HEADERS
+/* nats.c's constructor of a message whose header block is already encoded
+ * (the one it uses for received messages): exported by libnats but not
+ * declared in nats.h. CMake checks that it links; encoded_headers() that
+ * the library is the release the gateway was built against. */
+natsStatus natsMsg_create(natsMsg **newMsg, const char *subject, int subjLen, const char *reply,
+                          int replyLen, const char *buf, int bufLen, int hdrLen);
+
+/* Can messages be built from an encoded header block? Only with the libnats
+ * release the gateway was built against: the constructor is not public. */
+static bool encoded_headers(void)
+{
+  static int ok = -1;
+  if (ok < 0) ok = (nats_GetVersionNumber() >> 8) == (NATS_VERSION_NUMBER >> 8);
+  return ok;
+}
+
+/* Appends header line "name: value\r\n"; CR and LF in the value become
+ * spaces, as nats.c does, so no value can end the block early. */
+static void header_line(struct fb_buf *o, const char *name, const char *value, size_t n)
+{
+  fb_buf_puts(o, name);
+  fb_buf_append(o, ": ", 2);
+  size_t at = o->len;
+  if (fb_buf_append(o, value, n) == 0)
+    for (size_t i = at; i < o->len; i++)
+      if (o->data[i] == '\r' || o->data[i] == '\n') o->data[i] = ' ';
+  fb_buf_append(o, "\r\n", 2);
+}
+#endif
+
+/* Builds frame f's message for `subject`: JSON payload, headers Nats-Msg-Id
+ * and (when the frame has one) traceparent. */
+static natsStatus build_msg(struct nats_sink *n, natsMsg **msg, const char *subject,
+                            const struct fb_frame *f)
+{
+  struct fb_buf *o = &n->payload;
+  char tp[128];
+  bool has_tp = traceparent(f, tp, sizeof tp);
+  fb_buf_reset(o);
+#ifdef FB_NATS_ENCODED_HEADERS
+  if (encoded_headers()) {
+    /* One allocation and no header map: nats.c sends the block as it is. */
+    fb_buf_puts(o, "NATS/1.0\r\n");
+    header_line(o, "Nats-Msg-Id", f->frame_id.p, f->frame_id.n);
+    if (has_tp) header_line(o, "traceparent", tp, strlen(tp));
+    fb_buf_append(o, "\r\n", 2);
+    size_t hdr_len = o->len;
+    fb_frame_append_json(o, f);
+    if (o->truncated) return NATS_INSUFFICIENT_BUFFER;
+    return natsMsg_create(msg, subject, (int)strlen(subject), NULL, 0, o->data, (int)o->len,
+                          (int)hdr_len);
+  }
+#endif
+  fb_frame_append_json(o, f);
+  if (o->truncated) return NATS_INSUFFICIENT_BUFFER;
+  char msg_id[512];
+  snprintf(msg_id, sizeof msg_id, "%.*s", (int)f->frame_id.n, f->frame_id.p);
+  natsStatus s = natsMsg_Create(msg, subject, NULL, o->data, (int)o->len);
+  if (s == NATS_OK) s = natsMsgHeader_Set(*msg, "Nats-Msg-Id", msg_id);
+  if (s == NATS_OK && has_tp) s = natsMsgHeader_Set(*msg, "traceparent", tp);
+  return s;
+}
+
 static int send_one(struct fb_sink *sink, const struct fb_proc *p, const struct fb_frame *f)
 {
   struct nats_sink *n = (struct nats_sink *)sink;
@@ -138,18 +222,12 @@ static int send_one(struct fb_sink *sink, const struct fb_proc *p, const struct 
     if (!n->stream_ready) return -ENOTCONN;
   }
 
-  struct fb_buf *o = &n->payload;
-  fb_buf_reset(o);
-  fb_frame_append_json(o, f);
-  if (o->truncated) return -ENOSPC;
-
-  char msg_id[512];
-  snprintf(msg_id, sizeof msg_id, "%.*s", (int)f->frame_id.n, f->frame_id.p);
-  char tp[128];
   natsMsg *msg = NULL;
-  natsStatus s = natsMsg_Create(&msg, p->subject, NULL, o->data, (int)o->len);
-  if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Nats-Msg-Id", msg_id);
-  if (s == NATS_OK && traceparent(f, tp, sizeof tp)) s = natsMsgHeader_Set(msg, "traceparent", tp);
+  natsStatus s = build_msg(n, &msg, p->subject, f);
+  if (s == NATS_INSUFFICIENT_BUFFER) {
+    retire(n, msg);
+    return -ENOSPC;
+  }
   if (s == NATS_OK) {
     if (js) {
       s = js_PublishMsgAsync(n->js, &msg, NULL); /* takes msg on success */
@@ -158,9 +236,10 @@ static int send_one(struct fb_sink *sink, const struct fb_proc *p, const struct 
       s = natsConnection_PublishMsg(fb_nats_connection(n->nats), msg);
     }
   }
-  natsMsg_Destroy(msg);
+  retire(n, msg);
   if (s != NATS_OK) {
-    fb_debug("nats", "publishing frame %s to %s: %s", msg_id, p->subject, natsStatus_GetText(s));
+    fb_debug("nats", "publishing frame %.*s to %s: %s", (int)f->frame_id.n, f->frame_id.p,
+             p->subject, natsStatus_GetText(s));
     return -EIO;
   }
   return 0;
@@ -241,6 +320,7 @@ static int create(struct fb_sink **out, const struct fb_sink_env *env)
 static void destroy(struct fb_sink *sink)
 {
   struct nats_sink *s = (struct nats_sink *)sink;
+  release_retired(s);
   jsCtx_Destroy(s->js);
   fb_buf_free(&s->payload);
   for (size_t i = 0; i < s->nfailed; i++)
@@ -267,6 +347,7 @@ static bool unconfirmed(const struct fb_sink *sink)
 static bool commit(struct fb_sink *sink, void (*held)(void *ctx, const char *frame_id), void *ctx)
 {
   struct nats_sink *s = (struct nats_sink *)sink;
+  release_retired(s);
   if (!s->nats) return true;
   bool all_failed = false;
   complete(s, held, ctx, &all_failed);

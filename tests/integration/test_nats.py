@@ -79,7 +79,10 @@ class NatsTest(IntegrationTest):
         n = 1000
         frames = []
         for i in range(n):
-            f = {"frame_id": "nf-%05d" % i, "camera_id": "cam-%d" % (i % 5),
+            fid = "nf-%05d" % i
+            if i == 3:  # a hostile id must not end the header block early
+                fid += "\r\nX-Injected: yes"
+            f = {"frame_id": fid, "camera_id": "cam-%d" % (i % 5),
                  "timestamp": "2025-01-01T00:00:%02d.000Z" % (i % 60), "detection_type": "face",
                  "width": "640", "metadata": dumps({"zone": "z%d" % (i % 3)})}
             if i % 2 == 0:
@@ -115,7 +118,9 @@ class NatsTest(IntegrationTest):
             self.assertEqual(body, want, "payload of %s" % f["frame_id"])
             self.assertTrue(all(isinstance(v, str) for v in body.values()))
             self.assertIsNotNone(m.headers, "%s came without headers" % f["frame_id"])
-            self.assertEqual(m.headers.get("Nats-Msg-Id"), f["frame_id"])
+            self.assertEqual(m.headers.get("Nats-Msg-Id"),
+                             f["frame_id"].replace("\r", " ").replace("\n", " ").strip())
+            self.assertNotIn("X-Injected", m.headers, "a header injected through a frame id")
             if "trace_context" in f:
                 t = json.loads(f["trace_context"])
                 self.assertEqual(m.headers.get("traceparent"),

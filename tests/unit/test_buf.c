@@ -329,6 +329,44 @@ static void json_string_replaces_what_is_not_utf8(void **state)
   fb_buf_free(&b);
 }
 
+/* A buffer with room for the worst case (six bytes out for each byte in)
+ * escapes in one pass, eight plain bytes at a time; one with room only for
+ * the real output escapes in chunks. Both must write the same bytes, for text
+ * that mixes plain runs, quotes, controls and UTF-8 (valid or not) across
+ * word and chunk boundaries. */
+static void json_string_same_in_one_pass_and_in_chunks(void **state)
+{
+  static const char *pieces[] = {"plain text", "\"", "\\", "\n", "\x01", "\xc3\xa9",
+                                 "\xe2\x82\xac", "\xf0\x9f\x93\xb7", "\xc3", "\x80", "{\"a\":1}"};
+  srand(7);
+  for (int round = 0; round < 300; round++) {
+    char in[1200];
+    size_t n = 0;
+    size_t want = (size_t)(rand() % 1000);
+    while (n < want) {
+      const char *p = pieces[rand() % (int)(sizeof pieces / sizeof *pieces)];
+      size_t k = strlen(p);
+      memcpy(in + n, p, k);
+      n += k;
+    }
+    struct fb_buf one;
+    fb_buf_init(&one, 16 * 1024);
+    assert_int_equal(fb_buf_json_string(&one, in, n), 0);
+    char mem[8 * 1024];
+    struct fb_buf chunks;
+    fb_buf_init_fixed(&chunks, mem, one.len + 1); /* too small for 6n + 2 */
+    assert_int_equal(fb_buf_json_string(&chunks, in, n), 0);
+    assert_false(chunks.truncated);
+    assert_int_equal(chunks.len, one.len);
+    assert_memory_equal(chunks.data, one.data, one.len);
+    json_error_t err;
+    json_t *v = json_loadb(one.data, one.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+    if (!v) fail_msg("escaped text is not JSON: %s", err.text);
+    json_decref(v);
+    fb_buf_free(&one);
+  }
+}
+
 static void json_string_over_maximum(void **state)
 {
   struct fb_buf b;
@@ -422,6 +460,7 @@ int main(void)
       cmocka_unit_test(json_keeps_utf8_and_slash),
       cmocka_unit_test(json_escape_round_trips_every_ascii_byte),
       cmocka_unit_test(json_string_replaces_what_is_not_utf8),
+      cmocka_unit_test(json_string_same_in_one_pass_and_in_chunks),
       cmocka_unit_test(json_string_over_maximum),
       cmocka_unit_test(resp_bulk_string),
       cmocka_unit_test(resp_bulk_is_binary_safe),
