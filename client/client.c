@@ -216,8 +216,7 @@ int fbci_config_make(struct fbci_config *cfg, const struct fbc_options *opts, ch
   cfg->nats_password = dup_or_null(o.nats_password);
   cfg->nats_creds = dup_or_null(o.nats_creds);
   cfg->nats_tls_ca = dup_or_null(o.nats_tls_ca);
-  if (!cfg->id || !cfg->capabilities || !cfg->redis_url || !cfg->subject ||
-      !cfg->result_stream) {
+  if (!cfg->id || !cfg->capabilities || !cfg->redis_url || !cfg->subject || !cfg->result_stream) {
     fbci_config_free(cfg);
     snprintf(why, n, "out of memory");
     return -ENOMEM;
@@ -227,9 +226,9 @@ int fbci_config_make(struct fbci_config *cfg, const struct fbc_options *opts, ch
 
 void fbci_config_free(struct fbci_config *cfg)
 {
-  char **all[] = {&cfg->id,         &cfg->capabilities,  &cfg->api_url,    &cfg->api_token,
-                  &cfg->redis_url,  &cfg->nats_url,      &cfg->subject,    &cfg->result_stream,
-                  &cfg->nats_token, &cfg->nats_user,     &cfg->nats_password, &cfg->nats_creds,
+  char **all[] = {&cfg->id,         &cfg->capabilities, &cfg->api_url,       &cfg->api_token,
+                  &cfg->redis_url,  &cfg->nats_url,     &cfg->subject,       &cfg->result_stream,
+                  &cfg->nats_token, &cfg->nats_user,    &cfg->nats_password, &cfg->nats_creds,
                   &cfg->nats_tls_ca};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
     free(*all[i]);
@@ -276,8 +275,8 @@ static void transport_close(struct fbc_client *c)
 /* A connection is lost: close it and try again after the backoff. */
 static void lost(struct fbc_client *c, const char *why)
 {
-  fbci_log(c, FBC_LOG_WARN, "lost %s: %s; reconnecting", c->cfg.transport == FBC_REDIS ? "Redis" : "NATS",
-           why);
+  fbci_log(c, FBC_LOG_WARN, "lost %s: %s; reconnecting",
+           c->cfg.transport == FBC_REDIS ? "Redis" : "NATS", why);
   transport_close(c);
   c->next_attempt_us = fbci_mono_us() + c->backoff_ms * 1000;
 }
@@ -471,8 +470,8 @@ int fbc_ack(struct fbc_client *c, const struct fbc_frame *const *frames, size_t 
   for (size_t i = 0; i < n; i++)
     if (!in_batch(c, frames[i])) return -EINVAL;
   if (!c->connected) return -ECONNRESET;
-  int rc = c->cfg.transport == FBC_REDIS ? fbci_redis_ack(c, frames, n)
-                                         : fbci_nats_ack(c, frames, n);
+  int rc =
+      c->cfg.transport == FBC_REDIS ? fbci_redis_ack(c, frames, n) : fbci_nats_ack(c, frames, n);
   if (rc < 0) {
     lost(c, "while acknowledging");
     return rc;

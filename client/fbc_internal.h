@@ -125,7 +125,7 @@ struct fbc_frame {
   natsMsg *msg;             /* NATS only */
   int64_t received_us;      /* when fbc_next handed it out (monotonic) */
   bool acked;
-  bool dtype_done;          /* dtype resolved (lazily, from metadata) */
+  bool dtype_done; /* dtype resolved (lazily, from metadata) */
   char dtype[128];
 };
 
@@ -151,8 +151,8 @@ struct fbci_config {
   bool unregister;
   bool use_api, hb_nats;
   struct fbci_redis_url redis;
-  char stream[160];        /* frames:ready:<id> */
-  char hb_subject[160];    /* processors.heartbeat.<id> */
+  char stream[160];     /* frames:ready:<id> */
+  char hb_subject[160]; /* processors.heartbeat.<id> */
   char results_subject[160];
 };
 
@@ -168,15 +168,15 @@ struct fbc_client {
   int failures;
   int64_t backoff_ms, next_attempt_us;
   redisContext *rc;
-  bool history_done;    /* Redis: our old pending entries are read */
+  bool history_done;     /* Redis: our old pending entries are read */
   char history_from[64]; /* Redis: read our pending entries after this id */
-  size_t queued;        /* Redis: pipelined result replies not read yet */
-  redisReply *reply;    /* Redis: the current batch's */
+  size_t queued;         /* Redis: pipelined result replies not read yet */
+  redisReply *reply;     /* Redis: the current batch's */
   jsCtx *js;
   natsSubscription *sub;
   struct fbc_frame *frames; /* FBC_MAX_BATCH views of the current batch */
   size_t nframes;
-  const char **argv;     /* FBC_MAX_BATCH + 3 slots for XACK */
+  const char **argv; /* FBC_MAX_BATCH + 3 slots for XACK */
   uint64_t unreadable;
 
   /* Shared. */
@@ -184,8 +184,8 @@ struct fbc_client {
   atomic_int_fast64_t in_flight, local_queued;
   atomic_uint_fast64_t work_us, work_frames; /* fbc_next to fbc_ack, summed */
   atomic_bool registered;
-  atomic_int fatal;      /* a negative errno once the client cannot go on */
-  pthread_mutex_t mu;    /* guards `stop` for the condition variable */
+  atomic_int fatal;   /* a negative errno once the client cannot go on */
+  pthread_mutex_t mu; /* guards `stop` for the condition variable */
   pthread_cond_t cv;
   bool stop;
   pthread_t hb_thread;

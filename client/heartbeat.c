@@ -85,9 +85,9 @@ static void align_registration(struct fbc_client *c)
   const char *transport = json_string_value(json_object_get(doc, "transport"));
   const char *subject = json_string_value(json_object_get(doc, "subject"));
   const char *want = cfg->transport == FBC_REDIS ? "redis" : "nats";
-  bool differs = transport && (strcmp(transport, want) != 0 ||
-                               (cfg->transport != FBC_REDIS && subject &&
-                                strcmp(subject, cfg->subject) != 0));
+  bool differs =
+      transport && (strcmp(transport, want) != 0 ||
+                    (cfg->transport != FBC_REDIS && subject && strcmp(subject, cfg->subject) != 0));
   if (differs) {
     char *body = register_body(cfg);
     int st = body ? api_call(c, "PUT", path, body, detail, sizeof detail, NULL, err, sizeof err)
@@ -207,8 +207,7 @@ static int64_t js_depth(struct fbc_client *c, int64_t in_flight, char *err, size
   }
   jsConsumerInfo *ci = NULL;
   jsErrCode jerr = 0;
-  if (s == NATS_OK)
-    s = js_GetConsumerInfo(&ci, c->hb_js, FBCI_JS_STREAM, c->cfg.id, NULL, &jerr);
+  if (s == NATS_OK) s = js_GetConsumerInfo(&ci, c->hb_js, FBCI_JS_STREAM, c->cfg.id, NULL, &jerr);
   if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr || jerr == JSConsumerNotFoundErr)
     return 0; /* no stream or consumer yet: nothing waits */
   if (s != NATS_OK) {
@@ -234,7 +233,8 @@ static char *nats_heartbeat(struct fbc_client *c, const char *status)
     depth = js_depth(c, in_flight, err, sizeof err);
   else
     depth = atomic_load(&c->local_queued);
-  if (depth < 0 && !c->depth_failed) fbci_log(c, FBC_LOG_WARN, "cannot read the queue depth: %s", err);
+  if (depth < 0 && !c->depth_failed)
+    fbci_log(c, FBC_LOG_WARN, "cannot read the queue depth: %s", err);
   if (depth >= 0 && c->depth_failed) fbci_log(c, FBC_LOG_INFO, "queue depth readable again");
   c->depth_failed = depth < 0;
   /* Mean time from handing a frame out to its ack, since the last heartbeat. */
@@ -282,13 +282,15 @@ static int send_heartbeat(struct fbc_client *c, const char *status)
   json_t *o = json_pack("{s:s, s:s}", "processor_id", cfg->id, "status", status);
   char *hb = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
-  int st = hb ? api_call(c, "POST", "/api/v1/processors/heartbeat", hb, detail, sizeof detail,
-                         NULL, err, sizeof err)
+  int st = hb ? api_call(c, "POST", "/api/v1/processors/heartbeat", hb, detail, sizeof detail, NULL,
+                         err, sizeof err)
               : -ENOMEM;
   free(hb);
   if (st < 0)
-    fbci_log(c, FBC_LOG_WARN, stopping ? "could not send the 'stopping' heartbeat: %s"
-                                       : "heartbeat failed: %s (will keep trying)", err);
+    fbci_log(c, FBC_LOG_WARN,
+             stopping ? "could not send the 'stopping' heartbeat: %s"
+                      : "heartbeat failed: %s (will keep trying)",
+             err);
   else if (st != 200 && st != 404)
     fbci_log(c, FBC_LOG_WARN, "heartbeat got HTTP %d: %s", st, detail);
   return st;
@@ -325,8 +327,7 @@ static void *hb_main(void *arg)
       int st = send_heartbeat(c, "healthy");
       bool check = st == 0 && cfg->use_api && fbci_mono_us() >= next_check;
       if (st == 404 || (check && !still_registered(c))) {
-        fbci_log(c, FBC_LOG_WARN, "the gateway does not know %s (404); registering again",
-                 cfg->id);
+        fbci_log(c, FBC_LOG_WARN, "the gateway does not know %s (404); registering again", cfg->id);
         atomic_store(&c->registered, false);
         again = true;
         break;

@@ -105,7 +105,8 @@ int fbci_http_request(const char *base, const char *method, const char *path, co
   if (cc != CURLE_OK) {
     rc = b.too_big ? -EMSGSIZE : errno_of(cc);
     snprintf(err, errlen, "%s %s: %s", method, url,
-             b.too_big ? "response over the size limit" : (cerr[0] ? cerr : curl_easy_strerror(cc)));
+             b.too_big ? "response over the size limit"
+                       : (cerr[0] ? cerr : curl_easy_strerror(cc)));
     free(b.data);
   } else {
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &out->status);

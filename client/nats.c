@@ -14,13 +14,13 @@
 
 #include "fbc_internal.h"
 
-#define NATS_RECONNECT_BUF   (8 * 1024 * 1024)
-#define NATS_PENDING_MSGS    (256 * 1024) /* core NATS: buffered before dropping */
-#define NATS_PENDING_BYTES   (512 * 1024 * 1024)
-#define JS_ACK_WAIT_NS       (INT64_C(30) * 1000000000) /* redelivery without an ack */
-#define JS_MAX_ACK_PENDING   1024
-#define JS_API_WAIT_MS       2000
-#define RESULT_FIELDS_MAX    16
+#define NATS_RECONNECT_BUF (8 * 1024 * 1024)
+#define NATS_PENDING_MSGS  (256 * 1024) /* core NATS: buffered before dropping */
+#define NATS_PENDING_BYTES (512 * 1024 * 1024)
+#define JS_ACK_WAIT_NS     (INT64_C(30) * 1000000000) /* redelivery without an ack */
+#define JS_MAX_ACK_PENDING 1024
+#define JS_API_WAIT_MS     2000
+#define RESULT_FIELDS_MAX  16
 
 /* ------------------------------------------------------- connections --- */
 
@@ -203,8 +203,8 @@ static int bind_consumer(struct fbc_client *c, char *err, size_t errlen)
     s = js_AddConsumer(&ci, c->js, FBCI_JS_STREAM, &cc, NULL, &jerr);
     if (s == NATS_OK) {
       fbci_log(c, FBC_LOG_INFO,
-               "created durable JetStream consumer %s on stream " FBCI_JS_STREAM " for %s",
-               cfg->id, cfg->subject);
+               "created durable JetStream consumer %s on stream " FBCI_JS_STREAM " for %s", cfg->id,
+               cfg->subject);
       jsConsumerInfo_Destroy(ci);
     }
   }
@@ -379,7 +379,8 @@ int fbci_nats_result(struct fbc_client *c, const struct fbc_frame *f, const char
                         "processed_at", fbci_iso8601(ts, sizeof ts, fbci_real_us()));
   for (size_t i = 0; o && i < nfields; i++)
     if (fields[2 * i])
-      json_object_set_new(o, fields[2 * i], json_string(fields[2 * i + 1] ? fields[2 * i + 1] : ""));
+      json_object_set_new(o, fields[2 * i],
+                          json_string(fields[2 * i + 1] ? fields[2 * i + 1] : ""));
   char *msg = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
   if (!msg) return -ENOMEM;

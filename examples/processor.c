@@ -8,7 +8,10 @@
 #include <stdio.h>
 
 static volatile sig_atomic_t stopping;
-static void on_signal(int sig) { stopping = sig; }
+static void on_signal(int sig)
+{
+  stopping = sig;
+}
 
 static void log_line(enum fbc_log_level level, const char *message, void *user)
 {

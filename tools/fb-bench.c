@@ -711,7 +711,8 @@ static void nats_arrivals_start(struct nats_arrivals *a, const struct bench_conf
   s = natsConnection_Subscribe(&a->sub, a->nc, "frames.ready.>", on_remote_frame, a);
   if (s == NATS_OK) s = natsSubscription_SetPendingLimits(a->sub, -1, -1);
   if (s == NATS_OK) s = natsConnection_Flush(a->nc);
-  if (s != NATS_OK) tk_die(1, "subscribing to frames.ready.>: %s", fbci_nats_err(s, err, sizeof err));
+  if (s != NATS_OK)
+    tk_die(1, "subscribing to frames.ready.>: %s", fbci_nats_err(s, err, sizeof err));
 }
 
 /* Frames that have arrived so far. Main thread. */
@@ -2003,8 +2004,9 @@ static void consume_prepare(redisContext *c, const struct bench_config *cfg)
   struct bench_config pre = *cfg;
   pre.stream = CONSUME_STREAM;
   preload(c, &pre);
-  freeReplyObject(must(c, 6, (const char *[]){"XGROUP", "CREATE", CONSUME_STREAM, BENCH_TARGET_GRP,
-                                               "0", "MKSTREAM"}));
+  freeReplyObject(must(
+      c, 6,
+      (const char *[]){"XGROUP", "CREATE", CONSUME_STREAM, BENCH_TARGET_GRP, "0", "MKSTREAM"}));
 }
 
 /* The bare loop: XREADGROUP COUNT batch, then one XACK of what it read. */
@@ -2016,9 +2018,9 @@ static int64_t consume_bare(redisContext *c, const struct bench_config *cfg)
   if (!ack) tk_die(1, "out of memory");
   int64_t done = 0;
   while (done < cfg->frames && !interrupted) {
-    redisReply *r = must(c, 11, (const char *[]){"XREADGROUP", "GROUP", BENCH_TARGET_GRP, "bare",
-                                                 "COUNT", count, "BLOCK", "1000", "STREAMS",
-                                                 CONSUME_STREAM, ">"});
+    redisReply *r = must(c, 11,
+                         (const char *[]){"XREADGROUP", "GROUP", BENCH_TARGET_GRP, "bare", "COUNT",
+                                          count, "BLOCK", "1000", "STREAMS", CONSUME_STREAM, ">"});
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
       const redisReply *entries = r->element[0]->element[1];
       ack[0] = "XACK";
@@ -2056,7 +2058,8 @@ static int64_t consume_library(const struct bench_config *cfg)
     int n = fbc_next(c, batch, (size_t)cfg->batch, 1000);
     if (n < 0) tk_die(1, "fbc_next: %s", fbc_strerror(n));
     if (n > 0 && cfg->work_ms > 0) tk_sleep_us(cfg->work_ms * 1000);
-    if (n > 0 && (rc = fbc_ack(c, batch, (size_t)n)) < 0) tk_die(1, "fbc_ack: %s", fbc_strerror(rc));
+    if (n > 0 && (rc = fbc_ack(c, batch, (size_t)n)) < 0)
+      tk_die(1, "fbc_ack: %s", fbc_strerror(rc));
     done += n;
   }
   free(batch);

@@ -188,8 +188,7 @@ int main(int argc, char **argv)
     if (drc < 0 && frames == 0) {
       /* Run until stopped: what this burst wrote is unknown, so it is not
        * counted; new frames get new ids, so none is written twice. */
-      tk_log("XADD to %s failed after %lld frames: %s; reconnecting", stream, (long long)sent,
-             err);
+      tk_log("XADD to %s failed after %lld frames: %s; reconnecting", stream, (long long)sent, err);
       redisFree(rc);
       rc = connect_redis(&url, true, err, sizeof err);
       if (!rc) break; /* stopped meanwhile */

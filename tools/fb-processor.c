@@ -135,59 +135,57 @@ static void parse_flags(struct proc_config *cfg, int argc, char **argv)
   const char *transport = "redis", *nats_env = o->nats_url;
   bool jetstream = false, nats_flag = false;
   o->nats_url = NULL;
-  enum { O_ID = 256, O_CAPS, O_CAPACITY, O_API, O_TOKEN, O_REDIS, O_WORK, O_HB, O_RESULT,
-         O_RESULT_MAXLEN, O_COUNT, O_UNREG, O_QUIET, O_TRANSPORT, O_SUBJECT, O_JETSTREAM, O_NATS,
-         O_DIE_AFTER, O_HELP, O_VERSION };
+  /* Long options only: their values are letters no short option uses. */
   static const struct option opts[] = {
-      {"id", required_argument, NULL, O_ID},
-      {"capabilities", required_argument, NULL, O_CAPS},
-      {"capacity", required_argument, NULL, O_CAPACITY},
-      {"api", required_argument, NULL, O_API},
-      {"token", required_argument, NULL, O_TOKEN},
-      {"redis-url", required_argument, NULL, O_REDIS},
-      {"work-ms", required_argument, NULL, O_WORK},
-      {"heartbeat-ms", required_argument, NULL, O_HB},
-      {"result-stream", required_argument, NULL, O_RESULT},
-      {"result-maxlen", required_argument, NULL, O_RESULT_MAXLEN},
-      {"count", required_argument, NULL, O_COUNT},
-      {"unregister", no_argument, NULL, O_UNREG},
-      {"quiet", no_argument, NULL, O_QUIET},
-      {"transport", required_argument, NULL, O_TRANSPORT},
-      {"subject", required_argument, NULL, O_SUBJECT},
-      {"jetstream", no_argument, NULL, O_JETSTREAM},
-      {"nats-url", required_argument, NULL, O_NATS},
-      {"die-after", required_argument, NULL, O_DIE_AFTER},
-      {"help", no_argument, NULL, O_HELP},
-      {"version", no_argument, NULL, O_VERSION},
+      {"id", required_argument, NULL, 'i'},
+      {"capabilities", required_argument, NULL, 'c'},
+      {"capacity", required_argument, NULL, 'C'},
+      {"api", required_argument, NULL, 'a'},
+      {"token", required_argument, NULL, 't'},
+      {"redis-url", required_argument, NULL, 'r'},
+      {"work-ms", required_argument, NULL, 'w'},
+      {"heartbeat-ms", required_argument, NULL, 'b'},
+      {"result-stream", required_argument, NULL, 's'},
+      {"result-maxlen", required_argument, NULL, 'm'},
+      {"count", required_argument, NULL, 'n'},
+      {"unregister", no_argument, NULL, 'u'},
+      {"quiet", no_argument, NULL, 'q'},
+      {"transport", required_argument, NULL, 'T'},
+      {"subject", required_argument, NULL, 'S'},
+      {"jetstream", no_argument, NULL, 'j'},
+      {"nats-url", required_argument, NULL, 'N'},
+      {"die-after", required_argument, NULL, 'd'},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0},
   };
   int c;
   while ((c = tk_getopt(argc, argv, opts)) != -1) {
     switch (c) {
-    case O_ID: o->id = optarg; break;
-    case O_CAPS: o->capabilities = optarg; break;
-    case O_CAPACITY: o->capacity = (int)tk_flag_i64("--capacity", optarg, 1, 100000); break;
-    case O_API: o->api_url = optarg; break;
-    case O_TOKEN: o->api_token = optarg; break;
-    case O_REDIS: o->redis_url = optarg; break;
-    case O_WORK: cfg->work_ms = tk_flag_i64("--work-ms", optarg, 0, 3600000); break;
-    case O_HB: o->heartbeat_interval_ms = (int)tk_flag_i64("--heartbeat-ms", optarg, 0, 86400000);
+    case 'i': o->id = optarg; break;
+    case 'c': o->capabilities = optarg; break;
+    case 'C': o->capacity = (int)tk_flag_i64("--capacity", optarg, 1, 100000); break;
+    case 'a': o->api_url = optarg; break;
+    case 't': o->api_token = optarg; break;
+    case 'r': o->redis_url = optarg; break;
+    case 'w': cfg->work_ms = tk_flag_i64("--work-ms", optarg, 0, 3600000); break;
+    case 'b':
+      o->heartbeat_interval_ms = (int)tk_flag_i64("--heartbeat-ms", optarg, 0, 86400000);
       break;
-    case O_RESULT: o->result_stream = optarg; break;
-    case O_RESULT_MAXLEN:
-      o->result_maxlen = tk_flag_i64("--result-maxlen", optarg, 0, INT64_MAX / 2);
-      break;
-    case O_COUNT: cfg->count = tk_flag_i64("--count", optarg, 0, INT64_MAX / 2); break;
-    case O_UNREG: o->unregister_on_close = true; break;
-    case O_QUIET: cfg->quiet = true; break;
-    case O_TRANSPORT: transport = optarg; break;
-    case O_SUBJECT: o->subject = optarg; break;
-    case O_JETSTREAM: jetstream = true; break;
-    case O_NATS: o->nats_url = optarg, nats_flag = true; break;
-    case O_DIE_AFTER: cfg->die_after = tk_flag_i64("--die-after", optarg, 1, INT64_MAX / 2); break;
-    case O_HELP: usage(stdout); exit(0);
-    case O_VERSION: printf("fb-processor " TK_VERSION " (libframebuffer-client %s)\n",
-                           fbc_version()); exit(0);
+    case 's': o->result_stream = optarg; break;
+    case 'm': o->result_maxlen = tk_flag_i64("--result-maxlen", optarg, 0, INT64_MAX / 2); break;
+    case 'n': cfg->count = tk_flag_i64("--count", optarg, 0, INT64_MAX / 2); break;
+    case 'u': o->unregister_on_close = true; break;
+    case 'q': cfg->quiet = true; break;
+    case 'T': transport = optarg; break;
+    case 'S': o->subject = optarg; break;
+    case 'j': jetstream = true; break;
+    case 'N': o->nats_url = optarg, nats_flag = true; break;
+    case 'd': cfg->die_after = tk_flag_i64("--die-after", optarg, 1, INT64_MAX / 2); break;
+    case 'h': usage(stdout); exit(0);
+    case 'V':
+      printf("fb-processor " TK_VERSION " (libframebuffer-client %s)\n", fbc_version());
+      exit(0);
     }
   }
   if (optind < argc) tk_die(TK_EXIT_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
@@ -206,20 +204,17 @@ static void parse_flags(struct proc_config *cfg, int argc, char **argv)
     tk_die(TK_EXIT_USAGE, "--nats-url none: nats mode needs NATS");
   if (o->transport == FBC_REDIS && o->nats_url && strchr(o->id, '.') && strcmp(o->nats_url, "none"))
     tk_log("warning: id '%s' has a '.': heartbeats go over HTTP, not NATS (the gateway reads "
-           "one subject token)", o->id);
+           "one subject token)",
+           o->id);
   char why[512];
   if (fbc_options_validate(o, why, sizeof why) < 0) {
-    /* Name the flag, not the option field. */
-    static const char *const names[][2] = {
-        {"id", "--id"}, {"capabilities", "--capabilities"}, {"redis_url", "--redis-url"},
-        {"nats_url", "--nats-url"}, {"api_url", "--api"}, {"subject", "--subject"},
-        {"result_stream", "--result-stream"}};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-      size_t n = strlen(names[i][0]);
-      if (strncmp(why, names[i][0], n) == 0 && why[n] == ':')
-        tk_die(TK_EXIT_USAGE, "%s%s", names[i][1], why + n);
-    }
-    tk_die(TK_EXIT_USAGE, "%s", why);
+    /* Name the flag, not the option field: "redis_url: ..." is --redis-url. */
+    size_t n = strcspn(why, ":");
+    char flag[40] = "--api";
+    if (strncmp(why, "api_url", n) != 0 && n < sizeof flag - 2)
+      for (size_t i = 0; i <= n; i++)
+        flag[2 + i] = i == n ? '\0' : why[i] == '_' ? '-' : why[i];
+    tk_die(TK_EXIT_USAGE, "%s%s", why[n] ? flag : "", why[n] ? why + n : why);
   }
 }
 
@@ -269,8 +264,8 @@ int main(int argc, char **argv)
     for (size_t off = 0; off < (size_t)n;) {
       if (cfg.die_after > 0 && processed >= (uint64_t)cfg.die_after) {
         /* A crash: nothing acked, no 'stopping' heartbeat, nothing flushed. */
-        tk_log("--die-after %lld: dying with %zu frames in hand, unacked",
-               (long long)cfg.die_after, (size_t)n - off);
+        tk_log("--die-after %lld: dying with %zu frames in hand, unacked", (long long)cfg.die_after,
+               (size_t)n - off);
         _exit(PROC_EXIT_DIED);
       }
       size_t k = (size_t)n - off;
@@ -296,7 +291,8 @@ int main(int argc, char **argv)
                (double)(st.acked - seen.acked) * 1e6 / (double)(now - last_report),
                (unsigned long long)st.skipped, (unsigned long long)st.reconnects,
                !cfg.o.api_url || !strcmp(cfg.o.api_url, "none") || st.registered
-                   ? "" : ", not registered yet");
+                   ? ""
+                   : ", not registered yet");
       seen = st;
       last_report = now;
       next_report = now + 1000000;
@@ -306,8 +302,9 @@ int main(int argc, char **argv)
   double secs = (double)(fbci_mono_us() - start) / 1e6;
   fbc_stats(c, &st);
   fbc_close(c);
-  const char *kind = cfg.o.transport == FBC_REDIS ? "redis"
-                     : cfg.o.transport == FBC_NATS ? "nats" : "jetstream";
+  const char *kind = cfg.o.transport == FBC_REDIS  ? "redis"
+                     : cfg.o.transport == FBC_NATS ? "nats"
+                                                   : "jetstream";
   printf("fb-processor %s: processed %llu frames, skipped %llu, reconnects %llu, in %.3f s "
          "(%.0f frames/s)\n",
          cfg.o.id, (unsigned long long)processed, (unsigned long long)st.skipped,

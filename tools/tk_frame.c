@@ -35,7 +35,8 @@ void tk_framegen_init(struct tk_framegen *g, const char *stream, unsigned camera
                       size_t ntypes, uint64_t malformed_every, int64_t maxlen, uint64_t seed)
 {
   memset(g, 0, sizeof *g);
-  if (seed == 0) seed = (uint64_t)fbci_real_us() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
+  if (seed == 0)
+    seed = (uint64_t)fbci_real_us() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
   g->rng = seed ? seed : 1;
   g->stream = stream;
   g->cameras = cameras ? cameras : 1;

@@ -71,19 +71,19 @@ typedef void (*fbc_log_fn)(enum fbc_log_level level, const char *message, void *
  * fbc_connect returns (it copies them).
  */
 struct fbc_options {
-  size_t size;               /* sizeof(struct fbc_options), set by fbc_options_init */
-  const char *id;            /* processor id: 1-128 of [A-Za-z0-9._:-]; no '.' with NATS */
-  const char *capabilities;  /* detection types, comma-separated: "person,vehicle" */
-  int capacity;              /* frames worked on at once (default 4) */
+  size_t size;                  /* sizeof(struct fbc_options), set by fbc_options_init */
+  const char *id;               /* processor id: 1-128 of [A-Za-z0-9._:-]; no '.' with NATS */
+  const char *capabilities;     /* detection types, comma-separated: "person,vehicle" */
+  int capacity;                 /* frames worked on at once (default 4) */
   enum fbc_transport transport; /* default FBC_REDIS */
-  const char *api_url;       /* gateway REST API, default http://127.0.0.1:8002; "none":
-                                no registration and no HTTP heartbeats */
-  const char *api_token;     /* bearer token for register/heartbeat, NULL: none */
-  const char *redis_url;     /* redis://[[user]:password@]host[:port][/db], default
-                                redis://127.0.0.1:6379/0 (the Redis transport and results) */
-  const char *nats_url;      /* NATS servers, comma-separated; NULL or "none": no NATS.
-                                Given, heartbeats go over NATS (HTTP while it is down) */
-  const char *nats_token;    /* NATS auth and TLS, NULL: unused */
+  const char *api_url;          /* gateway REST API, default http://127.0.0.1:8002; "none":
+                                   no registration and no HTTP heartbeats */
+  const char *api_token;        /* bearer token for register/heartbeat, NULL: none */
+  const char *redis_url;        /* redis://[[user]:password@]host[:port][/db], default
+                                   redis://127.0.0.1:6379/0 (the Redis transport and results) */
+  const char *nats_url;         /* NATS servers, comma-separated; NULL or "none": no NATS.
+                                   Given, heartbeats go over NATS (HTTP while it is down) */
+  const char *nats_token;       /* NATS auth and TLS, NULL: unused */
   const char *nats_user;
   const char *nats_password;
   const char *nats_creds;    /* a .creds file */

@@ -40,10 +40,13 @@ static void fake_init(struct fake_fields *f, const char *const *kv, size_t n)
 
 static void redis_view_reads_fields(void **state)
 {
-  const char *kv[] = {"frame_id", "f-1", "camera_id", "cam-7", "timestamp",
-                      "2026-01-01T00:00:00.000Z", "metadata", "{\"detection_type\":\"face\"}",
-                      "detection_type", "person", "trace_context", "{\"trace_id\":\"ab\"}",
-                      "width", "1920"};
+  const char *kv[] = {"frame_id",       "f-1",
+                      "camera_id",      "cam-7",
+                      "timestamp",      "2026-01-01T00:00:00.000Z",
+                      "metadata",       "{\"detection_type\":\"face\"}",
+                      "detection_type", "person",
+                      "trace_context",  "{\"trace_id\":\"ab\"}",
+                      "width",          "1920"};
   struct fake_fields ff;
   fake_init(&ff, kv, 14);
   struct fbc_frame f;
@@ -62,7 +65,8 @@ static void redis_view_reads_fields(void **state)
 
 static void redis_view_takes_type_from_metadata(void **state)
 {
-  const char *kv[] = {"frame_id", "f-2", "metadata", "{\"zone\":\"z1\",\"detection_type\":\"vehicle\"}"};
+  const char *kv[] = {"frame_id", "f-2", "metadata",
+                      "{\"zone\":\"z1\",\"detection_type\":\"vehicle\"}"};
   struct fake_fields ff;
   fake_init(&ff, kv, 4);
   struct fbc_frame f;
@@ -103,8 +107,8 @@ static void json_view_reads_fields(void **state)
 
 static void json_view_refuses_non_frames(void **state)
 {
-  const char *bad[] = {"[1,2]", "{\"camera_id\":\"c\"}", "{\"frame_id\":\"\"}",
-                       "{\"frame_id\":7}", "not json", ""};
+  const char *bad[] = {
+      "[1,2]", "{\"camera_id\":\"c\"}", "{\"frame_id\":\"\"}", "{\"frame_id\":7}", "not json", ""};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     struct fbc_frame f;
     assert_int_equal(fbci_frame_from_json(&f, "s", bad[i], strlen(bad[i])), -EINVAL);
@@ -140,7 +144,8 @@ static void expect_invalid(const struct fbc_options *o, const char *starts)
 {
   char why[512] = "";
   assert_int_equal(fbc_options_validate(o, why, sizeof why), -EINVAL);
-  if (strncmp(why, starts, strlen(starts)) != 0) fail_msg("why '%s' does not start with '%s'", why, starts);
+  if (strncmp(why, starts, strlen(starts)) != 0)
+    fail_msg("why '%s' does not start with '%s'", why, starts);
 }
 
 static void validation_names_the_field(void **state)
