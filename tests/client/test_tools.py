@@ -1,7 +1,8 @@
 """The tools built on the client library, as an operator uses them: a bad
 flag is one line and exit status 2 in every tool, fb-inject --frames 0 rides
 out a Redis restart, fb-processor prints progress only when something
-changed, and fb-bench --mode heartbeats --interval-ms 500 passes."""
+changed, fb-bench --mode heartbeats --interval-ms 500 passes; and the README
+shows the example as it is."""
 import os
 import signal
 import subprocess
@@ -83,6 +84,17 @@ class ToolsTest(IntegrationTest):
         self.assertEqual(len(lines), 1, "one line for one change: %r" % lines)
         p.send_signal(signal.SIGTERM)
         self.assertEqual(p.wait(10), 0)
+
+    def test_readme_shows_the_example_as_it_is(self):
+        root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+        with open(os.path.join(root, "examples", "processor.c")) as f:
+            example = f.read().rstrip("\n")
+        with open(os.path.join(root, "README.md")) as f:
+            readme = f.read()
+        self.assertLess(len(example.split("\n")), 60, "the example is over 60 lines")
+        section = readme[readme.index("## Writing a processor in C"):]
+        self.assertIn("```c\n" + example + "\n```", section)
+        self.assertIn("pkg-config --cflags --libs framebuffer-client", section)
 
     def test_bench_heartbeats_at_500_ms(self):
         redis = self.start_redis()
