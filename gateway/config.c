@@ -503,6 +503,10 @@ static const struct setting settings[] = {
      "claim entries another consumer left pending this long"},
     {"DLQ_MAXLEN", "dlq-maxlen", "N", "100000", p_count, OFF(dlq_maxlen),
      "frames:dlq is capped at about this many entries"},
+    {"DLQ_REPLAY_MAX", "dlq-replay-max", "N", "3", p_count, OFF(dlq_replay_max),
+     "a DLQ entry replayed this many times is skipped by replays"},
+    {"FRAME_TRACE", "frame-trace", "BOOL", "1", p_bool, OFF(frame_trace),
+     "remember where the last frames went, for GET /api/v1/frames/{id}"},
     {"SLOW_START_MS", "slow-start-ms", "MS", "0 (off)", p_ms, OFF(slow_start_ms),
      "ramp a new processor's share up over this long"},
     {"HASH_BOUND", "hash-bound", "X", "1.25", p_hash_bound, 0,
@@ -541,6 +545,8 @@ static void set_defaults(struct fb_config *cfg)
   cfg->batch_size = 256;
   cfg->claim_idle_ms = 30000;
   cfg->dlq_maxlen = 100000;
+  cfg->dlq_replay_max = 3;
+  cfg->frame_trace = true;
   cfg->hash_bound = 1.25;
   cfg->nats_js_replicas = 1;
   cfg->fleet_view = true;

@@ -90,6 +90,8 @@ struct fb_config {
   int batch_size;
   int64_t claim_idle_ms;
   int64_t dlq_maxlen;
+  int64_t dlq_replay_max; /* replays skip an entry replayed this many times */
+  bool frame_trace;       /* keep the frame trace (trace.h) */
   int64_t slow_start_ms;
   double hash_bound;
   int redis_wait_replicas; /* WAIT for this many replicas after each hand-off */
