@@ -96,6 +96,19 @@ class ToolsTest(IntegrationTest):
         self.assertIn("```c\n" + example + "\n```", section)
         self.assertIn("pkg-config --cflags --libs framebuffer-client", section)
 
+    def test_bench_baseline_and_consume_ignore_a_gateway(self):
+        """The README's $B carries --gateway; the modes without one run anyway."""
+        redis = self.start_redis()
+        gw = harness.fb_binary("frame-buffer")
+        for mode in ("baseline", "consume"):
+            p = self.run_tool("fb-bench", "--redis-url", redis.url, "--gateway", gw, "--mode", mode,
+                              "--frames", "5000", timeout=120)
+            with self.subTest(mode=mode):
+                self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+                self.assertIn("--gateway is not used", p.stderr)
+                self.assertIn("RESULT {", p.stdout)
+        self.assertRegex(p.stdout, r'"ratio":[0-9.]+')
+
     def test_bench_heartbeats_at_500_ms(self):
         redis = self.start_redis()
         nats = self.start_nats()
