@@ -191,6 +191,9 @@ struct fbc_client {
   pthread_t hb_thread;
   bool hb_started;
 
+  /* Registration: fbc_connect's first attempt, then the heartbeat thread's. */
+  int reg_failed; /* the last attempt's failure (status or errno), 0 after a success */
+
   /* Heartbeat thread (the owner's after it is joined). */
   redisContext *hb_rc;
   jsCtx *hb_js;

@@ -113,6 +113,7 @@ int fbci_register_once(struct fbc_client *c)
                     err, sizeof err);
   free(body);
   if (st == 201 || st == 409) {
+    c->reg_failed = 0;
     if (st == 201) {
       fbci_log(c, FBC_LOG_INFO, "registered %s with the gateway (HTTP 201)", c->cfg.id);
     } else {
@@ -127,11 +128,14 @@ int fbci_register_once(struct fbc_client *c)
     fbci_log(c, FBC_LOG_ERROR, "registration refused: HTTP %d: %s", st, detail);
     return -EINVAL;
   }
-  if (st < 0)
-    fbci_log(c, FBC_LOG_WARN, "gateway not reachable (%s); retrying registration with backoff",
-             err);
-  else
-    fbci_log(c, FBC_LOG_WARN, "registration got HTTP %d: %s; retrying with backoff", st, detail);
+  if (st != c->reg_failed) { /* each new kind of failure once, not every retry */
+    if (st < 0)
+      fbci_log(c, FBC_LOG_WARN, "gateway not reachable (%s); retrying registration with backoff",
+               err);
+    else
+      fbci_log(c, FBC_LOG_WARN, "registration got HTTP %d: %s; retrying with backoff", st, detail);
+  }
+  c->reg_failed = st;
   return st < 0 ? st : -EAGAIN;
 }
 
@@ -158,6 +162,7 @@ static bool wait_or_stop(struct fbc_client *c, int64_t ms)
 static int register_until_done(struct fbc_client *c)
 {
   int64_t backoff = 500;
+  if (c->reg_failed && wait_or_stop(c, backoff)) return -ECANCELED; /* fbc_connect just tried */
   while (!wait_or_stop(c, 0)) {
     int rc = fbci_register_once(c);
     if (rc == 0 || rc == -EINVAL) return rc;

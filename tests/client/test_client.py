@@ -215,6 +215,25 @@ class ClientTest(IntegrationTest):
         self.assertEqual(code, 204)
         wait_for(lambda: self.gw.get(P + "/" + pid)[0] == 200, 5, what="registered again")
 
+    def test_registers_once_the_gateway_comes_up(self):
+        self.kind = "redis-only"
+        self.redis = self.start_redis()
+        self.r = self.client(self.redis)
+        self.nats = None
+        self.gw = self.new_gateway(self.redis)
+        self.gw.port = harness.free_port()  # not listening yet
+        pid = "lib-early"
+        p = self.processor(pid, heartbeat_ms=300)
+        time.sleep(1.5)
+        self.assertIsNone(p.poll(), "the processor gave up while the gateway was down")
+        self.gw.start()
+        wait_for(lambda: self.status(pid) == "healthy", 15, what=pid + " registered and healthy")
+        batch = frames("early", 20)
+        add_frames(self.r, batch)
+        self.wait_results([f["frame_id"] for f in batch], pid)
+        log = harness.read_text(os.path.join(self._resources.items[-1].dir, "out.log"))
+        self.assertEqual(log.count("gateway not reachable"), 1, "one line for one kind of failure")
+
     def test_409_keeps_the_stored_registration(self):
         self.servers("redis-only")
         pid = "lib-409"
