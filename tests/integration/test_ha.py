@@ -102,7 +102,8 @@ class SentinelTest(IntegrationTest):
                      what="all %d frames on the new primary" % self.N)
             time.sleep(1.0)  # a duplicate would show up now
         self.assert_exactly_once(want, what)
-        moved = [metric(scrape(g), "frame_buffer_redis_reconnects_total") for g in (a, b)]
+        moved = [metric(scrape(g), "frame_buffer_redis_reconnects_total", connection="ingest")
+                 for g in (a, b)]
         self.assertTrue(all(m > 0 for m in moved), "reconnects counted: %s" % moved)
         print("\n%s: new primary after %.2fs, routing again %.2fs after the %s; %d frames "
               "exactly once" % (what, promoted, again, what, self.N))
