@@ -147,8 +147,10 @@ int fbc_connect(struct fbc_client **out, const struct fbc_options *o);
 
 /*
  * Waits up to `timeout_ms` (0: do not wait) for frames and puts at most
- * `max` of them in `frames`. Frames of the previous call that were not
- * acknowledged stay pending (see fbc_ack); their views become invalid.
+ * `max` of them in `frames` (an array of `max` pointers the caller owns; the
+ * frames are the client's). The views of the previous call become invalid;
+ * those of its frames that were not acknowledged stay pending (Redis: until
+ * this processor id starts again; JetStream: redelivered after 30 s).
  * On start, the Redis transport first hands out again the frames this
  * processor id had read and not acknowledged before (a crash, a restart).
  * A lost connection is re-opened here, with backoff, within the timeout.
