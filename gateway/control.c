@@ -17,6 +17,7 @@
 #include "framebuffer/fleet.h"
 #include "framebuffer/health.h"
 #include "framebuffer/log.h"
+#include "framebuffer/lookup.h"
 #include "framebuffer/nats_conn.h"
 #include "framebuffer/redis.h"
 #include "framebuffer/rescue.h"
@@ -41,6 +42,7 @@ struct fb_control {
   int64_t started_ms;
   bool loaded_once;
   struct fb_rescue *rescue;
+  struct fb_lookup *lookup; /* answers the other replicas' frame lookups */
 };
 
 static void sync_registry(struct fb_control *c)
@@ -257,6 +259,7 @@ static void *run(void *arg)
     }
     fb_nats_check(c->app->nats);
     fb_fleet_tick(c->app->fleet, &c->redis);
+    fb_lookup_tick(c->lookup, &c->redis);
     if (fb_fleet_registry_changed(c->app->fleet)) c->next_sync = 0; /* read it now */
     if (now >= c->next_lag) {
       sample_rates(c, now - (c->next_lag - LAG_INTERVAL_MS));
@@ -277,7 +280,8 @@ int fb_control_start(struct fb_control **out, struct fb_app *app)
   c->app = app;
   c->started_ms = fb_wall_ms();
   fb_redis_init(&c->redis, &app->cfg->redis, "control", 2000);
-  if (fb_rescue_create(&c->rescue, app->cfg, app->metrics)) {
+  if (fb_rescue_create(&c->rescue, app->cfg, app->metrics) || fb_lookup_create(&c->lookup, app)) {
+    fb_rescue_destroy(c->rescue);
     free(c);
     return -ENOMEM;
   }
@@ -287,6 +291,7 @@ int fb_control_start(struct fb_control **out, struct fb_app *app)
   if (rc) {
     fb_redis_close(&c->redis);
     fb_rescue_destroy(c->rescue);
+    fb_lookup_destroy(c->lookup);
     free(c);
     return -rc;
   }
@@ -302,5 +307,6 @@ void fb_control_stop(struct fb_control *c)
   fb_fleet_leave(c->app->fleet, &c->redis);
   fb_redis_close(&c->redis);
   fb_rescue_destroy(c->rescue);
+  fb_lookup_destroy(c->lookup);
   free(c);
 }

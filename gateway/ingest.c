@@ -646,6 +646,7 @@ int fb_ingest_start(struct fb_ingest **out, const struct fb_ingest_deps *deps)
   g->cfg = cfg;
   g->reg = deps->registry;
   g->m = deps->metrics;
+  g->trace = deps->trace;
   fb_redis_init(&g->redis, &cfg->redis, "ingest", REDIS_TIMEOUT_MS);
   int rc = fb_router_create(&g->router, cfg->strategy);
   if (!rc) rc = fb_sinks_create(&g->sinks, &(struct fb_sink_env){cfg, deps->nats});

@@ -12,6 +12,7 @@
 #include "framebuffer/clock.h"
 #include "framebuffer/events.h"
 #include "framebuffer/log.h"
+#include "framebuffer/trace.h"
 
 /* ============================================================= hand-off */
 
@@ -136,10 +137,34 @@ static void remember_held(struct fb_ingest *g, const char *id)
   g->held_overflow_said = true;
 }
 
+/* Writes what became of entry i of `b` into the frame trace. */
+static void trace_entry(struct fb_ingest *g, const struct batch *b, size_t i,
+                        enum fb_trace_outcome outcome, int reason)
+{
+  const struct fb_frame *f = &b->frames[i];
+  if (!f->frame_id.n) return; /* nothing to look it up by */
+  int32_t out = b->outcome[i];
+  const struct fb_proc *p = out >= 0 ? b->snap->procs[out] : NULL;
+  struct fb_trace_in in = {
+      .frame_id = f->frame_id,
+      .camera_id = f->camera_id,
+      .source_id = b->entries[i]->element[0]->str,
+      .outcome = outcome,
+      .reason = reason,
+      .strategy = (int)g->routing.strategy,
+      .transport = p ? (int)p->transport : -1,
+      .processor_id = p ? p->id : NULL,
+      .target = p ? (fb_sink_in_redis(p->transport) ? p->stream : p->subject) : NULL,
+      .routed_at_ms = b->wall_ms,
+  };
+  fb_trace_add(g->trace, &in);
+}
+
 static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec)
 {
   uint64_t delivered = 0, consumed = 0;
   ingest_release_in_flight(b);
+  if (g->trace) fb_trace_begin(g->trace);
   for (size_t i = 0; i < b->n; i++) {
     int32_t out = b->outcome[i];
     const char *entry_id = b->entries[i]->element[0]->str;
@@ -147,7 +172,10 @@ static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec
       atomic_fetch_add(&g->m->nats_publish_errors, 1);
       remember_held(g, entry_id);
     }
-    if (b->held[i]) continue; /* still pending: it is handed off later */
+    if (b->held[i]) { /* still pending: it is handed off later */
+      if (g->trace) trace_entry(g, b, i, FB_TRACE_HELD, -1);
+      continue;
+    }
     consumed++;
     if (out == FB_OUTCOME_DLQ(FB_REASON_MISSING)) {
       atomic_fetch_add(&g->m->dropped[FB_REASON_MISSING], 1);
@@ -163,7 +191,9 @@ static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec
       fb_error("ingest", "frame %.*s (entry %s) was acked but its XADD failed: %s",
                (int)b->frames[i].frame_id.n, b->frames[i].frame_id.p, entry_id, r->str);
       atomic_fetch_add(&g->m->dropped[FB_REASON_NO_PROCESSOR], 1);
+      if (g->trace) trace_entry(g, b, i, FB_TRACE_DROPPED, FB_TRACE_WRITE_FAILED);
     } else if (out >= 0) {
+      if (g->trace) trace_entry(g, b, i, FB_TRACE_DELIVERED, -1);
       const struct fb_proc *p = b->snap->procs[out];
       const struct fb_sink_ops *ops = g->sinks.by_index[p->transport]->ops;
       atomic_fetch_add_explicit(&p->live->frames_routed, 1, memory_order_relaxed);
@@ -174,9 +204,11 @@ static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec
       enum fb_reason reason = FB_OUTCOME_REASON(out);
       atomic_fetch_add(&g->m->dropped[reason], 1);
       atomic_fetch_add(&g->m->dlq[reason], 1);
+      if (g->trace) trace_entry(g, b, i, FB_TRACE_DLQ, (int)reason);
       fb_debug("ingest", "entry %s to %s: %s", entry_id, FB_DLQ_STREAM, fb_reason_name(reason));
     }
   }
+  if (g->trace) fb_trace_end(g->trace);
   atomic_fetch_add(&g->m->dropped[FB_REASON_TRIMMED], b->ntrimmed);
   atomic_fetch_add(&g->m->frames_distributed, delivered);
   atomic_fetch_add(&g->m->decisions[g->routing.strategy], delivered);

@@ -82,6 +82,7 @@ struct fb_ingest {
   const struct fb_config *cfg;
   struct fb_registry *reg;
   struct fb_metrics *m;
+  struct fb_trace *trace; /* NULL with FRAME_TRACE=0 */
   struct fb_redis redis;
   struct fb_router *router;
   unsigned routing_seen;              /* fb_settings_gen when `routing` was taken */

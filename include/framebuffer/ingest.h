@@ -31,6 +31,7 @@ struct fb_ingest_deps {
   struct fb_settings *settings; /* the routing settings in force */
   struct fb_events *events;     /* backpressure on and off */
   struct fb_nats *nats;         /* for the NATS sink; NULL with NATS_URL=none */
+  struct fb_trace *trace;       /* where each frame went; NULL with FRAME_TRACE=0 */
 };
 
 /* Starts the ingest thread. Returns 0 or a negative errno. */
