@@ -15,6 +15,7 @@
 #include "framebuffer/fleet.h"
 #include "framebuffer/heartbeat.h"
 #include "framebuffer/log.h"
+#include "framebuffer/lookup.h"
 #include "framebuffer/settings.h"
 #include "framebuffer/sink.h"
 #include "framebuffer/store.h"
@@ -874,6 +875,7 @@ static const struct fb_route routes[] = {
     {FB_GET, "/api/v1/stats", FB_ACCESS_OPEN, get_stats},
     {FB_GET, "/api/v1/events", FB_ACCESS_OPEN, get_events},
     {FB_GET, "/api/v1/replicas", FB_ACCESS_OPEN, get_replicas},
+    {FB_GET, "/api/v1/frames/{frame_id}", FB_ACCESS_OPEN, fb_api_frame_get},
     {FB_GET, "/health", FB_ACCESS_OPEN, get_health},
     {FB_GET, "/healthz", FB_ACCESS_OPEN, get_healthz},
     {FB_GET, "/readyz", FB_ACCESS_OPEN, get_readyz},

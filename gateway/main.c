@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "framebuffer/app.h"
+#include "framebuffer/trace.h"
 #include "framebuffer/config.h"
 #include "framebuffer/control.h"
 #include "framebuffer/events.h"
@@ -61,6 +62,7 @@ int main(int argc, char **argv)
   if ((rc = fb_events_create(&app.events, cfg.consumer_name))) goto out;
   if ((rc = fb_settings_create(&app.settings, &cfg))) goto out;
   if ((rc = fb_fleet_create(&app.fleet, &app))) goto out;
+  if (cfg.frame_trace && (rc = fb_trace_create(&app.trace, FB_TRACE_DEFAULT_FRAMES))) goto out;
   if ((rc = fb_http_listen(&http, &app, why, sizeof why))) {
     fprintf(stderr, "frame-buffer: %s\n", why);
     rc = 0; /* said */
@@ -79,7 +81,8 @@ int main(int argc, char **argv)
       (rc = fb_results_start(&results, app.nats, &cfg.redis, app.registry, &metrics)))
     goto out;
   if ((rc = fb_control_start(&control, &app))) goto out;
-  struct fb_ingest_deps ingest = {&cfg, app.registry, &metrics, app.settings, app.events, app.nats};
+  struct fb_ingest_deps ingest = {&cfg,       app.registry, &metrics, app.settings,
+                                  app.events, app.nats,     app.trace};
   if ((rc = fb_ingest_start(&app.ingest, &ingest))) goto out;
   if ((rc = fb_http_run(http))) goto out;
 
@@ -104,6 +107,7 @@ out:
   fb_fleet_destroy(app.fleet);
   fb_settings_destroy(app.settings);
   fb_events_destroy(app.events);
+  fb_trace_destroy(app.trace);
   if (!rc && status != 2) fb_info("main", "stopped");
   return status;
 }
