@@ -994,7 +994,8 @@ class Gateway:
                      "NATS_JETSTREAM", "NATS_TOKEN", "NATS_USER", "NATS_PASSWORD",
                      "NATS_CREDS", "NATS_TLS_CA", "DLQ_MAXLEN", "SLOW_START_MS", "HASH_BOUND",
                      "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD",
-                     "REDIS_WAIT_REPLICAS", "NATS_JS_REPLICAS", "FLEET_VIEW"):
+                     "REDIS_WAIT_REPLICAS", "NATS_JS_REPLICAS", "FLEET_VIEW",
+                     "FRAME_TRACE", "DLQ_REPLAY_MAX"):
                 del env[k]
         env.update({"REDIS_URL": self.redis_url, "NATS_URL": "none", "PORT": str(self.port),
                     "CONSUMER_NAME": self.consumer_name, "LOG_LEVEL": LOG_LEVEL})
