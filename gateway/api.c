@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "framebuffer/clock.h"
+#include "framebuffer/dlq.h"
 #include "framebuffer/events.h"
 #include "framebuffer/fleet.h"
 #include "framebuffer/heartbeat.h"
@@ -875,6 +876,10 @@ static const struct fb_route routes[] = {
     {FB_GET, "/api/v1/stats", FB_ACCESS_OPEN, get_stats},
     {FB_GET, "/api/v1/events", FB_ACCESS_OPEN, get_events},
     {FB_GET, "/api/v1/replicas", FB_ACCESS_OPEN, get_replicas},
+    {FB_GET, "/api/v1/dlq", FB_ACCESS_OPEN, fb_api_dlq_list},
+    {FB_DELETE, "/api/v1/dlq", FB_ACCESS_OPERATOR, fb_api_dlq_purge},
+    {FB_GET, "/api/v1/dlq/summary", FB_ACCESS_OPEN, fb_api_dlq_summary},
+    {FB_POST, "/api/v1/dlq/replay", FB_ACCESS_OPERATOR, fb_api_dlq_replay},
     {FB_GET, "/api/v1/frames/{frame_id}", FB_ACCESS_OPEN, fb_api_frame_get},
     {FB_GET, "/health", FB_ACCESS_OPEN, get_health},
     {FB_GET, "/healthz", FB_ACCESS_OPEN, get_healthz},

@@ -23,6 +23,14 @@ const char *fb_reason_name(enum fb_reason r)
   return (unsigned)r < FB_REASON_COUNT ? reason_names[r] : "unknown";
 }
 
+static const char *const skip_names[FB_SKIP_COUNT] = {"malformed", "replay_max", "gone",
+                                                      "too_large"};
+
+const char *fb_replay_skip_name(enum fb_replay_skip c)
+{
+  return (unsigned)c < FB_SKIP_COUNT ? skip_names[c] : "unknown";
+}
+
 const double fb_hist_bounds[FB_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                                                 0.025,  0.05,    0.1,    0.25,  0.5,    1.0,   2.5};
 
@@ -293,6 +301,19 @@ int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, b
     fb_buf_u64(o, atomic_load(&m->dlq[r]));
     fb_buf_puts(o, "\n");
   }
+  counter(o, "frame_buffer_dlq_replayed_total",
+          "DLQ entries put back into the input stream by replays of this replica.",
+          atomic_load(&m->dlq_replayed));
+  fb_buf_puts(o, "# HELP frame_buffer_dlq_replay_skipped_total DLQ entries a replay left in the "
+                 "DLQ, by cause.\n"
+                 "# TYPE frame_buffer_dlq_replay_skipped_total counter\n");
+  for (int c = 0; c < FB_SKIP_COUNT; c++) {
+    fb_buf_printf(o, "frame_buffer_dlq_replay_skipped_total{cause=\"%s\"} ", skip_names[c]);
+    fb_buf_u64(o, atomic_load(&m->dlq_replay_skipped[c]));
+    fb_buf_puts(o, "\n");
+  }
+  counter(o, "frame_buffer_dlq_purged_total", "DLQ entries deleted through the API of this replica.",
+          atomic_load(&m->dlq_purged));
 
   /* The depth as last read, not fb_proc_depth: the same on every replica. */
   processor_gauge(o, s, "frame_buffer_queue_depth",

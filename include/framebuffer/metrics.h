@@ -28,6 +28,17 @@ enum fb_reason {
 
 const char *fb_reason_name(enum fb_reason r);
 
+/* Why a DLQ replay left an entry where it was (dlq.c). */
+enum fb_replay_skip {
+  FB_SKIP_MALFORMED,  /* a malformed entry, without "force" */
+  FB_SKIP_REPLAY_MAX, /* replayed DLQ_REPLAY_MAX times already */
+  FB_SKIP_GONE,       /* no longer in the DLQ when its turn came (replayed or purged meanwhile) */
+  FB_SKIP_TOO_LARGE,  /* more fields than one replay step carries */
+  FB_SKIP_COUNT
+};
+
+const char *fb_replay_skip_name(enum fb_replay_skip c);
+
 #define FB_HIST_BUCKETS 14
 
 struct fb_histogram {
@@ -69,6 +80,9 @@ struct fb_metrics {
   atomic_uint_fast64_t results_dropped;             /* unknown processor or queue full */
   atomic_uint_fast64_t rescued;                     /* moved from dead processors' streams */
   atomic_uint_fast64_t camera_moves[FB_MOVE_COUNT]; /* consistent_hash, by enum fb_move_reason */
+  atomic_uint_fast64_t dlq_replayed;                /* DLQ entries put back into the input */
+  atomic_uint_fast64_t dlq_replay_skipped[FB_SKIP_COUNT]; /* by enum fb_replay_skip */
+  atomic_uint_fast64_t dlq_purged;                        /* DLQ entries deleted by the API */
   atomic_int_fast64_t consumer_lag;                 /* -1 unknown */
   atomic_int_fast64_t input_pending;                /* -1 unknown */
   atomic_int_fast64_t blocked_frames;    /* held by backpressure (OVERLOAD_POLICY=block) */
