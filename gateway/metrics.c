@@ -312,8 +312,8 @@ int fb_metrics_render(const struct fb_metrics *m, const struct fb_snapshot *s, b
     fb_buf_u64(o, atomic_load(&m->dlq_replay_skipped[c]));
     fb_buf_puts(o, "\n");
   }
-  counter(o, "frame_buffer_dlq_purged_total", "DLQ entries deleted through the API of this replica.",
-          atomic_load(&m->dlq_purged));
+  counter(o, "frame_buffer_dlq_purged_total",
+          "DLQ entries deleted through the API of this replica.", atomic_load(&m->dlq_purged));
 
   /* The depth as last read, not fb_proc_depth: the same on every replica. */
   processor_gauge(o, s, "frame_buffer_queue_depth",

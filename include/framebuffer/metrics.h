@@ -80,9 +80,6 @@ struct fb_metrics {
   atomic_uint_fast64_t results_dropped;             /* unknown processor or queue full */
   atomic_uint_fast64_t rescued;                     /* moved from dead processors' streams */
   atomic_uint_fast64_t camera_moves[FB_MOVE_COUNT]; /* consistent_hash, by enum fb_move_reason */
-  atomic_uint_fast64_t dlq_replayed;                /* DLQ entries put back into the input */
-  atomic_uint_fast64_t dlq_replay_skipped[FB_SKIP_COUNT]; /* by enum fb_replay_skip */
-  atomic_uint_fast64_t dlq_purged;                        /* DLQ entries deleted by the API */
   atomic_int_fast64_t consumer_lag;                 /* -1 unknown */
   atomic_int_fast64_t input_pending;                /* -1 unknown */
   atomic_int_fast64_t blocked_frames;    /* held by backpressure (OVERLOAD_POLICY=block) */
@@ -93,6 +90,12 @@ struct fb_metrics {
   atomic_int nats_up;
   struct fb_histogram routing; /* read-to-handed-off, per frame */
   struct fb_http_route_metrics http[FB_HTTP_ROUTES_MAX];
+
+  /* DLQ replays and purges through the API (dlq.c) */
+  atomic_uint_fast64_t dlq_replayed;                      /* entries put back into the input */
+  atomic_uint_fast64_t dlq_replay_skipped[FB_SKIP_COUNT]; /* by enum fb_replay_skip */
+  atomic_uint_fast64_t dlq_purged;                        /* entries deleted */
+
   int64_t started_ms;
   atomic_int_fast64_t rate_in;  /* frames/s consumed over the last tick */
   atomic_int_fast64_t rate_out; /* frames/s delivered over the last tick */
