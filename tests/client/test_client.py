@@ -169,6 +169,25 @@ class ClientTest(IntegrationTest):
     def test_jetstream_frames_results_heartbeats_close(self):
         self.check_flow("jetstream")
 
+    def test_jetstream_heartbeats_carry_the_real_depth(self):
+        """A slow remote processor's backlog reaches the gateway through its
+        heartbeats (undelivered + unacknowledged in its consumer), and drains."""
+        self.servers("jetstream")
+        pid = "lib-depth"
+        self.processor(pid, heartbeat_ms=300, extra=["--work-ms", "100", "--capacity", "4"])
+        self.wait_subscribed(pid)
+        batch = frames("depth", 300)
+        add_frames(self.r, batch)
+        seen = []
+
+        def deep():
+            seen.append(self.gw.get(P + "/" + pid)[2].get("queue_depth"))
+            return (seen[-1] or 0) >= 50
+        wait_for(deep, 15, what="a queue_depth of 50 or more from the heartbeats (saw %s)" % seen)
+        self.wait_results([f["frame_id"] for f in batch], pid, timeout=60)
+        wait_for(lambda: self.gw.get(P + "/" + pid)[2].get("queue_depth") == 0, 5,
+                 what="queue_depth back to 0")
+
     # --------------------------------------------------------- kill -9
     def check_crash(self, kind):
         self.servers(kind)
