@@ -613,7 +613,7 @@ static long replay_scan(struct replay *rp, const struct filter *f, bool *more)
       if (matches(f, &e)) replay_consider(rp, &e);
     }
     replay_flush(rp); /* before the reply its entries point into goes */
-    end = i == rep->elements && rep->elements < FB_DLQ_CHUNK;
+    end = (i == rep->elements && rep->elements < FB_DLQ_CHUNK) || !strcmp(from + 1, to);
     *more = !end && (replay_full(rp) || scanned >= FB_DLQ_SCAN_MAX);
     freeReplyObject(rep);
     if (scanned >= FB_DLQ_SCAN_MAX) break;
@@ -935,7 +935,7 @@ static int purge_scan(struct fb_api *api, const struct filter *f, uint64_t *purg
       snprintf(from, sizeof from, "(%s", e.id);
       if (matches(f, &e)) argv[argc++] = e.id;
     }
-    end = rep->elements < FB_DLQ_CHUNK;
+    end = rep->elements < FB_DLQ_CHUNK || !strcmp(from + 1, to);
     redisReply *del = argc > 2 ? run(api, argc, argv, NULL) : NULL;
     freeReplyObject(rep);
     if (argc > 2 && (!del || del->type != REDIS_REPLY_INTEGER)) {
