@@ -17,6 +17,7 @@
 #include "framebuffer/heartbeat.h"
 #include "framebuffer/log.h"
 #include "framebuffer/lookup.h"
+#include "framebuffer/shadows.h"
 #include "framebuffer/settings.h"
 #include "framebuffer/sink.h"
 #include "framebuffer/store.h"
@@ -751,7 +752,7 @@ json_t *fb_api_stats(struct fb_app *app)
   json_decref(view);
   return json_pack(
       "{s:s,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:{s:f,s:f,s:f},s:o,s:o,s:o,s:o,s:o,"
-      "s:{s:b,s:b,s:b},s:s,s:o,s:o,s:o}",
+      "s:{s:b,s:b,s:b},s:s,s:o,s:o,s:o,s:o}",
       "service", "frame-buffer-v2", "now_ms", (json_int_t)now, "uptime_s",
       (json_int_t)((now - m->started_ms) / 1000), "frames", "consumed",
       (json_int_t)atomic_load(&m->frames_consumed), "distributed",
@@ -769,7 +770,8 @@ json_t *fb_api_stats(struct fb_app *app)
       "processors", procs, "connections", "redis", (int)atomic_load(&m->redis_up), "group",
       (int)atomic_load(&m->group_ready), "nats", (int)atomic_load(&m->nats_up), "consumer",
       app->cfg->consumer_name, "fleet", fleet ? fleet : json_object(), "replicas",
-      replicas ? replicas : json_array(), "camera_moves", moves);
+      replicas ? replicas : json_array(), "camera_moves", moves, "shadows",
+      fb_shadows_json(app->shadows));
 }
 
 /* The fleet's recent events, oldest first, as the dashboard receives them. */
@@ -822,7 +824,8 @@ static void get_metrics(struct fb_api *api, const struct fb_request *req, const 
   resp->status = 200;
   resp->content_type = "text/plain; version=0.0.4";
   fb_buf_reset(&resp->body);
-  if (fb_metrics_render(app->metrics, s, app->cfg->nats_enabled, &resp->body))
+  if (fb_metrics_render(app->metrics, s, app->cfg->nats_enabled, &resp->body) ||
+      fb_shadows_render_metrics(app->shadows, &resp->body))
     fb_api_error(resp, 500, "metrics too large");
   fb_snapshot_release(s);
 }
@@ -880,6 +883,9 @@ static const struct fb_route routes[] = {
     {FB_DELETE, "/api/v1/dlq", FB_ACCESS_OPERATOR, fb_api_dlq_purge},
     {FB_GET, "/api/v1/dlq/summary", FB_ACCESS_OPEN, fb_api_dlq_summary},
     {FB_POST, "/api/v1/dlq/replay", FB_ACCESS_OPERATOR, fb_api_dlq_replay},
+    {FB_GET, "/api/v1/shadows", FB_ACCESS_OPEN, fb_api_shadows_list},
+    {FB_PUT, "/api/v1/shadows/{name}", FB_ACCESS_OPERATOR, fb_api_shadow_put},
+    {FB_DELETE, "/api/v1/shadows/{name}", FB_ACCESS_OPERATOR, fb_api_shadow_delete},
     {FB_GET, "/api/v1/frames/{frame_id}", FB_ACCESS_OPEN, fb_api_frame_get},
     {FB_GET, "/health", FB_ACCESS_OPEN, get_health},
     {FB_GET, "/healthz", FB_ACCESS_OPEN, get_healthz},

@@ -18,6 +18,7 @@
 #include "framebuffer/health.h"
 #include "framebuffer/log.h"
 #include "framebuffer/lookup.h"
+#include "framebuffer/shadows.h"
 #include "framebuffer/nats_conn.h"
 #include "framebuffer/redis.h"
 #include "framebuffer/rescue.h"
@@ -32,13 +33,14 @@
 #define RESCUE_RETRY_MS    1000 /* a dead processor's stream is checked this often */
 #define RESCUE_MAX         2048 /* frames moved per processor per pass */
 #define TICK_MS            50
+#define SHADOWS_INTERVAL_MS 200 /* the fleet's shadows reach this replica within this */
 
 struct fb_control {
   struct fb_app *app;
   struct fb_redis redis;
   pthread_t thread;
   atomic_bool stop;
-  int64_t next_sync, next_lag, next_health, next_depth;
+  int64_t next_sync, next_lag, next_health, next_depth, next_shadows;
   int64_t started_ms;
   bool loaded_once;
   struct fb_rescue *rescue;
@@ -260,6 +262,10 @@ static void *run(void *arg)
     fb_nats_check(c->app->nats);
     fb_fleet_tick(c->app->fleet, &c->redis);
     fb_lookup_tick(c->lookup, &c->redis);
+    if (now >= c->next_shadows) {
+      fb_shadows_poll(c->app->shadows, &c->redis);
+      c->next_shadows = now + SHADOWS_INTERVAL_MS;
+    }
     if (fb_fleet_registry_changed(c->app->fleet)) c->next_sync = 0; /* read it now */
     if (now >= c->next_lag) {
       sample_rates(c, now - (c->next_lag - LAG_INTERVAL_MS));

@@ -66,6 +66,9 @@ void ingest_batch_clear(struct batch *b)
   b->reply = NULL;
   fb_snapshot_release(b->snap);
   b->snap = NULL;
+  fb_shadow_set_release(b->shadows);
+  b->shadows = NULL;
+  b->ncopies = 0;
   b->n = b->nxadd = b->nacks = 0;
   b->has_tx = false;
   b->have_deliveries = false;
@@ -85,6 +88,8 @@ static void batch_free(struct batch *b)
   free(b->xadd_of);
   free(b->held);
   free(b->fields);
+  free(b->copies);
+  free(b->copy_fields);
   fb_buf_free(&b->tx);
 }
 
@@ -647,6 +652,7 @@ int fb_ingest_start(struct fb_ingest **out, const struct fb_ingest_deps *deps)
   g->reg = deps->registry;
   g->m = deps->metrics;
   g->trace = deps->trace;
+  g->shadows = deps->shadows;
   fb_redis_init(&g->redis, &cfg->redis, "ingest", REDIS_TIMEOUT_MS);
   int rc = fb_router_create(&g->router, cfg->strategy);
   if (!rc) rc = fb_sinks_create(&g->sinks, &(struct fb_sink_env){cfg, deps->nats});
@@ -682,6 +688,7 @@ void fb_ingest_stop(struct fb_ingest *g)
   fb_router_destroy(g->router);
   fb_sinks_destroy(&g->sinks);
   fb_snapshot_release(g->snap);
+  fb_shadow_set_release(g->shadow_set);
   free(g->held_ids);
   free(g);
 }

@@ -160,8 +160,28 @@ static void trace_entry(struct fb_ingest *g, const struct batch *b, size_t i,
   fb_trace_add(g->trace, &in);
 }
 
+/* Counts the copies written in the transaction, by shadow. */
+static void account_copies(struct fb_ingest *g, const struct batch *b, const redisReply *exec)
+{
+  uint64_t sent[FB_SHADOWS_MAX] = {0}, failed[FB_SHADOWS_MAX] = {0};
+  for (size_t k = 0; k < b->ncopies; k++) {
+    const struct shadow_copy *c = &b->copies[k];
+    if (c->write < 0) continue;
+    const redisReply *r = exec ? exec->element[c->write] : NULL;
+    if (r && r->type != REDIS_REPLY_ERROR)
+      sent[c->shadow]++;
+    else
+      failed[c->shadow]++;
+  }
+  for (size_t s = 0; b->shadows && s < b->shadows->n; s++) {
+    if (sent[s]) fb_shadows_count(g->shadows, b->shadows->v[s].name, FB_SHADOW_SENT, sent[s]);
+    if (failed[s]) fb_shadows_count(g->shadows, b->shadows->v[s].name, FB_SHADOW_FAILED, failed[s]);
+  }
+}
+
 static void account(struct fb_ingest *g, struct batch *b, const redisReply *exec)
 {
+  account_copies(g, b, exec);
   uint64_t delivered = 0, consumed = 0;
   ingest_release_in_flight(b);
   if (g->trace) fb_trace_begin(g->trace);

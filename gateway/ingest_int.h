@@ -25,6 +25,7 @@
 #include "framebuffer/redis.h"
 #include "framebuffer/router.h"
 #include "framebuffer/settings.h"
+#include "framebuffer/shadows.h"
 #include "framebuffer/sink.h"
 
 #define BLOCK_MS          1000 /* XREADGROUP BLOCK when idle */
@@ -68,6 +69,20 @@ struct batch {
   int64_t wall_ms;  /* when it was routed */
   struct fb_buf tx; /* the transaction, kept for a resend */
   int attempts;
+  struct fb_shadow_set *shadows; /* the set its copies were made with, or NULL */
+  struct shadow_copy *copies;
+  size_t ncopies, copies_cap;
+  struct fb_field *copy_fields; /* the copies' fields */
+  size_t copy_fields_cap;
+};
+
+/* A shadow copy of entry `entry` (see shadows.h). */
+struct shadow_copy {
+  uint32_t entry;
+  uint16_t shadow; /* index in the batch's shadow set */
+  int32_t target;  /* the target's index in the batch's snapshot */
+  int32_t write;   /* its XADD's index in the transaction, or -1 */
+  struct fb_frame frame; /* the entry's fields plus shadow and shadow_of */
 };
 
 struct op {
@@ -83,6 +98,9 @@ struct fb_ingest {
   struct fb_registry *reg;
   struct fb_metrics *m;
   struct fb_trace *trace; /* NULL with FRAME_TRACE=0 */
+  struct fb_shadows *shadows;
+  unsigned shadows_seen;            /* fb_shadows_gen when shadow_set was taken */
+  struct fb_shadow_set *shadow_set; /* the shadows in use */
   struct fb_redis redis;
   struct fb_router *router;
   unsigned routing_seen;              /* fb_settings_gen when `routing` was taken */

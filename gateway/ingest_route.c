@@ -40,6 +40,123 @@ static struct fb_sink *sink_of(const struct fb_ingest *g, const struct batch *b,
   return g->sinks.by_index[b->snap->procs[b->outcome[i]]->transport];
 }
 
+/* ========================================================== shadow copies */
+
+/* Takes the fleet's shadows of now for batch `b`. */
+static struct fb_shadow_set *adopt_shadows(struct fb_ingest *g, struct batch *b)
+{
+  fb_shadow_set_release(b->shadows);
+  b->shadows = NULL;
+  b->ncopies = 0;
+  if (!g->shadows) return NULL;
+  unsigned gen = fb_shadows_gen(g->shadows);
+  if (!g->shadow_set || gen != g->shadows_seen) {
+    fb_shadow_set_release(g->shadow_set);
+    g->shadow_set = fb_shadows_get(g->shadows);
+    g->shadows_seen = gen;
+  }
+  if (!g->shadow_set->n) return NULL;
+  b->shadows = g->shadow_set;
+  atomic_fetch_add(&b->shadows->refs, 1);
+  return b->shadows;
+}
+
+/* Room for every copy the batch could make. 0 or -ENOMEM. */
+static int reserve_copies(struct batch *b, size_t ncopies, size_t nfields)
+{
+  if (ncopies > b->copies_cap) {
+    struct shadow_copy *c = realloc(b->copies, ncopies * sizeof *c);
+    if (!c) return -ENOMEM;
+    b->copies = c;
+    b->copies_cap = ncopies;
+  }
+  if (nfields > b->copy_fields_cap) {
+    struct fb_field *f = realloc(b->copy_fields, nfields * sizeof *f);
+    if (!f) return -ENOMEM;
+    b->copy_fields = f;
+    b->copy_fields_cap = nfields;
+  }
+  return 0;
+}
+
+/* Is shadow target `p` able to take a copy now? Else the outcome to count. */
+static bool target_takes(const struct fb_proc *p, enum fb_shadow_outcome *why)
+{
+  const struct fb_proc_live *l = p->live;
+  if (atomic_load_explicit(&l->status, memory_order_relaxed) == FB_HEALTH_DEAD) {
+    *why = FB_SHADOW_TARGET_DEAD;
+    return false;
+  }
+  int64_t depth = atomic_load_explicit(&l->queue_depth, memory_order_relaxed) +
+                  atomic_load_explicit(&l->sent_since_poll, memory_order_relaxed);
+  if (p->max_queue > 0 && depth >= p->max_queue) {
+    *why = FB_SHADOW_TARGET_FULL;
+    return false;
+  }
+  return true;
+}
+
+/* Makes the copies of the batch's delivered frames that its shadows take.
+ * A copy whose target cannot take it is counted and dropped: copies never
+ * hold, block or redirect a frame. */
+static void make_copies(struct fb_ingest *g, struct batch *b)
+{
+  struct fb_shadow_set *set = adopt_shadows(g, b);
+  if (!set) return;
+  int32_t target[FB_SHADOWS_MAX];
+  uint64_t dropped[FB_SHADOWS_MAX][FB_SHADOW_OUTCOMES] = {{0}};
+  for (size_t s = 0; s < set->n; s++)
+    target[s] = fb_snapshot_find(b->snap, set->v[s].target);
+  size_t fields = 0;
+  for (size_t i = 0; i < b->n; i++)
+    fields += b->frames[i].nfields + 2;
+  if (reserve_copies(b, b->n * set->n, fields * set->n)) return; /* no copies this batch */
+  size_t used = 0;
+  for (size_t i = 0; i < b->n; i++) {
+    if (b->held[i] || b->outcome[i] < 0) continue;
+    const struct fb_frame *f = &b->frames[i];
+    for (size_t s = 0; s < set->n; s++) {
+      if (!fb_shadow_matches(&set->v[s], f)) continue;
+      enum fb_shadow_outcome why = FB_SHADOW_TARGET_DEAD;
+      if (target[s] < 0 || !target_takes(b->snap->procs[target[s]], &why)) {
+        dropped[s][why]++;
+        continue;
+      }
+      struct fb_field *cf = &b->copy_fields[used];
+      memcpy(cf, f->fields, f->nfields * sizeof *cf);
+      const char *primary = b->snap->procs[b->outcome[i]]->id;
+      struct fb_str name = {set->v[s].name, strlen(set->v[s].name)};
+      cf[f->nfields] = (struct fb_field){{"shadow", 6}, name};
+      cf[f->nfields + 1] = (struct fb_field){{"shadow_of", 9}, {primary, strlen(primary)}};
+      used += f->nfields + 2;
+      struct shadow_copy *c = &b->copies[b->ncopies++];
+      *c = (struct shadow_copy){.entry = (uint32_t)i, .shadow = (uint16_t)s, .target = target[s],
+                                .write = -1, .frame = *f};
+      c->frame.fields = cf;
+      c->frame.nfields = f->nfields + 2;
+      c->frame.shadow = name;
+    }
+  }
+  for (size_t s = 0; s < set->n; s++)
+    for (int o = 0; o < FB_SHADOW_OUTCOMES; o++)
+      if (dropped[s][o]) fb_shadows_count(g->shadows, set->v[s].name, o, dropped[s][o]);
+}
+
+/* Sends the copies that leave Redis; what failed is counted, never held. */
+static void send_copies_outside(struct fb_ingest *g, struct batch *b)
+{
+  for (size_t k = 0; k < b->ncopies; k++) {
+    struct shadow_copy *c = &b->copies[k];
+    const struct fb_proc *p = b->snap->procs[c->target];
+    struct fb_sink *sink = g->sinks.by_index[p->transport];
+    if (sink->ops->stage) continue; /* written in the transaction */
+    g->sink_sent[p->transport] = true;
+    bool ok = sink->ops->send(sink, p, &c->frame) == 0;
+    fb_shadows_count(g->shadows, b->shadows->v[c->shadow].name,
+                     ok ? FB_SHADOW_SENT : FB_SHADOW_FAILED, 1);
+  }
+}
+
 /* Sends the batch's frames that leave Redis, in hand-off order. One whose
  * send failed is held: not acked, so it stays pending and is sent again
  * later. */
@@ -221,6 +338,15 @@ static int build_handoff(struct fb_ingest *g, struct batch *b, int64_t wall)
                      detail);
     }
   }
+  for (size_t k = 0; k < b->ncopies; k++) {
+    struct shadow_copy *c = &b->copies[k];
+    const struct fb_proc *p = b->snap->procs[c->target];
+    struct fb_sink *sink = g->sinks.by_index[p->transport];
+    c->write = -1;
+    if (!sink->ops->stage || b->held[c->entry]) continue; /* sent already, or not now */
+    c->write = (int32_t)h.nwrites;
+    fb_handoff_frame(&h, sink, p, &c->frame);
+  }
   b->nxadd = h.nwrites;
   b->has_tx = b->nacks > 0;
   if (!b->has_tx) return 0; /* every frame was held: nothing to write */
@@ -272,7 +398,9 @@ int ingest_route_batch(struct fb_ingest *g, struct batch *b)
       atomic_fetch_add_explicit(&b->snap->procs[b->outcome[i]]->live->routed_in_flight, 1,
                                 memory_order_relaxed);
   b->in_flight = true;
+  make_copies(g, b);
   send_outside(g, b);
+  send_copies_outside(g, b);
   return 0;
 }
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "framebuffer/app.h"
+#include "framebuffer/shadows.h"
 #include "framebuffer/trace.h"
 #include "framebuffer/config.h"
 #include "framebuffer/control.h"
@@ -63,6 +64,7 @@ int main(int argc, char **argv)
   if ((rc = fb_settings_create(&app.settings, &cfg))) goto out;
   if ((rc = fb_fleet_create(&app.fleet, &app))) goto out;
   if (cfg.frame_trace && (rc = fb_trace_create(&app.trace, FB_TRACE_DEFAULT_FRAMES))) goto out;
+  if ((rc = fb_shadows_create(&app.shadows, &cfg))) goto out;
   if ((rc = fb_http_listen(&http, &app, why, sizeof why))) {
     fprintf(stderr, "frame-buffer: %s\n", why);
     rc = 0; /* said */
@@ -82,7 +84,7 @@ int main(int argc, char **argv)
     goto out;
   if ((rc = fb_control_start(&control, &app))) goto out;
   struct fb_ingest_deps ingest = {&cfg,       app.registry, &metrics, app.settings,
-                                  app.events, app.nats,     app.trace};
+                                  app.events, app.nats,     app.trace,    app.shadows};
   if ((rc = fb_ingest_start(&app.ingest, &ingest))) goto out;
   if ((rc = fb_http_run(http))) goto out;
 
@@ -108,6 +110,7 @@ out:
   fb_settings_destroy(app.settings);
   fb_events_destroy(app.events);
   fb_trace_destroy(app.trace);
+  fb_shadows_destroy(app.shadows);
   if (!rc && status != 2) fb_info("main", "stopped");
   return status;
 }

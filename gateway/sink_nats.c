@@ -185,14 +185,18 @@ static natsStatus build_msg(struct nats_sink *n, natsMsg **msg, const char *subj
                             const struct fb_frame *f)
 {
   struct fb_buf *o = &n->payload;
-  char tp[128];
+  char tp[128], msg_id[600];
   bool has_tp = traceparent(f, tp, sizeof tp);
+  /* A shadow copy is another message than its frame's (JetStream would
+   * drop it as a duplicate of the frame). */
+  snprintf(msg_id, sizeof msg_id, "%.*s%s%.*s", (int)(f->frame_id.n < 511 ? f->frame_id.n : 511),
+           f->frame_id.p, f->shadow.n ? ":shadow:" : "", (int)f->shadow.n, f->shadow.p);
   fb_buf_reset(o);
 #ifdef FB_NATS_ENCODED_HEADERS
   if (encoded_headers()) {
     /* One allocation and no header map: nats.c sends the block as it is. */
     fb_buf_puts(o, "NATS/1.0\r\n");
-    header_line(o, "Nats-Msg-Id", f->frame_id.p, f->frame_id.n);
+    header_line(o, "Nats-Msg-Id", msg_id, strlen(msg_id));
     if (has_tp) header_line(o, "traceparent", tp, strlen(tp));
     fb_buf_append(o, "\r\n", 2);
     size_t hdr_len = o->len;
@@ -204,8 +208,6 @@ static natsStatus build_msg(struct nats_sink *n, natsMsg **msg, const char *subj
 #endif
   fb_frame_append_json(o, f);
   if (o->truncated) return NATS_INSUFFICIENT_BUFFER;
-  char msg_id[512];
-  snprintf(msg_id, sizeof msg_id, "%.*s", (int)f->frame_id.n, f->frame_id.p);
   natsStatus s = natsMsg_Create(msg, subject, NULL, o->data, (int)o->len);
   if (s == NATS_OK) s = natsMsgHeader_Set(*msg, "Nats-Msg-Id", msg_id);
   if (s == NATS_OK && has_tp) s = natsMsgHeader_Set(*msg, "traceparent", tp);

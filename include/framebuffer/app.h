@@ -18,6 +18,7 @@ struct fb_nats;
 struct fb_settings;
 struct fb_fleet;
 struct fb_trace;
+struct fb_shadows;
 
 struct fb_app {
   const struct fb_config *cfg;
@@ -29,6 +30,7 @@ struct fb_app {
   struct fb_settings *settings; /* the fleet's routing settings */
   struct fb_fleet *fleet;       /* what the replicas share through Redis */
   struct fb_trace *trace;       /* where the last frames went; NULL with FRAME_TRACE=0 */
+  struct fb_shadows *shadows;   /* the fleet's shadow routes */
 };
 
 #endif

@@ -53,6 +53,9 @@ struct fb_frame {
   bool has_priority; /* the field is present (whatever its value) */
   bool has_storage_path;
   bool has_storage_backend;
+  /* Set on a shadow copy only (shadows.h): its shadow's name, so that a
+   * sink that keys frames by id (JetStream) keeps the copy apart. */
+  struct fb_str shadow;
 };
 
 /*

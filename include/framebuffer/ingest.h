@@ -32,6 +32,7 @@ struct fb_ingest_deps {
   struct fb_events *events;     /* backpressure on and off */
   struct fb_nats *nats;         /* for the NATS sink; NULL with NATS_URL=none */
   struct fb_trace *trace;       /* where each frame went; NULL with FRAME_TRACE=0 */
+  struct fb_shadows *shadows;   /* the fleet's shadow routes */
 };
 
 /* Starts the ingest thread. Returns 0 or a negative errno. */
