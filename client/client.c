@@ -495,10 +495,24 @@ int fbc_ack(struct fbc_client *c, const struct fbc_frame *const *frames, size_t 
 int fbc_result_fields(struct fbc_client *c, const struct fbc_frame *f, const char *json,
                       const char *const *fields, size_t nfields)
 {
-  if (!f || !json || !in_batch(c, f) || (nfields && !fields)) return -EINVAL;
+  if (!f || !json || !in_batch(c, f) || (nfields && !fields) || nfields > 64) return -EINVAL;
   if (!c->connected) return -ECONNRESET;
-  int rc = c->cfg.transport == FBC_REDIS ? fbci_redis_result(c, f, json, fields, nfields)
-                                         : fbci_nats_result(c, f, json, fields, nfields);
+  /* A shadow copy's result says so, so that the two versions can be told
+   * apart in the result stream. */
+  const char *all[2 * 64 + 4];
+  size_t n = nfields;
+  memcpy(all, fields ? fields : all, 2 * nfields * sizeof *all);
+  static const char *const shadow_fields[] = {"shadow", "shadow_of"};
+  for (size_t k = 0; k < 2; k++) {
+    const char *v = fbc_frame_field(f, shadow_fields[k]);
+    if (v) {
+      all[2 * n] = shadow_fields[k];
+      all[2 * n + 1] = v;
+      n++;
+    }
+  }
+  int rc = c->cfg.transport == FBC_REDIS ? fbci_redis_result(c, f, json, all, n)
+                                         : fbci_nats_result(c, f, json, all, n);
   if (rc == 0) atomic_fetch_add(&c->results, 1);
   return rc;
 }

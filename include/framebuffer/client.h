@@ -174,14 +174,17 @@ int fbc_ack(struct fbc_client *c, const struct fbc_frame *const *frames, size_t 
  * on Redis an entry {processor_id, frame_id, camera_id, result, processed_at}
  * of the result stream; on NATS the same as a JSON object on
  * frames.results.<id>, which the gateway appends to the registered result
- * stream. On Redis the write is queued and sent with the next fbc_ack,
- * fbc_flush or fbc_next, before their own commands. Returns 0, -EINVAL when
- * `json` is not JSON (NATS), or -ECONNRESET. Owner thread.
+ * stream. The result of a shadow copy (a frame with a `shadow` field) also
+ * carries `shadow` and `shadow_of`. On Redis the write is queued and sent
+ * with the next fbc_ack, fbc_flush or fbc_next, before their own commands.
+ * Returns 0, -EINVAL when `json` is not JSON (NATS), or -ECONNRESET. Owner
+ * thread.
  */
 int fbc_result(struct fbc_client *c, const struct fbc_frame *f, const char *json);
 
 /* The same with extra string fields: `fields` holds `nfields` name, value
- * pairs (2 * nfields strings) added to the result entry. Owner thread. */
+ * pairs (2 * nfields strings, at most 64 pairs) added to the result entry.
+ * Owner thread. */
 int fbc_result_fields(struct fbc_client *c, const struct fbc_frame *f, const char *json,
                       const char *const *fields, size_t nfields);
 
