@@ -168,10 +168,14 @@ static void account_copies(struct fb_ingest *g, const struct batch *b, const red
     const struct shadow_copy *c = &b->copies[k];
     if (c->write < 0) continue;
     const redisReply *r = exec ? exec->element[c->write] : NULL;
-    if (r && r->type != REDIS_REPLY_ERROR)
+    if (r && r->type != REDIS_REPLY_ERROR) {
       sent[c->shadow]++;
-    else
+      /* In the target's queue until its depth is read again (not the primary's). */
+      atomic_fetch_add_explicit(&b->snap->procs[c->target]->live->sent_since_poll, 1,
+                                memory_order_relaxed);
+    } else {
       failed[c->shadow]++;
+    }
   }
   for (size_t s = 0; b->shadows && s < b->shadows->n; s++) {
     if (sent[s]) fb_shadows_count(g->shadows, b->shadows->v[s].name, FB_SHADOW_SENT, sent[s]);
