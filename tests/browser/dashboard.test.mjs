@@ -674,6 +674,65 @@ test('without the fleet view (an older gateway) the page shows the replica\'s ow
   await ctx.close();
 });
 
+test('the DLQ panel pages through entries by reason and replays them with the token', { timeout: 60000 }, async () => {
+  // Frames of a type no processor takes (no_processor) and malformed ones.
+  for (const args of [['--types', 'ghost', '--frames', '120', '--cameras', '3'], ['--malformed-every', '1', '--frames', '4']]) {
+    const inj = new Proc('fb-inject-dlq', fbBinary('fb-inject'), ['--redis-url', redis.url, '--quiet', ...args], { logDir: out });
+    assert.equal((await inj.exited).code, 0, 'fb-inject for the DLQ');
+  }
+  const count = async (reason) => (await gw.get('/api/v1/dlq/summary')).reasons[reason].count;
+  await waitFor(async () => (await count('no_processor')) >= 120 && (await count('malformed')) >= 4,
+    { timeout: 10000, what: 'the DLQ to hold the ghost and malformed frames' });
+  const ctx = await browser.newContext({ viewport: { width: 1440, height: 900 }, colorScheme: 'light' });
+  const p = await ctx.newPage(); // a new tab: no API token kept yet
+  p.on('pageerror', (e) => pageErrors.push(e.message));
+  await p.goto(gw.base + '/');
+  const card = p.locator(sel('dlq-card'));
+  await card.locator(sel('dlq-row')).first().waitFor({ timeout: 10000 });
+  const sum = await gw.get('/api/v1/dlq/summary');
+  const button = (r) => card.locator(`${sel('dlq-reasons')} button[data-reason="${r}"]`);
+  assert.equal(Number(await button('no_processor').getAttribute('data-count')), sum.reasons.no_processor.count);
+  assert.equal(Number(await button('malformed').getAttribute('data-count')), sum.reasons.malformed.count);
+  assert.equal(await card.locator(sel('dlq-replay')).isDisabled(), true, 'no replay of every reason at once');
+
+  // One reason, page by page, as the API pages it.
+  await button('no_processor').click();
+  await p.waitForFunction(() => [...document.querySelectorAll('[data-testid="dlq-row"]')].every((r) => r.dataset.reason === 'no_processor'),
+    null, { timeout: 5000 });
+  const rows = () => card.locator(sel('dlq-row')).evaluateAll((rs) => rs.map((r) => r.dataset.id));
+  const page1 = await rows();
+  const api1 = await gw.get('/api/v1/dlq?reason=no_processor&limit=50');
+  assert.deepEqual(page1, api1.entries.map((e) => e.id), 'page 1 is the API\'s, newest first');
+  await card.locator(sel('dlq-older')).click();
+  await p.waitForFunction((first) => document.querySelector('[data-testid="dlq-row"]')?.dataset.id !== first, page1[0], { timeout: 5000 });
+  const api2 = await gw.get(`/api/v1/dlq?reason=no_processor&limit=50&after=${api1.next}`);
+  assert.deepEqual(await rows(), api2.entries.map((e) => e.id), 'page 2 goes on where page 1 ended');
+  assert.equal(await card.locator(sel('dlq-page')).textContent(), 'page 2');
+  await card.locator(sel('dlq-newer')).click();
+  await p.waitForFunction((first) => document.querySelector('[data-testid="dlq-row"]')?.dataset.id === first, page1[0], { timeout: 5000 });
+
+  // Replay: 401 without a token (the panel asks for it), then with it.
+  const replay = card.locator(sel('dlq-replay'));
+  assert.equal(await replay.textContent(), 'Replay no_processor');
+  await replay.click();
+  await p.waitForFunction(() => /^401: /.test(document.querySelector('[data-testid="dlq-msg"]').textContent), null, { timeout: 5000 });
+  assert.equal(await card.locator(sel('dlq-token')).isVisible(), true, 'the panel asks for the token');
+  assert.equal(await count('no_processor'), sum.reasons.no_processor.count, 'nothing replayed without the token');
+  await card.locator(sel('dlq-token')).fill(TOKEN);
+  const answer = p.waitForResponse((r) => r.url().endsWith('/api/v1/dlq/replay') && r.request().method() === 'POST');
+  await replay.click();
+  const body = await (await answer).json();
+  assert.ok(body.replayed >= sum.reasons.no_processor.count, `replayed ${JSON.stringify(body)}`);
+  await p.waitForFunction(() => /^Replayed \d+, skipped \d+/.test(document.querySelector('[data-testid="dlq-msg"]').textContent), null, { timeout: 5000 });
+  // Nobody takes "ghost": the frames come back to the DLQ, replayed once.
+  await waitFor(async () => (await gw.get('/api/v1/dlq?reason=no_processor&limit=1000')).entries.filter((e) => e.replayed === 1).length >= 120,
+    { timeout: 10000, what: 'the ghost frames back in the DLQ with replayed=1' });
+  await card.locator(sel('dlq-refresh')).click();
+  await p.waitForFunction(() => document.querySelector('[data-testid="dlq-row"] [data-testid="dlq-replayed"]')?.textContent === '1', null, { timeout: 5000 });
+  await shot('dashboard-dlq.png', p);
+  await ctx.close();
+});
+
 test('no JavaScript errors on the page', () => {
   assert.deepEqual(pageErrors, []);
 });
