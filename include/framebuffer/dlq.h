@@ -15,7 +15,7 @@
 #define FB_DLQ_LIST_MAX         1000       /* ?limit's maximum */
 #define FB_DLQ_LIST_SCAN_MAX    10000      /* entries one page looks at before it answers `next` */
 #define FB_DLQ_LIST_BYTES_MAX   (8u << 20) /* a page stops adding entries past this */
-#define FB_DLQ_SCAN_MAX         1000000    /* entries one summary, replay or purge looks at */
+#define FB_DLQ_SCAN_MAX         200000     /* entries one summary, replay or purge looks at */
 #define FB_DLQ_REPLAY_DEFAULT   10000      /* entries one replay puts back without "limit" */
 #define FB_DLQ_REPLAY_LIMIT_MAX 100000     /* "limit"'s maximum */
 #define FB_DLQ_REPLAY_BATCH     100        /* entries per atomic step of a replay */
