@@ -733,6 +733,46 @@ test('the DLQ panel pages through entries by reason and replays them with the to
   await ctx.close();
 });
 
+test('finding a frame shows where it went, and a shadow shows with its copies a second', { timeout: 60000 }, async () => {
+  // A shadow copying every person frame to alive-1.
+  const put = await gw.api('PUT', '/api/v1/shadows/mirror', { match: { detection_type: 'person' }, target: 'alive-1', percent: 100 }, TOKEN);
+  assert.equal(put.status, 201, put.text);
+  const ctx = await browser.newContext({ viewport: { width: 1440, height: 900 }, colorScheme: 'light' });
+  const p = await ctx.newPage();
+  p.on('pageerror', (e) => pageErrors.push(e.message));
+  await p.goto(gw.base + '/');
+  const row = p.locator(`${sel('shadows-body')} tr[data-shadow="mirror"]`);
+  await row.waitFor({ timeout: 5000 });
+  // The rate needs two readings 2 s apart; injection runs at 500/s.
+  await p.waitForFunction(() => {
+    const r = document.querySelector('tr[data-shadow="mirror"]');
+    return r && /^[1-9]\d*\/s$/.test(r.children[4].textContent);
+  }, null, { timeout: 10000 });
+  const cells = await row.locator('td').allTextContents();
+  assert.deepEqual(cells.slice(0, 4), ['mirror', 'person', '100% by camera', 'alive-1']);
+
+  // The page finds a frame as the API does.
+  const { entries } = await gw.get('/api/v1/dlq?limit=1'); // a frame the fleet routed
+  const id = entries.length ? entries[0].fields.frame_id : null;
+  assert.ok(id, 'a frame id to look for');
+  const api = await gw.get('/api/v1/frames/' + encodeURIComponent(id));
+  await p.fill(sel('frame-id'), id);
+  await p.click(sel('frame-find'));
+  await p.locator(sel('frame-fate')).waitFor({ timeout: 5000 });
+  const shown = await p.locator(`${sel('frame-fate')} dd`).evaluateAll((dds) =>
+    Object.fromEntries(dds.map((d) => [d.dataset.field, d.textContent])));
+  assert.equal(shown.outcome, api.outcome);
+  assert.equal(shown.replica, api.replica);
+  assert.equal(shown.source_id, api.source_id);
+  // An unknown one: the 404's detail, with the window.
+  await p.fill(sel('frame-id'), 'no-such-frame');
+  await p.click(sel('frame-find'));
+  await p.waitForFunction(() => /not in the trace/.test(document.querySelector('[data-testid="frame-msg"]').textContent), null, { timeout: 5000 });
+  await shot('dashboard-debug.png', p);
+  assert.equal((await gw.api('DELETE', '/api/v1/shadows/mirror', undefined, TOKEN)).status, 204);
+  await ctx.close();
+});
+
 test('no JavaScript errors on the page', () => {
   assert.deepEqual(pageErrors, []);
 });
