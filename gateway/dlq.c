@@ -883,8 +883,11 @@ void fb_api_dlq_replay(struct fb_api *api, const struct fb_request *req, const c
   if (answered) {
     /* replay_ids answered: 404 or 503, nothing replayed */
   } else if (rp->error) {
-    char done[120];
-    snprintf(done, sizeof done, "; %" PRIu64 " entries were replayed before", rp->replayed);
+    char done[160];
+    snprintf(done, sizeof done,
+             "; %" PRIu64 " entries were replayed before, the last step's are in the DLQ or "
+             "the input: replay again",
+             rp->replayed);
     redis_failed(resp, rp->failed, done);
   } else {
     uint64_t skipped = 0;
