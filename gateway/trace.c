@@ -138,7 +138,7 @@ void fb_trace_end(struct fb_trace *t)
 static void copy_cut(char *dst, size_t cap, struct fb_str s, uint8_t *len, uint8_t *cut)
 {
   size_t n = s.n < cap ? s.n : cap;
-  memcpy(dst, s.p, n);
+  if (n) memcpy(dst, s.p, n); /* an absent field is {NULL, 0} */
   if (n < cap) dst[n] = '\0';
   if (len) *len = (uint8_t)n;
   if (cut) *cut = s.n > cap;

@@ -32,10 +32,12 @@
 #include "framebuffer/events.h"
 #include "framebuffer/fleet.h"
 #include "framebuffer/settings.h"
+#include "framebuffer/shadows.h"
+#include "framebuffer/trace.h"
 
 /* The gateway as the HTTP thread sees it, with no server behind it: the
  * configuration (NATS on, tokens, origins), the processors of fuzz.h, metrics,
- * events, routing settings, the fleet, and an API whose Redis connection is
+ * events, routing settings, the fleet, shadows, a frame trace, and an API whose Redis connection is
  * down and never retried: every write answers 503, nothing leaves the
  * process. */
 static struct fb_config cfg;
@@ -71,6 +73,19 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   FUZZ_CHECK(fb_events_create(&app.events, cfg.consumer_name) == 0);
   FUZZ_CHECK(fb_settings_create(&app.settings, &cfg) == 0);
   FUZZ_CHECK(fb_fleet_create(&app.fleet, &app) == 0);
+  FUZZ_CHECK(fb_shadows_create(&app.shadows, &cfg) == 0);
+  FUZZ_CHECK(fb_trace_create(&app.trace, 64) == 0);
+  fb_trace_begin(app.trace); /* one frame to find: GET /api/v1/frames/f-1 */
+  fb_trace_add(app.trace, &(struct fb_trace_in){.frame_id = {"f-1", 3},
+                                                .camera_id = {"cam-1", 5},
+                                                .source_id = "1-0",
+                                                .outcome = FB_TRACE_DELIVERED,
+                                                .reason = -1,
+                                                .transport = 0,
+                                                .processor_id = "tracker-a",
+                                                .target = "frames:ready:tracker-a",
+                                                .routed_at_ms = 1000});
+  fb_trace_end(app.trace);
   fb_api_init(&api, &app);
   api.redis.lost = true;                 /* said once: no warning per request */
   api.redis.next_attempt_ms = INT64_MAX; /* never time to connect */
