@@ -972,7 +972,6 @@ const char *fb_api_route_of(const char *path)
 
 void fb_api_handle(struct fb_api *api, const struct fb_request *req, struct fb_response *resp)
 {
-  atomic_fetch_add(&api->app->metrics->http_requests, 1);
   resp->allow = NULL;
   resp->route = NULL;
   resp->challenge = false;

@@ -271,7 +271,6 @@ static void *run(void *arg)
       sample_rates(c, now - (c->next_lag - LAG_INTERVAL_MS));
       sample_lag(c);
       fb_metrics_tick(c->app->metrics, fb_wall_ms());
-      atomic_store(&c->app->metrics->redis_reconnects, fb_redis_reconnects());
       c->next_lag = now + LAG_INTERVAL_MS;
     }
     fb_sleep_ms(TICK_MS);

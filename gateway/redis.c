@@ -20,7 +20,6 @@
 
 /* Process-wide: bumped when the sentinels announce a new primary. */
 static atomic_uint primary_epoch;
-static atomic_uint_fast64_t reconnects;
 
 /* Process-wide: reconnects by connection name, a slot per name, claimed at
  * fb_redis_init under names_lock and never given back. */
@@ -63,11 +62,6 @@ size_t fb_redis_reconnects_by_name(const char **names, uint64_t *counts, size_t 
 void fb_redis_primary_moved(void)
 {
   atomic_fetch_add(&primary_epoch, 1);
-}
-
-uint64_t fb_redis_reconnects(void)
-{
-  return atomic_load(&reconnects);
 }
 
 bool fb_redis_is_stale(const struct fb_redis *r)
@@ -193,10 +187,7 @@ int fb_redis_ensure(struct fb_redis *r)
   if (handshake(r, why, sizeof why)) goto fail;
 
   r->backoff_ms = BACKOFF_MIN_MS;
-  if (r->connects++) {
-    atomic_fetch_add(&reconnects, 1);
-    if (r->slot >= 0) atomic_fetch_add(&by_name[r->slot].count, 1);
-  }
+  if (r->connects++ && r->slot >= 0) atomic_fetch_add(&by_name[r->slot].count, 1);
   if (r->lost)
     fb_info("redis", "%s connection to %s:%d is back", r->who, r->at.host, r->at.port);
   else

@@ -52,9 +52,6 @@ bool fb_redis_is_stale(const struct fb_redis *r);
  * reconnects before its next command, at once rather than after backoff. */
 void fb_redis_primary_moved(void);
 
-/* Any thread: connections re-established after a loss or a move, over every
- * fb_redis of the process. */
-uint64_t fb_redis_reconnects(void);
 
 /* Any thread: reconnects of each connection name (`who` of fb_redis_init:
  * "ingest", "control", "api", "results", ...), every name seen so far, in
