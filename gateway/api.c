@@ -145,8 +145,7 @@ static bool sends_json(const struct fb_request *req, struct fb_response *resp)
   return false;
 }
 
-/* Parses the body as a JSON object; answers 400 itself when it is not. */
-static json_t *parse_body(const struct fb_request *req, struct fb_response *resp)
+json_t *fb_api_json_body(const struct fb_request *req, struct fb_response *resp)
 {
   if (!req->body_len) {
     fb_api_error(resp, 400, "request body is empty; expected a JSON object");
@@ -372,7 +371,7 @@ static int store_save(struct fb_api *api, const struct fb_proc *p, bool replace,
 static void do_register(struct fb_api *api, const struct fb_request *req, const char *param,
                         struct fb_response *resp)
 {
-  json_t *body = parse_body(req, resp);
+  json_t *body = fb_api_json_body(req, resp);
   if (!body) return;
   json_object_set_new(body, "registered_at_ms", json_integer(fb_wall_ms()));
   struct fb_proc *p = proc_from_body(api, body, resp);
@@ -427,7 +426,7 @@ static void do_update(struct fb_api *api, const struct fb_request *req, const ch
                       struct fb_response *resp)
 {
   if (!path_id_ok(req, id, resp)) return;
-  json_t *body = parse_body(req, resp);
+  json_t *body = fb_api_json_body(req, resp);
   if (!body) return;
   json_t *jid = json_object_get(body, "id");
   if (jid && !(json_is_string(jid) && !strcmp(json_string_value(jid), id))) {
@@ -550,7 +549,7 @@ static void do_delete(struct fb_api *api, const struct fb_request *req, const ch
 static void do_heartbeat(struct fb_api *api, const struct fb_request *req, const char *param,
                          struct fb_response *resp)
 {
-  json_t *body = parse_body(req, resp);
+  json_t *body = fb_api_json_body(req, resp);
   if (!body) return;
   json_t *jid = json_object_get(body, "processor_id");
   if (!json_is_string(jid) || !json_string_length(jid)) {
@@ -630,7 +629,7 @@ static void change_routing(struct fb_api *api, const struct fb_request *req, con
   struct fb_app *app = api->app;
   struct fb_routing_patch patch;
   if (req->method == FB_PUT) {
-    json_t *body = parse_body(req, resp);
+    json_t *body = fb_api_json_body(req, resp);
     if (!body) return;
     char why[300];
     int rc = fb_routing_patch_from_json(body, &patch, why, sizeof why);

@@ -693,30 +693,6 @@ static int cmp_str(const void *a, const void *b)
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Parses a body of the API itself: a JSON object, else 400. */
-static json_t *parse_object(const struct fb_request *req, struct fb_response *resp)
-{
-  json_error_t err;
-  json_t *doc =
-      req->body_len ? json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &err) : NULL;
-  if (!doc) {
-    char msg[300];
-    if (req->body_len)
-      snprintf(msg, sizeof msg, "malformed JSON at line %d column %d: %s", err.line, err.column,
-               err.text);
-    else
-      snprintf(msg, sizeof msg, "request body is empty; expected a JSON object");
-    fb_api_error(resp, 400, msg);
-    return NULL;
-  }
-  if (!json_is_object(doc)) {
-    json_decref(doc);
-    fb_api_error(resp, 400, "request body must be a JSON object");
-    return NULL;
-  }
-  return doc;
-}
-
 /* A replay body: what it selects, into `f`, `ids` (borrowed from `body`,
  * sorted copy checked for repeats) and the limit and force. Answers 422 and
  * returns false when the body is not one. */
@@ -850,7 +826,7 @@ void fb_api_dlq_replay(struct fb_api *api, const struct fb_request *req, const c
 {
   static const char *const known[] = {NULL};
   if (!fb_api_check_query(req, known, resp)) return;
-  json_t *body = parse_object(req, resp);
+  json_t *body = fb_api_json_body(req, resp);
   if (!body) return;
   struct filter f;
   const char **ids;

@@ -386,13 +386,8 @@ static int store(struct fb_api *api, int argc, const char **argv)
 void fb_api_shadow_put(struct fb_api *api, const struct fb_request *req, const char *param,
                        struct fb_response *resp)
 {
-  json_error_t jerr;
-  json_t *body = json_loadb(req->body ? req->body : "", req->body_len, 0, &jerr);
-  if (!json_is_object(body)) {
-    json_decref(body);
-    fb_api_error(resp, 400, "request body must be a JSON object");
-    return;
-  }
+  json_t *body = fb_api_json_body(req, resp);
+  if (!body) return;
   struct fb_shadow s;
   char why[300];
   int rc = fb_shadow_from_json(param, body, &s, why, sizeof why);

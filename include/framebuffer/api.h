@@ -101,6 +101,10 @@ const char *fb_request_arg(const struct fb_request *req, const char *name);
 bool fb_api_check_query(const struct fb_request *req, const char *const *known,
                         struct fb_response *resp);
 
+/* The request's body as a JSON object (new reference), or NULL after
+ * answering 400 with where the JSON is wrong. */
+json_t *fb_api_json_body(const struct fb_request *req, struct fb_response *resp);
+
 /* Fills `resp` with `doc` (taken) as JSON and `status`. */
 void fb_api_respond_json(struct fb_response *resp, int status, json_t *doc);
 
