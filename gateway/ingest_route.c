@@ -61,20 +61,25 @@ static struct fb_shadow_set *adopt_shadows(struct fb_ingest *g, struct batch *b)
   return b->shadows;
 }
 
-/* Room for every copy the batch could make. 0 or -ENOMEM. */
-static int reserve_copies(struct batch *b, size_t ncopies, size_t nfields)
+/* Room for one more copy of `nfields` fields. 0 or -ENOMEM. The copies'
+ * fields are addressed by offset until the batch's copies are all made. */
+static int reserve_copy(struct batch *b, size_t fields_used, size_t nfields)
 {
-  if (ncopies > b->copies_cap) {
-    struct shadow_copy *c = realloc(b->copies, ncopies * sizeof *c);
+  if (b->ncopies == b->copies_cap) {
+    size_t cap = b->copies_cap ? 2 * b->copies_cap : 64;
+    struct shadow_copy *c = realloc(b->copies, cap * sizeof *c);
     if (!c) return -ENOMEM;
     b->copies = c;
-    b->copies_cap = ncopies;
+    b->copies_cap = cap;
   }
-  if (nfields > b->copy_fields_cap) {
-    struct fb_field *f = realloc(b->copy_fields, nfields * sizeof *f);
+  if (fields_used + nfields > b->copy_fields_cap) {
+    size_t cap = b->copy_fields_cap ? 2 * b->copy_fields_cap : 1024;
+    while (cap < fields_used + nfields)
+      cap *= 2;
+    struct fb_field *f = realloc(b->copy_fields, cap * sizeof *f);
     if (!f) return -ENOMEM;
     b->copy_fields = f;
-    b->copy_fields_cap = nfields;
+    b->copy_fields_cap = cap;
   }
   return 0;
 }
@@ -107,10 +112,6 @@ static void make_copies(struct fb_ingest *g, struct batch *b)
   uint64_t dropped[FB_SHADOWS_MAX][FB_SHADOW_OUTCOMES] = {{0}};
   for (size_t s = 0; s < set->n; s++)
     target[s] = fb_snapshot_find(b->snap, set->v[s].target);
-  size_t fields = 0;
-  for (size_t i = 0; i < b->n; i++)
-    fields += b->frames[i].nfields + 2;
-  if (reserve_copies(b, b->n * set->n, fields * set->n)) return; /* no copies this batch */
   size_t used = 0;
   for (size_t i = 0; i < b->n; i++) {
     if (b->held[i] || b->outcome[i] < 0) continue;
@@ -122,21 +123,26 @@ static void make_copies(struct fb_ingest *g, struct batch *b)
         dropped[s][why]++;
         continue;
       }
+      if (reserve_copy(b, used, f->nfields + 2)) {
+        dropped[s][FB_SHADOW_FAILED]++; /* out of memory: no copy */
+        continue;
+      }
       struct fb_field *cf = &b->copy_fields[used];
       memcpy(cf, f->fields, f->nfields * sizeof *cf);
       const char *primary = b->snap->procs[b->outcome[i]]->id;
       struct fb_str name = {set->v[s].name, strlen(set->v[s].name)};
       cf[f->nfields] = (struct fb_field){{"shadow", 6}, name};
       cf[f->nfields + 1] = (struct fb_field){{"shadow_of", 9}, {primary, strlen(primary)}};
-      used += f->nfields + 2;
       struct shadow_copy *c = &b->copies[b->ncopies++];
       *c = (struct shadow_copy){.entry = (uint32_t)i, .shadow = (uint16_t)s, .target = target[s],
-                                .write = -1, .frame = *f};
-      c->frame.fields = cf;
+                                .write = -1, .field_at = used, .frame = *f};
       c->frame.nfields = f->nfields + 2;
       c->frame.shadow = name;
+      used += f->nfields + 2;
     }
   }
+  for (size_t k = 0; k < b->ncopies; k++) /* the pool has stopped moving */
+    b->copies[k].frame.fields = &b->copy_fields[b->copies[k].field_at];
   for (size_t s = 0; s < set->n; s++)
     for (int o = 0; o < FB_SHADOW_OUTCOMES; o++)
       if (dropped[s][o]) fb_shadows_count(g->shadows, set->v[s].name, o, dropped[s][o]);

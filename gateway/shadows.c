@@ -359,6 +359,14 @@ void fb_api_shadows_list(struct fb_api *api, const struct fb_request *req, const
   fb_api_respond_json(resp, 200, json_pack("{s:o}", "shadows", fb_shadows_json(shadows_of(api))));
 }
 
+/* Frees a reply; false when there was none (the connection failed). */
+static bool answered(redisReply *rep)
+{
+  if (!rep) return false;
+  freeReplyObject(rep);
+  return true;
+}
+
 /* Runs `argv` then INCR of the generation in one MULTI/EXEC, retrying once
  * on a fresh connection; then reloads the set here at once. 0 or -EIO. */
 static int store(struct fb_api *api, int argc, const char **argv)
@@ -367,17 +375,14 @@ static int store(struct fb_api *api, int argc, const char **argv)
   int attempt = 0, rc;
   do {
     rc = -EIO;
-    redisReply *rep = fb_redis_cmd(&api->redis, "MULTI");
-    if (!rep) continue;
-    freeReplyObject(rep);
-    rep = fb_redis_argv(&api->redis, argc, argv, NULL);
-    if (rep) freeReplyObject(rep);
-    rep = rep ? fb_redis_cmd(&api->redis, "INCR %s", sh->k_gen) : NULL;
-    if (rep) freeReplyObject(rep);
-    rep = rep ? fb_redis_cmd(&api->redis, "EXEC") : NULL;
+    /* MULTI, the change, INCR of the generation, EXEC: queued replies
+     * first, EXEC's last. */
+    bool alive = answered(fb_redis_cmd(&api->redis, "MULTI")) &&
+                 answered(fb_redis_argv(&api->redis, argc, argv, NULL)) &&
+                 answered(fb_redis_cmd(&api->redis, "INCR %s", sh->k_gen));
+    redisReply *rep = alive ? fb_redis_cmd(&api->redis, "EXEC") : NULL;
     if (rep && rep->type == REDIS_REPLY_ARRAY) rc = 0;
     if (rep) freeReplyObject(rep);
-    if (!rep) fb_redis_drop(&api->redis, "shadow change cut off");
   } while (rc && fb_api_retry(api, attempt++));
   if (!rc) rc = reload(sh, &api->redis);
   return rc;
