@@ -343,7 +343,7 @@ void fb_api_dlq_list(struct fb_api *api, const struct fb_request *req, const cha
     fb_api_error(resp, 422, "limit must be an integer from 1 to 1000");
     return;
   }
-  char from[ID_MAX] = "+", last[ID_MAX] = "";
+  char from[ID_MAX + 1] = "+", last[ID_MAX] = ""; /* from: "(" and an id */
   bool end = false;
   if ((v = fb_request_arg(req, "after")) && *v) {
     uint64_t ms, seq;

@@ -360,7 +360,7 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
  * cannot bind, the gateway says so in one line of its own instead (set
  * and read on the main thread before the service thread exists). */
 static bool holding;
-static char held[4][256];
+static char held[4][512]; /* lines as lws_log keeps them */
 static size_t nheld;
 
 static void lws_log(int level, const char *line)
