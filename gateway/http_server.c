@@ -448,12 +448,15 @@ int fb_http_listen(struct fb_http **out, struct fb_app *app, char *why, size_t n
   info.fd_limit_per_thread = fd_limit();
   info.keepalive_timeout = 30;
   info.max_http_header_data = 8192;
+  /* Tried first by hand: a port in use is the usual refusal, and
+   * libwebsockets leaks a little of a context it could not create. */
+  int err = bind_error(host, app->cfg->listen_port);
   holding = true;
   nheld = 0;
-  h->ctx = lws_create_context(&info);
+  h->ctx = err ? NULL : lws_create_context(&info);
   holding = false;
   if (!h->ctx) {
-    int err = bind_error(host, app->cfg->listen_port);
+    if (!err) err = bind_error(host, app->cfg->listen_port);
     snprintf(why, n, "cannot listen on %s:%d (--listen, LISTEN or PORT): %s", host,
              app->cfg->listen_port,
              err     ? strerror(err)

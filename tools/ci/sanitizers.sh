@@ -33,14 +33,14 @@
 # Usage: tools/ci/sanitizers.sh [asan] [tsan]      (default: both)
 # Env:   FB_SAN_JOBS      ctest parallel jobs (default 2)
 #        FB_TSAN_SUITES   integration suites under TSan (default
-#                         "replicas health nats fleet ha")
+#                         "replicas health nats fleet ha frames shadows")
 #        FB_SAN_REPORTS   directory for the reports (default: a fresh one
 #                         under ${TMPDIR:-/tmp}, removed when the run is clean)
 #        CC               compiler (default clang)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 jobs=${FB_SAN_JOBS:-2}
-tsan_suites=${FB_TSAN_SUITES:-replicas health nats fleet ha}
+tsan_suites=${FB_TSAN_SUITES:-replicas health nats fleet ha frames shadows}
 export CC=${CC:-clang}
 command -v "$CC" >/dev/null || {
   echo "sanitizers.sh: $CC is missing (Debian: clang)" >&2
@@ -103,13 +103,13 @@ run_ctest() { # title, build directory, ctest arguments...
   rm -f "$log"
 }
 
-units=$(cd "$root/tests/unit" && for f in test_*.c; do printf '%s ' "${f%.c}"; done)
 
 for pass in "${passes[@]}"; do
   case $pass in
   asan)
     dir=$root/build-asan-clang
-    build "$dir" "frame-buffer fb-inject fb-processor test_dashboard_ws $units" -DFB_SANITIZE=ON -DFB_TSAN=OFF
+    # Everything: the suites use the tools, the client library's tests and its example.
+    build "$dir" all -DFB_SANITIZE=ON -DFB_TSAN=OFF
     mkdir -p "$reports/asan"
     # quarantine_size_mb=16: ws.dashboard allows the gateway's RSS to grow
     # by at most 64 MiB over 6 s at 20,000 frames/s, and ASan's default
