@@ -32,7 +32,7 @@ if [ "${FB_SANITIZE:-1}" != 0 ] && [ $# = 0 ]; then
   echo "== unit tests under AddressSanitizer + UBSan"
   cmake -S "$root" -B "$build-asan" -DFB_WERROR=ON -DFB_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
     >/dev/null
-  cmake --build "$build-asan" -j"$(nproc)" --target \
+  cmake --build "$build-asan" -j"$(nproc)" --target test_client_unit \
     $(cd "$root/tests/unit" && ls test_*.c | sed 's/\.c$//')
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     ctest --test-dir "$build-asan" --output-on-failure -L unit || status=$?
