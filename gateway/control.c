@@ -25,14 +25,14 @@
 #include "framebuffer/sink.h"
 #include "framebuffer/store.h"
 
-#define SYNC_INTERVAL_MS   500
-#define LAG_INTERVAL_MS    1000
-#define HEALTH_INTERVAL_MS 200
-#define DEPTH_INTERVAL_MS  250  /* queue depths for least_loaded, at most this often */
-#define DEPTH_MAX_RATE     1000 /* ... and at most this many XINFO a second */
-#define RESCUE_RETRY_MS    1000 /* a dead processor's stream is checked this often */
-#define RESCUE_MAX         2048 /* frames moved per processor per pass */
-#define TICK_MS            50
+#define SYNC_INTERVAL_MS    500
+#define LAG_INTERVAL_MS     1000
+#define HEALTH_INTERVAL_MS  200
+#define DEPTH_INTERVAL_MS   250  /* queue depths for least_loaded, at most this often */
+#define DEPTH_MAX_RATE      1000 /* ... and at most this many XINFO a second */
+#define RESCUE_RETRY_MS     1000 /* a dead processor's stream is checked this often */
+#define RESCUE_MAX          2048 /* frames moved per processor per pass */
+#define TICK_MS             50
 #define SHADOWS_INTERVAL_MS 200 /* the fleet's shadows reach this replica within this */
 
 struct fb_control {

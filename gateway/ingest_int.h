@@ -79,10 +79,10 @@ struct batch {
 /* A shadow copy of entry `entry` (see shadows.h). */
 struct shadow_copy {
   uint32_t entry;
-  uint16_t shadow; /* index in the batch's shadow set */
-  int32_t target;  /* the target's index in the batch's snapshot */
-  int32_t write;   /* its XADD's index in the transaction, or -1 */
-  size_t field_at; /* where its fields start in the batch's copy_fields */
+  uint16_t shadow;       /* index in the batch's shadow set */
+  int32_t target;        /* the target's index in the batch's snapshot */
+  int32_t write;         /* its XADD's index in the transaction, or -1 */
+  size_t field_at;       /* where its fields start in the batch's copy_fields */
   struct fb_frame frame; /* the entry's fields plus shadow and shadow_of */
 };
 

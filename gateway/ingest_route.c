@@ -134,8 +134,12 @@ static void make_copies(struct fb_ingest *g, struct batch *b)
       cf[f->nfields] = (struct fb_field){{"shadow", 6}, name};
       cf[f->nfields + 1] = (struct fb_field){{"shadow_of", 9}, {primary, strlen(primary)}};
       struct shadow_copy *c = &b->copies[b->ncopies++];
-      *c = (struct shadow_copy){.entry = (uint32_t)i, .shadow = (uint16_t)s, .target = target[s],
-                                .write = -1, .field_at = used, .frame = *f};
+      *c = (struct shadow_copy){.entry = (uint32_t)i,
+                                .shadow = (uint16_t)s,
+                                .target = target[s],
+                                .write = -1,
+                                .field_at = used,
+                                .frame = *f};
       c->frame.nfields = f->nfields + 2;
       c->frame.shadow = name;
       used += f->nfields + 2;

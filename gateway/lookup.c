@@ -70,7 +70,8 @@ json_t *fb_lookup_record_json(const struct fb_trace_record *rec, const char *rep
                           ? json_string(fb_transport_name((enum fb_transport)rec->transport))
                           : json_null());
   json_object_set_new(o, "target", name_or_null(rec->target));
-  json_object_set_new(o, "strategy", json_string(fb_strategy_name((enum fb_strategy)rec->strategy)));
+  json_object_set_new(o, "strategy",
+                      json_string(fb_strategy_name((enum fb_strategy)rec->strategy)));
   json_object_set_new(o, "replica", json_string(replica));
   json_object_set_new(o, "routed_at_ms", json_integer(rec->routed_at_ms));
   json_object_set_new(o, "latency_ms", json_integer(rec->latency_ms));
@@ -90,9 +91,9 @@ static json_t *not_here(struct fb_app *app)
   size_t frames;
   int64_t oldest;
   fb_trace_window(app->trace, &frames, &oldest);
-  json_object_set_new(o, "trace",
-                      json_pack("{s:I, s:I}", "frames", (json_int_t)frames, "oldest_ms",
-                                (json_int_t)oldest));
+  json_object_set_new(
+      o, "trace",
+      json_pack("{s:I, s:I}", "frames", (json_int_t)frames, "oldest_ms", (json_int_t)oldest));
   return o;
 }
 
@@ -213,8 +214,9 @@ static json_t *ask_fleet(struct fb_api *api, const char *id, int *asked, int *an
   *answered = 0;
   *err = 0;
   if (*asked == 0) return NULL;
-  const char *argv[] = {"XADD",    k_queries, "MAXLEN",  "~",   maxlen, "*",   "id",
-                        id,        "replica", app->cfg->consumer_name, "reply", k_reply};
+  const char *argv[] = {"XADD",  k_queries, "MAXLEN", "~",       maxlen,
+                        "*",     "id",      id,       "replica", app->cfg->consumer_name,
+                        "reply", k_reply};
   redisReply *rep = NULL;
   int attempt = 0;
   do {
@@ -271,8 +273,8 @@ static void not_found(struct fb_api *api, const char *id, int asked, int answere
   if (err)
     snprintf(fleet, sizeof fleet, "the other replicas could not be asked (Redis unavailable)");
   else if (asked < 0)
-    snprintf(fleet, sizeof fleet, "%d other replicas answered (FLEET_VIEW=0: how many live is unknown)",
-             answered);
+    snprintf(fleet, sizeof fleet,
+             "%d other replicas answered (FLEET_VIEW=0: how many live is unknown)", answered);
   else
     snprintf(fleet, sizeof fleet, "%d of %d other replicas answered", answered, asked);
   snprintf(msg, sizeof msg, "frame %.200s is not in the trace: %s; %s", id, here, fleet);

@@ -83,8 +83,8 @@ int main(int argc, char **argv)
       (rc = fb_results_start(&results, app.nats, &cfg.redis, app.registry, &metrics)))
     goto out;
   if ((rc = fb_control_start(&control, &app))) goto out;
-  struct fb_ingest_deps ingest = {&cfg,       app.registry, &metrics, app.settings,
-                                  app.events, app.nats,     app.trace,    app.shadows};
+  struct fb_ingest_deps ingest = {&cfg,       app.registry, &metrics,  app.settings,
+                                  app.events, app.nats,     app.trace, app.shadows};
   if ((rc = fb_ingest_start(&app.ingest, &ingest))) goto out;
   if ((rc = fb_http_run(http))) goto out;
 

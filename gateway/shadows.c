@@ -72,15 +72,16 @@ static int match_from_json(const json_t *m, struct fb_shadow *s, char *why, size
   json_object_foreach((json_t *)m, k, v)
   {
     if (!strcmp(k, "detection_type")) {
-      if (copy_text(s->detection_type, sizeof s->detection_type, v, "match.detection_type", why,
-                    n))
+      if (copy_text(s->detection_type, sizeof s->detection_type, v, "match.detection_type", why, n))
         return -EINVAL;
     } else if (!strcmp(k, "camera_id")) {
       if (copy_text(s->camera_glob, sizeof s->camera_glob, v, "match.camera_id", why, n))
         return -EINVAL;
       if (!glob_ok(s->camera_glob)) {
-        snprintf(why, n, "match.camera_id '%s' is not a valid glob (an unclosed '[' or a control "
-                 "character)", s->camera_glob);
+        snprintf(why, n,
+                 "match.camera_id '%s' is not a valid glob (an unclosed '[' or a control "
+                 "character)",
+                 s->camera_glob);
         return -EINVAL;
       }
     } else {
@@ -137,7 +138,8 @@ int fb_shadow_from_json(const char *name, const json_t *body, struct fb_shadow *
 json_t *fb_shadow_to_json(const struct fb_shadow *s)
 {
   json_t *match = json_object();
-  if (s->detection_type[0]) json_object_set_new(match, "detection_type", json_string(s->detection_type));
+  if (s->detection_type[0])
+    json_object_set_new(match, "detection_type", json_string(s->detection_type));
   if (s->camera_glob[0]) json_object_set_new(match, "camera_id", json_string(s->camera_glob));
   return json_pack("{s:s, s:o, s:s, s:i, s:s}", "name", s->name, "match", match, "target",
                    s->target, "percent", s->percent, "sample", s->by_frame ? "frame" : "camera");
@@ -157,7 +159,8 @@ static uint64_t mix(const char *a, struct fb_str b)
 bool fb_shadow_matches(const struct fb_shadow *s, const struct fb_frame *f)
 {
   if (!s->percent) return false;
-  if (s->detection_type[0] && (f->detection_escaped || !fb_str_eq(f->detection_type, s->detection_type)))
+  if (s->detection_type[0] &&
+      (f->detection_escaped || !fb_str_eq(f->detection_type, s->detection_type)))
     return false;
   if (s->camera_glob[0]) {
     char cam[FB_SHADOW_MATCH_MAX * 2];
@@ -260,8 +263,7 @@ static struct counted *counted_of(struct fb_shadows *sh, const char *name)
   return c;
 }
 
-void fb_shadows_count(struct fb_shadows *sh, const char *name, enum fb_shadow_outcome o,
-                      uint64_t n)
+void fb_shadows_count(struct fb_shadows *sh, const char *name, enum fb_shadow_outcome o, uint64_t n)
 {
   struct counted *c = counted_of(sh, name);
   if (c) atomic_fetch_add_explicit(&c->n[o], n, memory_order_relaxed);
@@ -318,7 +320,8 @@ static void load(struct fb_shadows *sh, const redisReply *h)
     const char *name = h->element[2 * i]->str;
     json_t *doc = json_loads(h->element[2 * i + 1]->str ? h->element[2 * i + 1]->str : "", 0, NULL);
     char why[200];
-    if (name && json_is_object(doc) && !fb_shadow_from_json(name, doc, &next->v[next->n], why, sizeof why))
+    if (name && json_is_object(doc) &&
+        !fb_shadow_from_json(name, doc, &next->v[next->n], why, sizeof why))
       next->n++;
     else
       fb_warn("shadows", "shadow %s in Redis is not valid and is ignored", name ? name : "?");

@@ -70,7 +70,7 @@ struct fb_metrics {
   atomic_uint_fast64_t dlq[FB_REASON_COUNT];
   atomic_uint_fast64_t batches;
   atomic_uint_fast64_t heartbeats;
-  atomic_uint_fast64_t redis_wait_short; /* hand-offs fewer replicas confirmed */
+  atomic_uint_fast64_t redis_wait_short;    /* hand-offs fewer replicas confirmed */
   atomic_uint_fast64_t heartbeats_rejected; /* malformed, oversized or unknown id */
   atomic_uint_fast64_t health_changes;
   atomic_uint_fast64_t nats_publish_errors;         /* left pending, retried later */

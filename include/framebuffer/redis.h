@@ -52,7 +52,6 @@ bool fb_redis_is_stale(const struct fb_redis *r);
  * reconnects before its next command, at once rather than after backoff. */
 void fb_redis_primary_moved(void);
 
-
 /* Any thread: reconnects of each connection name (`who` of fb_redis_init:
  * "ingest", "control", "api", "results", ...), every name seen so far, in
  * the order first seen. Fills up to `max` of each array (names borrowed,

@@ -40,7 +40,7 @@ struct fb_shadow {
   char detection_type[FB_SHADOW_MATCH_MAX + 1]; /* "" = any */
   char camera_glob[FB_SHADOW_MATCH_MAX + 1];    /* fnmatch(3) pattern; "" = any */
   char target[FB_PROC_ID_MAX + 1];
-  int percent; /* 0..100 */
+  int percent;   /* 0..100 */
   bool by_frame; /* sample "frame"; else "camera" */
 };
 
