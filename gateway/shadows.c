@@ -391,6 +391,18 @@ static int store(struct fb_api *api, int argc, const char **argv)
   return rc;
 }
 
+/* Is shadow `name` in the set in effect? *count: how many there are. */
+static bool in_effect(struct fb_shadows *sh, const char *name, size_t *count)
+{
+  struct fb_shadow_set *set = fb_shadows_get(sh);
+  bool found = false;
+  for (size_t i = 0; i < set->n && !found; i++)
+    found = !strcmp(set->v[i].name, name);
+  *count = set->n;
+  fb_shadow_set_release(set);
+  return found;
+}
+
 void fb_api_shadow_put(struct fb_api *api, const struct fb_request *req, const char *param,
                        struct fb_response *resp)
 {
@@ -412,12 +424,8 @@ void fb_api_shadow_put(struct fb_api *api, const struct fb_request *req, const c
     fb_api_error(resp, 422, why);
     return;
   }
-  struct fb_shadow_set *set = fb_shadows_get(shadows_of(api));
-  bool exists = false;
-  for (size_t i = 0; i < set->n; i++)
-    exists = exists || !strcmp(set->v[i].name, s.name);
-  size_t count = set->n;
-  fb_shadow_set_release(set);
+  size_t count;
+  bool exists = in_effect(shadows_of(api), s.name, &count);
   if (!exists && count >= FB_SHADOWS_MAX) {
     snprintf(why, sizeof why, "at most %d shadows", FB_SHADOWS_MAX);
     fb_api_error(resp, 422, why);
@@ -442,12 +450,8 @@ void fb_api_shadow_put(struct fb_api *api, const struct fb_request *req, const c
 void fb_api_shadow_delete(struct fb_api *api, const struct fb_request *req, const char *param,
                           struct fb_response *resp)
 {
-  struct fb_shadow_set *set = fb_shadows_get(shadows_of(api));
-  bool exists = false;
-  for (size_t i = 0; i < set->n; i++)
-    exists = exists || !strcmp(set->v[i].name, param);
-  fb_shadow_set_release(set);
-  if (!exists) {
+  size_t count;
+  if (!in_effect(shadows_of(api), param, &count)) {
     char why[160];
     snprintf(why, sizeof why, "no shadow named '%.64s'", param);
     fb_api_error(resp, 404, why);
